@@ -1,0 +1,257 @@
+-- Every query of the fleet. Each block starts with `-- name: NAME` and one line of why.
+-- Parameters are psycopg named placeholders: SQL is never built from values.
+
+-- name: claim_order
+-- Take a due order for one worker; returns the row with the claim and what it was before.
+WITH prev AS (
+    SELECT id, fulfillment_status AS previous_status,
+           (fulfillment_status = 'processing' AND claim_token IS NOT NULL) AS taken_over
+    FROM orders
+    WHERE id = %(order_id)s
+    FOR UPDATE
+)
+UPDATE orders o
+SET fulfillment_status = 'processing',
+    claim_token = %(token)s,
+    claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
+    updated_at = now()
+FROM prev
+WHERE o.id = prev.id
+  AND o.network = 'at-ishare'
+  AND (
+        o.fulfillment_status = 'pending'
+     OR (o.fulfillment_status = 'failed' AND o.dead_letter_reason IS NULL
+         AND o.next_attempt_at <= now() + make_interval(secs => %(early_s)s::float8))
+     OR (o.fulfillment_status = 'processing' AND o.claim_token IS NULL
+         AND (o.next_attempt_at IS NULL
+              OR o.next_attempt_at <= now() + make_interval(secs => %(early_s)s::float8)))
+     OR (o.fulfillment_status = 'processing' AND o.claim_expires_at < now())
+  )
+RETURNING o.*, prev.previous_status, prev.taken_over;
+
+-- name: get_order
+-- One order with its fulfillment columns (a claim that found nothing to do, the CLI).
+SELECT * FROM orders WHERE id = %(order_id)s;
+
+-- name: begin_purchase
+-- Mark attempt N as under way before the vendor call, so a killed worker is detectable.
+UPDATE orders
+SET fulfillment_in_flight_attempt = %(attempt)s,
+    claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
+    updated_at = now()
+WHERE id = %(order_id)s AND claim_token = %(token)s
+RETURNING id;
+
+-- name: finish_call
+-- One round trip per vendor answer: the audit row and the order's new state together.
+WITH updated AS (
+    UPDATE orders
+    SET fulfillment_status = %(status)s,
+        fulfillment_attempts = %(attempts)s,
+        fulfillment_in_flight_attempt = %(in_flight)s,
+        fulfillment_status_checks = %(status_checks)s,
+        fulfillment_deferrals = %(deferrals)s,
+        next_attempt_at = CASE WHEN %(delay_s)s::float8 IS NULL THEN NULL
+                               ELSE now() + make_interval(secs => %(delay_s)s::float8) END,
+        claim_token = CASE WHEN %(keep_claim)s THEN claim_token END,
+        claim_expires_at = CASE WHEN %(keep_claim)s THEN claim_expires_at END,
+        last_error_code = %(error_code)s,
+        last_error_message = %(error_message)s,
+        dead_letter_reason = %(dead_letter_reason)s,
+        dead_letter_requested_at = CASE WHEN %(dead_letter_reason)s::text IS NULL THEN NULL
+                                        ELSE now() END,
+        fulfilled_at = CASE WHEN %(status)s = 'success' THEN now() ELSE fulfilled_at END,
+        vendor_transaction_id = coalesce(%(transaction_id)s, vendor_transaction_id),
+        updated_at = now()
+    WHERE id = %(order_id)s AND claim_token = %(token)s
+    RETURNING id
+), logged AS (
+    INSERT INTO fulfillment_logs (
+        order_id, network, phone_number, action, status, attempt_number, max_attempts,
+        http_status, api_response, error_code, error_message, latency_ms, retry_after,
+        fulfilled_at, vendor_transaction_id, worker)
+    VALUES (
+        %(order_id)s, %(network)s, %(phone_number)s, %(action)s, %(log_status)s,
+        %(attempt_number)s, %(max_attempts)s, %(http_status)s, %(api_response)s,
+        %(error_code)s, %(error_message)s, %(latency_ms)s,
+        CASE WHEN %(delay_s)s::float8 IS NULL THEN NULL
+             ELSE now() + make_interval(secs => %(delay_s)s::float8) END,
+        CASE WHEN %(log_status)s = 'success' THEN now() END,
+        %(transaction_id)s, %(worker)s)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM updated) AS updated, (SELECT id FROM logged) AS log_id;
+
+-- name: release_claim
+-- Give an order back untouched (fulfillment switched off while it was claimed).
+UPDATE orders
+SET fulfillment_status = %(status)s, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(order_id)s AND claim_token = %(token)s;
+
+-- name: request_dead_letter
+-- Fail an order that cannot be delivered (invalid data) without a vendor call; the consumer flags it.
+UPDATE orders
+SET fulfillment_status = 'failed',
+    claim_token = NULL,
+    claim_expires_at = NULL,
+    next_attempt_at = NULL,
+    last_error_code = %(error_code)s,
+    last_error_message = %(error_message)s,
+    dead_letter_reason = %(reason)s,
+    dead_letter_requested_at = now(),
+    updated_at = now()
+WHERE id = %(order_id)s AND claim_token = %(token)s;
+
+-- name: flag_dead_letter
+-- The dead-letter consumer's mark and its admin notification in one statement, so a crash
+-- between them cannot leave a flagged order that nobody was told about.
+WITH flagged AS (
+    UPDATE orders
+    SET fulfillment_status = 'failed',
+        dead_letter_reason = coalesce(dead_letter_reason, %(reason)s),
+        dead_letter_requested_at = coalesce(dead_letter_requested_at, now()),
+        dead_lettered_at = now(),
+        last_error_code = coalesce(last_error_code, %(error_code)s),
+        next_attempt_at = NULL,
+        claim_token = NULL,
+        claim_expires_at = NULL,
+        fulfillment_in_flight_attempt = NULL,
+        updated_at = now()
+    WHERE id = %(order_id)s
+      AND fulfillment_status IS DISTINCT FROM 'success'
+      AND dead_lettered_at IS NULL
+      AND fulfillment_generation = %(generation)s
+    RETURNING id, dead_letter_reason, fulfillment_attempts, network, last_error_code,
+              fulfillment_generation
+), noted AS (
+    INSERT INTO admin_notifications (kind, order_id, message, details, dedupe_key)
+    SELECT 'dead_letter', id,
+           format('Order %%s dead-lettered after %%s attempt(s): %%s',
+                  id, fulfillment_attempts, dead_letter_reason),
+           jsonb_build_object('reason', dead_letter_reason, 'error_code', last_error_code,
+                              'attempts', fulfillment_attempts, 'network', network,
+                              'source', %(source)s::text),
+           format('dead_letter:%%s:%%s', id, fulfillment_generation)
+    FROM flagged
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id, message, details
+)
+SELECT f.id AS order_id, f.dead_letter_reason, f.fulfillment_attempts, f.last_error_code,
+       n.id AS notification_id, n.message, n.details
+FROM flagged f LEFT JOIN noted n ON true;
+
+-- name: insert_notification
+-- Store an admin notification once per dedupe key; nothing is returned for a repeat.
+INSERT INTO admin_notifications (kind, order_id, message, details, dedupe_key)
+VALUES (%(kind)s, %(order_id)s, %(message)s, %(details)s, %(dedupe_key)s)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING id;
+
+-- name: record_webhook_delivery
+-- Where the notification's webhook POST stands after a delivery try.
+UPDATE admin_notifications
+SET webhook_state = %(state)s,
+    webhook_attempts = webhook_attempts + %(attempts)s,
+    webhook_last_error = %(last_error)s,
+    delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() ELSE delivered_at END,
+    updated_at = now()
+WHERE id = %(id)s;
+
+-- name: undelivered_notifications
+-- Notifications whose webhook failed, for the reconciler to deliver again (FOR UPDATE: one sweeper each).
+SELECT id, kind, order_id, message, details, created_at
+FROM admin_notifications
+WHERE webhook_state IN ('pending', 'failed')
+  AND webhook_attempts < %(max_attempts)s
+  AND updated_at < now() - make_interval(secs => %(grace_s)s::float8)
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: sweep_due_orders
+-- The reconciler's pass: orders whose message was lost, due again; stamps them so a concurrent
+-- reconciler or the next pass does not enqueue them twice within the grace period.
+WITH due AS (
+    SELECT id,
+           CASE
+               WHEN fulfillment_status = 'pending' THEN 'pending_unstarted'
+               WHEN fulfillment_status = 'processing' AND claim_token IS NOT NULL THEN 'claim_expired'
+               WHEN fulfillment_status = 'processing' THEN 'status_check_overdue'
+               WHEN dead_letter_reason IS NOT NULL THEN 'dead_letter_unflagged'
+               ELSE 'retry_overdue'
+           END AS reason
+    FROM orders
+    WHERE network = 'at-ishare'
+      AND coalesce(last_enqueued_at, '-infinity') < now() - make_interval(secs => %(grace_s)s::float8)
+      AND (
+            (fulfillment_status = 'pending'
+             AND created_at < now() - make_interval(secs => %(grace_s)s::float8))
+         OR (fulfillment_status = 'processing' AND claim_token IS NOT NULL
+             AND claim_expires_at < now())
+         OR (fulfillment_status = 'processing' AND claim_token IS NULL
+             AND next_attempt_at < now() - make_interval(secs => %(grace_s)s::float8))
+         OR (fulfillment_status = 'failed' AND dead_letter_reason IS NULL
+             AND next_attempt_at < now() - make_interval(secs => %(grace_s)s::float8))
+         OR (fulfillment_status = 'failed' AND dead_letter_reason IS NOT NULL
+             AND dead_lettered_at IS NULL
+             AND dead_letter_requested_at < now() - make_interval(secs => %(grace_s)s::float8))
+      )
+    ORDER BY updated_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE orders o
+SET last_enqueued_at = now()
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, due.reason, o.fulfillment_generation, o.dead_letter_reason, o.last_error_code;
+
+-- name: mark_enqueued
+-- Stamp orders a producer just published, so the reconciler waits its grace period.
+UPDATE orders SET last_enqueued_at = now() WHERE id = %(order_id)s;
+
+-- name: order_logs
+-- Every attempt and status check of one order, oldest first (CLI `status`, demo summary).
+SELECT * FROM fulfillment_logs WHERE order_id = %(order_id)s ORDER BY id;
+
+-- name: insert_order
+-- Used by the demo and tests in place of the purchase platform: commit one pending order.
+INSERT INTO orders (id, phone_number, network, size_gb, package_name)
+VALUES (%(id)s, %(phone_number)s, %(network)s, %(size_gb)s, %(package_name)s);
+
+-- name: status_counts
+-- Orders per fulfillment status, dead-lettered counted apart (demo summary, CLI).
+SELECT CASE WHEN dead_lettered_at IS NOT NULL THEN 'dead_lettered'
+            ELSE coalesce(fulfillment_status, 'unmanaged') END AS status,
+       count(*) AS n
+FROM orders
+GROUP BY 1
+ORDER BY 1;
+
+-- name: attempts_distribution
+-- How many purchase attempts orders needed, per final status (demo summary).
+SELECT fulfillment_status AS status, fulfillment_attempts AS attempts, count(*) AS n
+FROM orders
+WHERE fulfillment_status IS NOT NULL
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- name: dead_lettered_orders
+-- Flagged orders with their reason (demo summary, CLI).
+SELECT id, phone_number, dead_letter_reason, last_error_code, dead_lettered_at,
+       fulfillment_attempts
+FROM orders
+WHERE dead_lettered_at IS NOT NULL
+ORDER BY dead_lettered_at DESC
+LIMIT %(limit)s;
+
+-- name: unfinished_count
+-- Orders not yet in a terminal state (success, or failed and flagged): the demo waits for zero.
+SELECT count(*) AS n
+FROM orders
+WHERE fulfillment_status IN ('pending', 'processing')
+   OR (fulfillment_status = 'failed' AND dead_lettered_at IS NULL);
+
+-- name: notifications
+-- Recent admin notifications, newest first.
+SELECT * FROM admin_notifications ORDER BY id DESC LIMIT %(limit)s;

@@ -1,0 +1,1 @@
+"""AT-iShare fulfillment fleet: the application core (settings, domain, wiring, CLI)."""

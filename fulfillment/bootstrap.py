@@ -1,0 +1,160 @@
+"""Wiring: settings, database pool, vendor client and broker are built here, lazily, once.
+
+Nothing connects at import time. `@dramatiq.actor` binds to the broker set when its module
+is imported, so workers/actors.py calls `install_broker()` before declaring actors.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from functools import cache
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from db.store import Store, open_pool
+from fulfillment import logs
+from fulfillment.domain.retry import RetryPolicy
+from fulfillment.errors import FulfillmentError
+from fulfillment.settings import Settings
+from notifications.service import Notifier
+from vendor.client import AtIshareClient
+from workers.fulfil import FulfilDeps
+
+_lock = threading.Lock()
+_store: Store | None = None
+_vendor: AtIshareClient | None = None
+
+
+@cache
+def settings() -> Settings:
+    s = Settings()
+    logs.configure(s.log_format)
+    return s
+
+
+def reset() -> None:
+    """Forget every built dependency (tests, and a fork that must not share sockets)."""
+    global _store, _vendor  # noqa: PLW0603
+    with _lock:
+        if _store is not None:
+            _store.close()
+        if _vendor is not None:
+            _vendor.close()
+        _store = None
+        _vendor = None
+    settings.cache_clear()
+    _urls.cache_clear()
+    notifier.cache_clear()
+
+
+@cache
+def _urls() -> tuple[str, str]:
+    s = settings()
+    if s.database_url and s.redis_url:
+        return s.database_url, s.redis_url
+    from fulfillment.embedded import resolve_urls  # development only: imports pgserver
+
+    return resolve_urls(s.database_url, s.redis_url, s.fulfillment_dev_dir)
+
+
+def database_url() -> str:
+    return _urls()[0]
+
+
+def redis_url() -> str:
+    return _urls()[1]
+
+
+def store() -> Store:
+    global _store  # noqa: PLW0603
+    with _lock:
+        if _store is None:
+            s = settings()
+            _store = Store(open_pool(database_url(), min_size=s.db_pool_min_size,
+                                     max_size=s.db_pool_max_size))
+        return _store
+
+
+def vendor() -> AtIshareClient:
+    global _vendor  # noqa: PLW0603
+    with _lock:
+        if _vendor is None:
+            s = settings()
+            url, key, secret = s.vendor_credentials()
+            _vendor = AtIshareClient(url, key, secret,
+                                     connect_timeout_s=s.vendor_connect_timeout_s,
+                                     read_timeout_s=s.vendor_read_timeout_s)
+        return _vendor
+
+
+def retry_policy() -> RetryPolicy:
+    s = settings()
+    return RetryPolicy(
+        delays=s.retry_delays,
+        max_attempts=s.max_attempts,
+        max_deferrals=s.max_deferrals,
+        max_status_checks=s.max_status_checks,
+        status_check_delay_s=s.status_check_delay_s,
+    )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_broker(url: str, namespace: str) -> RedisBroker:
+    """A Redis broker; constructing it opens no connection."""
+    return RedisBroker(url=url, namespace=namespace)
+
+
+def install_broker() -> Any:
+    """Set the global Dramatiq broker from settings (idempotent per process)."""
+    current = dramatiq.broker.global_broker
+    if isinstance(current, RedisBroker):
+        return current
+    broker = build_broker(redis_url(), settings().redis_namespace)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+# -- the fleet's services, wired from the pieces above ------------------------------------
+
+
+@cache
+def notifier() -> Notifier:
+    s = settings()
+    return Notifier(store=store(), webhook_url=s.admin_webhook_url, attempts=s.webhook_attempts,
+                    timeout_s=s.webhook_timeout_s)
+
+
+def alert(kind: str, message: str, error_code: str) -> None:
+    """An operational alert, raised at most once per kind per hour."""
+    bucket = int(time.time() // 3600)
+    try:
+        notifier().raise_once(kind=kind, message=message, dedupe_key=f"{kind}:{bucket}",
+                              details={"error_code": error_code})
+    except FulfillmentError as exc:
+        logs.get_logger("fulfillment.notifications").error(
+            "notification.alert_failed", kind=kind, error=str(exc))
+
+
+def fulfil_deps() -> FulfilDeps:
+    from workers import publishing  # the actors must exist before anything is sent
+
+    s = settings()
+    return FulfilDeps(
+        store=store(),
+        vendor=vendor(),
+        policy=retry_policy(),
+        enabled=s.fulfillment_enabled,
+        claim_ttl_s=s.claim_ttl_s,
+        worker=worker_name(),
+        publish_retry=publishing.publish_retry,
+        publish_dead_letter=publishing.publish_dead_letter,
+        alert=alert,
+    )

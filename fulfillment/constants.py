@@ -1,0 +1,22 @@
+"""Names shared by every process: queues, actors, Redis keys, network codes.
+
+Changing a queue or actor name breaks the purchase service's contract (DESIGN.md).
+"""
+
+from typing import Final
+
+FULFILLMENT_QUEUE: Final = "fulfillment"
+DEAD_LETTER_QUEUE: Final = "fulfillment.deadletter"
+
+FULFILL_ACTOR: Final = "fulfill_order"
+DEAD_LETTER_ACTOR: Final = "dead_letter_order"
+GAVE_UP_ACTOR: Final = "message_gave_up"
+
+NETWORK_AT_ISHARE: Final = "at-ishare"
+KNOWN_NETWORKS: Final = frozenset({"at-ishare", "at-bigtime", "mtn", "telecel"})
+
+# Dramatiq's Redis key prefix when REDIS_NAMESPACE is not set.
+DEFAULT_REDIS_NAMESPACE: Final = "dramatiq"
+
+# The vendor reference of an order is its id; this header pair is what the vendor signs.
+VENDOR_SIGNATURE_MAX_SKEW_S: Final = 300

@@ -1,0 +1,172 @@
+"""Every error this project raises, split by what the caller must do.
+
+    FulfillmentError
+    ├── InvalidOrder (ValueError)          refuse at the producer; names the field
+    │   ├── InvalidPhoneNumber
+    │   ├── InvalidPackage
+    │   └── UnsupportedNetwork
+    ├── MalformedMessage                   dead-letter the message, never retry
+    ├── OrderNotFound                      unknown order id: dead-letter / 404
+    ├── PublishError                       the broker refused a message; the reconciler recovers
+    ├── StoreError                         PostgreSQL failed (driver errors translated in db/)
+    └── VendorError                        anything the AT-iShare API did
+        ├── TransientVendorError           retry on the backoff table
+        │   ├── OutcomeUnknown             the purchase may have happened: verify before buying
+        │   │   ├── VendorTimeout
+        │   │   ├── VendorConnectionError
+        │   │   ├── VendorServerError      5xx
+        │   │   └── VendorProtocolError    an answer we cannot read
+        │   ├── VendorUnauthorized         401: alert admins
+        │   ├── InsufficientBalance        402: alert admins
+        │   └── RateLimited                429: retry after the vendor's Retry-After, attempt kept
+        └── PermanentVendorError           dead-letter at once
+            (INVALID_PHONE, INVALID_PACKAGE, INVALID_NETWORK, other 4xx)
+"""
+
+from __future__ import annotations
+
+
+class FulfillmentError(Exception):
+    """Root of every error raised by this project."""
+
+    code: str = "FULFILLMENT_ERROR"
+
+
+# -- input ------------------------------------------------------------------------------
+
+
+class InvalidOrder(FulfillmentError, ValueError):
+    """An order that cannot be fulfilled as given; `field` names the culprit."""
+
+    code = "INVALID_ORDER"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class InvalidPhoneNumber(InvalidOrder):
+    code = "INVALID_PHONE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("phone_number", message)
+
+
+class InvalidPackage(InvalidOrder):
+    code = "INVALID_PACKAGE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("size_gb", message)
+
+
+class UnsupportedNetwork(InvalidOrder):
+    code = "UNSUPPORTED_NETWORK"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("network", message)
+
+
+class MalformedMessage(FulfillmentError):
+    code = "MALFORMED_MESSAGE"
+
+
+class OrderNotFound(FulfillmentError):
+    code = "ORDER_NOT_FOUND"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order with id {order_id}")
+        self.order_id = order_id
+
+
+# -- infrastructure -----------------------------------------------------------------------
+
+
+class PublishError(FulfillmentError):
+    code = "PUBLISH_FAILED"
+
+
+class StoreError(FulfillmentError):
+    code = "STORE_FAILED"
+
+
+# -- vendor -------------------------------------------------------------------------------
+
+
+class VendorError(FulfillmentError):
+    """The AT-iShare API failed; `raw` keeps what it answered, for the audit trail."""
+
+    code = "VENDOR_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        raw: object = None,
+        latency_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.http_status = http_status
+        self.raw = raw
+        self.latency_ms = latency_ms
+
+
+class TransientVendorError(VendorError):
+    code = "VENDOR_TRANSIENT"
+    #: Whether this failure uses up one of the order's purchase attempts.
+    consumes_attempt: bool = True
+
+
+class OutcomeUnknown(TransientVendorError):
+    """The request may have reached the vendor: ask for the reference before buying again."""
+
+    code = "OUTCOME_UNKNOWN"
+
+
+class VendorTimeout(OutcomeUnknown):
+    code = "TIMEOUT"
+
+
+class VendorConnectionError(OutcomeUnknown):
+    code = "CONNECTION_ERROR"
+
+
+class VendorServerError(OutcomeUnknown):
+    code = "VENDOR_5XX"
+
+
+class VendorProtocolError(OutcomeUnknown):
+    code = "BAD_VENDOR_RESPONSE"
+
+
+class VendorUnauthorized(TransientVendorError):
+    code = "UNAUTHORIZED"
+
+
+class InsufficientBalance(TransientVendorError):
+    code = "INSUFFICIENT_BALANCE"
+
+
+class RateLimited(TransientVendorError):
+    code = "RATE_LIMITED"
+    consumes_attempt = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        http_status: int | None = None,
+        raw: object = None,
+        latency_ms: int | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, raw=raw, latency_ms=latency_ms)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentVendorError(VendorError):
+    code = "VENDOR_REJECTED"

@@ -1,0 +1,1 @@
+"""Admin notifications: stored in PostgreSQL, POSTed to ADMIN_WEBHOOK_URL, logged."""

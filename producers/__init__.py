@@ -1,0 +1,1 @@
+"""What the purchase path calls after committing an order: validate, then publish."""

@@ -1,0 +1,87 @@
+"""Shared fixtures: one PostgreSQL database and one Redis namespace per test run.
+
+Servers come from TEST_DATABASE_URL / TEST_REDIS_URL (defaults: the local ones). A missing
+server skips the test locally and fails it in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+
+from db.migrate import migrate
+from db.store import Store, open_pool
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} unavailable: {exc}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this test run, with schema.sql applied; dropped at the end."""
+    name = f"fulfillment_test_{RUN_ID}"
+    try:
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: hex only
+    except psycopg.OperationalError as exc:
+        _unavailable("PostgreSQL", exc)
+    url = _with_database(ADMIN_URL, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def session_store(database_url: str) -> Iterator[Store]:
+    store = Store(open_pool(database_url, min_size=1, max_size=8))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(session_store: Store) -> Store:
+    """The run's store, emptied before each test."""
+    with session_store.pool.connection() as conn:
+        conn.execute("TRUNCATE orders, fulfillment_logs, admin_notifications")
+    return session_store
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        _unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    namespace = f"fulfillment-test-{RUN_ID}-{uuid.uuid4().hex[:8]}"
+    yield namespace
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    if keys:
+        client.delete(*keys)

@@ -1,0 +1,35 @@
+"""A simulated AT-iShare vendor: a real HTTP server with a ledger and injectable faults.
+
+- `faults`: what goes wrong and how often (FaultConfig, roll, scripts, outages)
+- `ledger`: what the vendor received and delivered, exactly once per reference
+- `server`: the HTTP API of DESIGN.md, the /_sim/ control routes, and the command line
+  (python -m vendor.simulator.server --help)
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from vendor.simulator.faults import FaultConfig, FaultKind, roll
+from vendor.simulator.ledger import Ledger, Transaction, TxStatus
+
+if TYPE_CHECKING:
+    from vendor.simulator.server import Simulator, main
+
+__all__ = [
+    "FaultConfig",
+    "FaultKind",
+    "Ledger",
+    "Simulator",
+    "Transaction",
+    "TxStatus",
+    "main",
+    "roll",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # server is imported lazily so that `python -m vendor.simulator.server` runs it only once.
+    if name in ("Simulator", "main"):
+        from vendor.simulator import server  # noqa: PLC0415 - lazy on purpose
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,106 @@
+"""Dramatiq actors: thin entry points from a message to a service function.
+
+Run by the standard CLI: `dramatiq workers.actors --queues fulfillment` (Procfile `worker:`)
+and `dramatiq workers.actors --queues fulfillment.deadletter` (Procfile `deadletter:`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage, Middleware
+
+from fulfillment import bootstrap
+from fulfillment.constants import (
+    DEAD_LETTER_ACTOR,
+    DEAD_LETTER_QUEUE,
+    FULFILL_ACTOR,
+    FULFILLMENT_QUEUE,
+    GAVE_UP_ACTOR,
+)
+from fulfillment.domain.order import order_id_from_message
+from fulfillment.errors import MalformedMessage, OrderNotFound, StoreError
+from fulfillment.logs import get_logger
+
+broker = bootstrap.install_broker()  # before any @dramatiq.actor below binds to it
+log = get_logger("fulfillment.worker")
+
+
+class _ReleaseResources(Middleware):  # type: ignore[misc]
+    """Close the pool and vendor connections when a worker process stops."""
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        bootstrap.reset()
+
+
+if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
+    broker.add_middleware(CurrentMessage())
+    broker.add_middleware(_ReleaseResources())
+
+
+def _retry_when(retries: int, exc: BaseException) -> bool:
+    """Unexpected errors: a few retries. The database away: keep trying for a while."""
+    return retries < (20 if isinstance(exc, StoreError) else 3)
+
+
+def _message_id() -> str | None:
+    message = CurrentMessage.get_current_message()
+    return message.message_id if message is not None else None
+
+
+@dramatiq.actor(
+    actor_name=FULFILL_ACTOR,
+    queue_name=FULFILLMENT_QUEUE,
+    retry_when=_retry_when,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    on_retry_exhausted=GAVE_UP_ACTOR,
+    time_limit=300_000,
+)
+def fulfill_order(*args: Any, **kwargs: Any) -> None:
+    """Message contract: fulfill_order(order_id: str UUID)."""
+    from workers.fulfil import DeadLetterNotice, fulfil
+    from workers.publishing import publish_dead_letter
+
+    try:
+        order_id = order_id_from_message(args, kwargs)
+    except MalformedMessage as exc:
+        log.warning("worker.malformed_message", reason=str(exc), message_id=_message_id())
+        publish_dead_letter(DeadLetterNotice(
+            kind="malformed_message", reason=str(exc), excerpt=repr((args, kwargs))[:300],
+            message_id=_message_id()))
+        return
+    try:
+        outcome = fulfil(order_id, bootstrap.fulfil_deps())
+    except OrderNotFound as exc:
+        log.warning("worker.unknown_order", order_id=order_id, message_id=_message_id())
+        publish_dead_letter(DeadLetterNotice(
+            kind="unknown_order", reason=str(exc), excerpt=order_id, message_id=_message_id()))
+        return
+    log.debug("worker.message_done", order_id=order_id, outcome=outcome.value)
+
+
+@dramatiq.actor(actor_name=DEAD_LETTER_ACTOR, queue_name=DEAD_LETTER_QUEUE, max_retries=10,
+                min_backoff=1_000, max_backoff=60_000)
+def dead_letter_order(notice: dict[str, Any]) -> None:
+    from workers.deadletter import handle_dead_letter
+    from workers.fulfil import DeadLetterNotice
+
+    try:
+        parsed = DeadLetterNotice.from_message(notice)
+    except ValueError as exc:
+        log.error("deadletter.malformed_notice", reason=str(exc), excerpt=repr(notice)[:300])
+        return
+    handle_dead_letter(parsed, bootstrap.store(), bootstrap.notifier())
+
+
+@dramatiq.actor(actor_name=GAVE_UP_ACTOR, queue_name=DEAD_LETTER_QUEUE, max_retries=10,
+                min_backoff=1_000, max_backoff=60_000)
+def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
+    """Dramatiq's on_retry_exhausted hook for fulfill_order."""
+    from workers.deadletter import handle_dead_letter, notice_for_gave_up
+
+    notice = notice_for_gave_up(message_data, retry_info, bootstrap.store())
+    if notice is not None:
+        handle_dead_letter(notice, bootstrap.store(), bootstrap.notifier())
