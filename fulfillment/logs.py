@@ -7,6 +7,7 @@ network, phone masked, latency_ms, error_code).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import MutableMapping
@@ -60,4 +61,7 @@ def configure(log_format: str = "json", level: int = logging.INFO, *, force: boo
 
 
 def get_logger(name: str) -> Any:
+    """A named logger; redaction is on even if nothing configured logging explicitly."""
+    if not _configured:
+        configure(os.environ.get("LOG_FORMAT", "json"))
     return structlog.get_logger(name)

@@ -30,7 +30,10 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 class FaultKind(StrEnum):
-    """One way a request can go wrong; the values are the names scripts use."""
+    """One way a request can go wrong; the values are the names scripts use.
+
+    `roll` picks only the first six; INVALID_PHONE and GARBAGE exist only in scripts.
+    """
 
     RATE_LIMIT = "rate_limit"
     INSUFFICIENT_BALANCE = "insufficient_balance"

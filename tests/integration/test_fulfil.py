@@ -1,0 +1,224 @@
+"""The fulfil service against real PostgreSQL and the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from db.store import Store
+from fulfillment.errors import OrderNotFound
+from vendor.simulator.server import Simulator
+from workers.fulfil import FulfilDeps, Outcome, fulfil
+
+from .conftest import Sent
+
+pytestmark = pytest.mark.integration
+
+Deps = Callable[..., FulfilDeps]
+NewOrder = Callable[..., str]
+
+
+def script(sim: Simulator, reference: str, responses: list[str],
+           status_responses: list[str] | None = None) -> None:
+    body: dict[str, object] = {"reference": reference, "responses": responses}
+    if status_responses is not None:
+        body["status_responses"] = status_responses
+    httpx.post(sim.url.replace("/v1", "/_sim/script"), json=body).raise_for_status()
+
+
+def purchases(store: Store, order_id: str) -> list[tuple[int, str, str | None]]:
+    return [(r["attempt_number"], r["status"], r["error_code"])
+            for r in store.order_logs(order_id) if r["action"] == "purchase"]
+
+
+def test_success_delivers_once_and_logs_one_attempt(store: Store, sim: Simulator,
+                                                    make_deps: Deps, new_order: NewOrder) -> None:
+    oid = new_order()
+    assert fulfil(oid, make_deps()) is Outcome.SUCCESS
+    row = store.order_row(oid)
+    assert row is not None
+    assert row["fulfillment_status"] == "success" and row["fulfilled_at"] is not None
+    assert row["vendor_transaction_id"]
+    logs = store.order_logs(oid)
+    assert len(logs) == 1
+    log = logs[0]
+    assert (log["action"], log["status"], log["attempt_number"], log["max_attempts"]) == (
+        "purchase", "success", 1, 3)
+    assert log["latency_ms"] is not None and log["api_response"]["status"] == "success"
+    assert sim.ledger.deliveries(oid) == 1
+    # A duplicate message afterwards changes nothing.
+    assert fulfil(oid, make_deps()) is Outcome.NOT_DUE
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def make_due(store: Store, order_id: str) -> None:
+    """Let the retry's delay pass without sleeping through it."""
+    with store.pool.connection() as conn:
+        conn.execute("UPDATE orders SET next_attempt_at = now() WHERE id = %s", (order_id,))
+
+
+def test_transient_failure_then_success_after_the_delay(
+        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent) -> None:
+    oid = new_order()
+    script(sim, oid, ["error"])
+    deps = make_deps()
+    deps = make_deps(policy=deps.policy.__class__(
+        delays=(60, 120), max_attempts=3, max_deferrals=5, max_status_checks=5,
+        status_check_delay_s=1))
+    assert fulfil(oid, deps) is Outcome.RETRY_SCHEDULED
+    assert sent.retries == [(oid, 60)]
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_status"] == "failed"
+    assert row["fulfillment_attempts"] == 1
+    log = store.order_logs(oid)[0]
+    assert (log["retry_after"] - log["created_at"]).total_seconds() == pytest.approx(60, abs=1)
+    assert fulfil(oid, deps) is Outcome.NOT_DUE  # an early duplicate does nothing
+    make_due(store, oid)
+    assert fulfil(oid, deps) is Outcome.SUCCESS
+    assert purchases(store, oid) == [(1, "failed", "VENDOR_5XX"), (2, "success", None)]
+    checks = [r for r in store.order_logs(oid) if r["action"] == "status_check"]
+    # verified before buying again: the vendor knows the reference only as failed
+    assert [c["status"] for c in checks] in (["failed"], ["not_found"])
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def test_three_transient_failures_dead_letter(store: Store, sim: Simulator, make_deps: Deps,
+                                              new_order: NewOrder, sent: Sent) -> None:
+    oid = new_order()
+    script(sim, oid, ["error", "error", "error"])
+    deps = make_deps(publish_retry=lambda *_: None)
+    outcomes = []
+    for _ in range(3):
+        make_due(store, oid)
+        outcomes.append(fulfil(oid, deps))
+    assert outcomes == [Outcome.RETRY_SCHEDULED, Outcome.RETRY_SCHEDULED, Outcome.DEAD_LETTERED]
+    assert purchases(store, oid) == [(1, "failed", "VENDOR_5XX"), (2, "failed", "VENDOR_5XX"),
+                                     (3, "failed", "VENDOR_5XX")]
+    row = store.order_row(oid)
+    assert row is not None and row["dead_letter_reason"].startswith("3 attempts used up")
+    assert [n.order_id for n in sent.dead_letters] == [oid]
+    assert sim.ledger.deliveries(oid) == 0
+
+
+def test_permanent_error_dead_letters_without_retry(store: Store, sim: Simulator,
+                                                   make_deps: Deps, new_order: NewOrder,
+                                                   sent: Sent) -> None:
+    oid = new_order()
+    script(sim, oid, ["invalid_phone"])
+    assert fulfil(oid, make_deps()) is Outcome.DEAD_LETTERED
+    assert sent.retries == []
+    assert purchases(store, oid) == [(1, "failed", "INVALID_PHONE")]
+    assert sent.dead_letters[0].error_code == "INVALID_PHONE"
+
+
+def test_lost_response_is_verified_and_delivered_once(store: Store, sim: Simulator,
+                                                      make_deps: Deps,
+                                                      new_order: NewOrder) -> None:
+    oid = new_order()
+    script(sim, oid, ["drop_after_delivery"])
+    assert fulfil(oid, make_deps()) is Outcome.SUCCESS
+    assert purchases(store, oid) == [(1, "success", "CONNECTION_ERROR")]
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def test_garbage_answer_is_verified_not_trusted(store: Store, sim: Simulator, make_deps: Deps,
+                                                new_order: NewOrder, sent: Sent) -> None:
+    oid = new_order()
+    script(sim, oid, ["garbage"])
+    assert fulfil(oid, make_deps()) is Outcome.RETRY_SCHEDULED
+    assert purchases(store, oid) == [(1, "failed", "BAD_VENDOR_RESPONSE")]
+    assert sim.ledger.deliveries(oid) == 0
+
+
+def test_pending_answer_schedules_checks_without_spending_attempts(
+        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent) -> None:
+    oid = new_order()
+    script(sim, oid, ["pending"])
+    deps = make_deps()
+    assert fulfil(oid, deps) is Outcome.PENDING
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_status"] == "processing"
+    assert sent.retries == [(oid, 0.2)]
+    time.sleep(0.4)
+    assert fulfil(oid, deps) is Outcome.SUCCESS
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_attempts"] == 1
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def test_duplicate_messages_at_once_deliver_once(store: Store, sim: Simulator,
+                                                 make_deps: Deps, new_order: NewOrder) -> None:
+    sim.update_faults({"latency_ms": 200})
+    oid = new_order()
+    outcomes: list[Outcome] = []
+    threads = [threading.Thread(target=lambda: outcomes.append(fulfil(oid, make_deps())))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == sorted([Outcome.SUCCESS] + [Outcome.NOT_DUE] * 4)
+    assert sim.ledger.deliveries(oid) == 1
+    assert len(purchases(store, oid)) == 1
+
+
+def test_worker_killed_mid_call_is_recovered_from_the_vendor(
+        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder) -> None:
+    """A claim whose worker died after the vendor delivered: recovery confirms, never rebuys."""
+    oid = new_order()
+    claim = store.claim(oid, "00000000-0000-0000-0000-000000000001", ttl_s=0.1, early_s=0)
+    assert claim is not None
+    assert store.begin_purchase(oid, "00000000-0000-0000-0000-000000000001", 1, ttl_s=0.1)
+    # ... the vendor got the purchase, then the worker was SIGKILLed:
+    client = make_deps().vendor
+    client.purchase(claim.order.request())
+    time.sleep(0.2)
+    assert fulfil(oid, make_deps(), allow_purchase=False) is Outcome.SUCCESS
+    assert purchases(store, oid) == [(1, "success", None)]
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def test_worker_killed_before_the_vendor_got_it_is_bought_again(
+        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder) -> None:
+    oid = new_order()
+    token = "00000000-0000-0000-0000-000000000002"
+    assert store.claim(oid, token, ttl_s=0.1, early_s=0) is not None
+    assert store.begin_purchase(oid, token, 1, ttl_s=0.1)
+    time.sleep(0.2)
+    assert fulfil(oid, make_deps()) is Outcome.SUCCESS
+    assert purchases(store, oid) == [(1, "failed", "WORKER_LOST"), (2, "success", None)]
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def test_invalid_order_rows_dead_letter_without_a_vendor_call(
+        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent) -> None:
+    oid = new_order(phone="12345")
+    assert fulfil(oid, make_deps()) is Outcome.DEAD_LETTERED
+    assert sent.dead_letters[0].error_code == "INVALID_PHONE"
+    assert sim.ledger.snapshot()["totals"]["purchase_requests"] == 0
+
+
+def test_unknown_order_raises(store: Store, make_deps: Deps) -> None:
+    with pytest.raises(OrderNotFound):
+        fulfil("3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11", make_deps())
+
+
+def test_other_networks_are_left_alone(store: Store, make_deps: Deps, new_order: NewOrder,
+                                       sent: Sent) -> None:
+    oid = new_order(network="mtn")
+    assert fulfil(oid, make_deps()) is Outcome.NOT_DUE
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_status"] == "pending"
+    assert sent.dead_letters[0].kind == "misrouted_message"
+
+
+def test_kill_switch_leaves_orders_pending(store: Store, make_deps: Deps,
+                                           new_order: NewOrder) -> None:
+    oid = new_order()
+    assert fulfil(oid, make_deps(enabled=False)) is Outcome.DISABLED
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_status"] == "pending"
