@@ -10,7 +10,9 @@ from phonenumbers import NumberParseException, PhoneNumberType
 from fulfillment.errors import InvalidPhoneNumber
 
 _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
-_E164_LIKE = re.compile(r"\+?\d[\d\s\-()]{7,}\d")
+# A run of 9+ digits (spaces, dashes, brackets allowed) not glued to letters, digits or
+# dashes on either side, so UUIDs and hashes are left alone.
+_E164_LIKE = re.compile(r"(?<![\w-])\+?\d[\d\s\-()]{7,}\d(?![\w-])")
 
 
 def normalize_ghana_mobile(raw: object) -> str:
@@ -41,13 +43,15 @@ def normalize_ghana_mobile(raw: object) -> str:
 
 
 def mask_phone(phone: str | None) -> str | None:
-    """'+233241234567' -> '+23324*****67': enough to tell numbers apart, not to dial one."""
+    """'+233241234567' -> '+23324*****67', '0241234567' -> '024*****67': at least five digits
+    hidden, enough left to tell numbers apart in a log, not to dial one."""
     if phone is None:
         return None
-    digits = phone.strip()
-    if len(digits) <= 6:
-        return "*" * len(digits)
-    return digits[:6] + "*" * (len(digits) - 8) + digits[-2:]
+    text = phone.strip()
+    if len(text) <= 7:
+        return "*" * len(text)
+    keep = max(0, min(6, len(text) - 7))
+    return text[:keep] + "*" * (len(text) - keep - 2) + text[-2:]
 
 
 def mask_phones_in_text(text: str) -> str:

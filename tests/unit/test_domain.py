@@ -52,6 +52,9 @@ def test_invalid_numbers_raise_a_typed_error_naming_the_field(raw: object) -> No
 def test_masking_keeps_numbers_apart_but_undialable() -> None:
     assert mask_phone("+233241234567") == "+23324*****67"
     assert "1234" not in mask_phones_in_text("failed for +233241234567 today")
+    assert "4567" not in mask_phones_in_text("number 024 123 4567 refused")
+    uuid_text = "order cd264faf-c63d-4644-9184-e88406ec36aa failed"
+    assert mask_phones_in_text(uuid_text) == uuid_text
 
 
 @pytest.mark.parametrize(("size", "name", "expected"), [
