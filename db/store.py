@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString
 
 import psycopg
 import psycopg_pool
@@ -34,8 +34,9 @@ def _translated() -> Iterator[None]:
         raise StoreError(f"database error: {type(exc).__name__}: {exc}") from exc
 
 
-def open_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
-              timeout_s: float = 30.0) -> psycopg_pool.ConnectionPool[Any]:
+def open_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 30.0
+) -> psycopg_pool.ConnectionPool[Any]:
     """A started pool of autocommit connections returning dict rows."""
     with _translated():
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
@@ -146,7 +147,8 @@ class Store:
 
     def _exec(self, name: str, params: dict[str, Any]) -> int:
         with _translated(), self.pool.connection() as conn:
-            return conn.execute(_sql(name), params).rowcount
+            count: int = conn.execute(_sql(name), params).rowcount
+            return count
 
     def ping(self) -> None:
         with _translated(), self.pool.connection() as conn:
@@ -156,7 +158,8 @@ class Store:
 
     def claim(self, order_id: str, token: str, *, ttl_s: float, early_s: float) -> Claim | None:
         row = self._one(
-            "claim_order", {"order_id": order_id, "token": token, "ttl_s": ttl_s, "early_s": early_s}
+            "claim_order",
+            {"order_id": order_id, "token": token, "ttl_s": ttl_s, "early_s": early_s},
         )
         if row is None:
             return None
@@ -232,25 +235,45 @@ class Store:
     # -- dead letters and notifications ----------------------------------------------------
 
     def flag_dead_letter(
-        self, order_id: str, *, reason: str, error_code: str | None, generation: int,
+        self,
+        order_id: str,
+        *,
+        reason: str,
+        error_code: str | None,
+        generation: int,
         source: str,
     ) -> Row | None:
         """Flag the order and store its notification; None when it was flagged already
         (or succeeded, or an admin retried it since). notification_id is None on a repeat."""
         return self._one(
             "flag_dead_letter",
-            {"order_id": order_id, "reason": reason, "error_code": error_code,
-             "generation": generation, "source": source},
+            {
+                "order_id": order_id,
+                "reason": reason,
+                "error_code": error_code,
+                "generation": generation,
+                "source": source,
+            },
         )
 
     def insert_notification(
-        self, *, kind: str, order_id: str | None, message: str, details: dict[str, Any],
+        self,
+        *,
+        kind: str,
+        order_id: str | None,
+        message: str,
+        details: dict[str, Any],
         dedupe_key: str,
     ) -> int | None:
         row = self._one(
             "insert_notification",
-            {"kind": kind, "order_id": order_id, "message": message,
-             "details": Jsonb(details), "dedupe_key": dedupe_key},
+            {
+                "kind": kind,
+                "order_id": order_id,
+                "message": message,
+                "details": Jsonb(details),
+                "dedupe_key": dedupe_key,
+            },
         )
         return int(row["id"]) if row else None
 
@@ -262,8 +285,9 @@ class Store:
             {"id": notification_id, "state": state, "attempts": attempts, "last_error": last_error},
         )
 
-    def undelivered_notifications(self, *, max_attempts: int, grace_s: float,
-                                  limit: int = 100) -> list[Row]:
+    def undelivered_notifications(
+        self, *, max_attempts: int, grace_s: float, limit: int = 100
+    ) -> list[Row]:
         return self._all(
             "undelivered_notifications",
             {"max_attempts": max_attempts, "grace_s": grace_s, "limit": limit},
@@ -289,12 +313,24 @@ class Store:
 
     # -- reading: CLI, demo, tests ---------------------------------------------------------
 
-    def insert_order(self, order_id: str, *, phone_number: str | None, network: str,
-                     size_gb: Decimal | float | None, package_name: str | None) -> None:
+    def insert_order(
+        self,
+        order_id: str,
+        *,
+        phone_number: str | None,
+        network: str,
+        size_gb: Decimal | float | None,
+        package_name: str | None,
+    ) -> None:
         self._exec(
             "insert_order",
-            {"id": order_id, "phone_number": phone_number, "network": network,
-             "size_gb": size_gb, "package_name": package_name},
+            {
+                "id": order_id,
+                "phone_number": phone_number,
+                "network": network,
+                "size_gb": size_gb,
+                "package_name": package_name,
+            },
         )
 
     def order_logs(self, order_id: str) -> list[Row]:
@@ -316,7 +352,7 @@ class Store:
 
 def _sql(name: str) -> LiteralString:
     # The queries file is part of the code base, not input: it is as literal as a constant.
-    return cast(LiteralString, q(name))
+    return q(name)  # type: ignore[return-value,unused-ignore]
 
 
 def _jsonb(value: object) -> Jsonb | None:

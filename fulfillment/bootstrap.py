@@ -75,8 +75,9 @@ def store() -> Store:
     with _lock:
         if _store is None:
             s = settings()
-            _store = Store(open_pool(database_url(), min_size=s.db_pool_min_size,
-                                     max_size=s.db_pool_max_size))
+            _store = Store(
+                open_pool(database_url(), min_size=s.db_pool_min_size, max_size=s.db_pool_max_size)
+            )
         return _store
 
 
@@ -86,9 +87,13 @@ def vendor() -> AtIshareClient:
         if _vendor is None:
             s = settings()
             url, key, secret = s.vendor_credentials()
-            _vendor = AtIshareClient(url, key, secret,
-                                     connect_timeout_s=s.vendor_connect_timeout_s,
-                                     read_timeout_s=s.vendor_read_timeout_s)
+            _vendor = AtIshareClient(
+                url,
+                key,
+                secret,
+                connect_timeout_s=s.vendor_connect_timeout_s,
+                read_timeout_s=s.vendor_read_timeout_s,
+            )
         return _vendor
 
 
@@ -109,7 +114,8 @@ def worker_name() -> str:
 
 def build_broker(url: str, namespace: str) -> RedisBroker:
     """A Redis broker; constructing it opens no connection."""
-    return RedisBroker(url=url, namespace=namespace)
+    broker: RedisBroker = RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+    return broker
 
 
 def install_broker() -> Any:
@@ -128,19 +134,28 @@ def install_broker() -> Any:
 @cache
 def notifier() -> Notifier:
     s = settings()
-    return Notifier(store=store(), webhook_url=s.admin_webhook_url, attempts=s.webhook_attempts,
-                    timeout_s=s.webhook_timeout_s)
+    return Notifier(
+        store=store(),
+        webhook_url=s.admin_webhook_url,
+        attempts=s.webhook_attempts,
+        timeout_s=s.webhook_timeout_s,
+    )
 
 
 def alert(kind: str, message: str, error_code: str) -> None:
     """An operational alert, raised at most once per kind per hour."""
     bucket = int(time.time() // 3600)
     try:
-        notifier().raise_once(kind=kind, message=message, dedupe_key=f"{kind}:{bucket}",
-                              details={"error_code": error_code})
+        notifier().raise_once(
+            kind=kind,
+            message=message,
+            dedupe_key=f"{kind}:{bucket}",
+            details={"error_code": error_code},
+        )
     except FulfillmentError as exc:
         logs.get_logger("fulfillment.notifications").error(
-            "notification.alert_failed", kind=kind, error=str(exc))
+            "notification.alert_failed", kind=kind, error=str(exc)
+        )
 
 
 def fulfil_deps() -> FulfilDeps:

@@ -99,8 +99,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     if not args.loop:
         report = once()
-        print(json.dumps({"found": report.total, "by_reason": report.by_reason,
-                          "notifications_resent": report.notifications_resent}))
+        print(
+            json.dumps(
+                {
+                    "found": report.total,
+                    "by_reason": report.by_reason,
+                    "notifications_resent": report.notifications_resent,
+                }
+            )
+        )
         return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,23 +124,61 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: no order with id {order_id}", file=sys.stderr)
         return EXIT_NOT_FOUND
     logs = store.order_logs(order_id)
-    order = {k: row[k] for k in (
-        "id", "network", "size_gb", "package_name", "fulfillment_status", "fulfillment_attempts",
-        "next_attempt_at", "last_error_code", "last_error_message", "dead_letter_reason",
-        "dead_lettered_at", "fulfilled_at", "vendor_transaction_id", "created_at")}
+    order = {
+        k: row[k]
+        for k in (
+            "id",
+            "network",
+            "size_gb",
+            "package_name",
+            "fulfillment_status",
+            "fulfillment_attempts",
+            "next_attempt_at",
+            "last_error_code",
+            "last_error_message",
+            "dead_letter_reason",
+            "dead_lettered_at",
+            "fulfilled_at",
+            "vendor_transaction_id",
+            "created_at",
+        )
+    }
     order["phone_number"] = mask_phone(row["phone_number"])
-    attempts = [{k: log[k] for k in (
-        "created_at", "action", "attempt_number", "max_attempts", "status", "http_status",
-        "error_code", "error_message", "latency_ms", "retry_after", "vendor_transaction_id")}
-        for log in logs]
+    attempts = [
+        {
+            k: log[k]
+            for k in (
+                "created_at",
+                "action",
+                "attempt_number",
+                "max_attempts",
+                "status",
+                "http_status",
+                "error_code",
+                "error_message",
+                "latency_ms",
+                "retry_after",
+                "vendor_transaction_id",
+            )
+        }
+        for log in logs
+    ]
     if args.json:
         print(json.dumps({"order": order, "attempts": attempts}, default=_json_default))
         return 0
     for key, value in order.items():
         print(f"{key:>22}: {_fmt(value)}")
     print()
-    cols = ["created_at", "action", "attempt_number", "status", "http_status", "error_code",
-            "latency_ms", "retry_after"]
+    cols = [
+        "created_at",
+        "action",
+        "attempt_number",
+        "status",
+        "http_status",
+        "error_code",
+        "latency_ms",
+        "retry_after",
+    ]
     print(_table(cols, [[_fmt(a[c]) for c in cols] for a in attempts]))
     return 0
 
@@ -144,13 +189,23 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     order_id = str(uuid.uuid4())
     store: Store = bootstrap.store()
-    store.insert_order(order_id, phone_number=args.phone, network=args.network,
-                       size_gb=Decimal(args.size_gb) if args.size_gb else None,
-                       package_name=args.package)
-    result = publish_fulfillment(order_id, phone_number=args.phone, network=args.network,
-                                 size_gb=args.size_gb, package_name=args.package)
-    print(json.dumps({"order_id": order_id, "published": result.published,
-                      "reason": result.reason}))
+    store.insert_order(
+        order_id,
+        phone_number=args.phone,
+        network=args.network,
+        size_gb=Decimal(args.size_gb) if args.size_gb else None,
+        package_name=args.package,
+    )
+    result = publish_fulfillment(
+        order_id,
+        phone_number=args.phone,
+        network=args.network,
+        size_gb=args.size_gb,
+        package_name=args.package,
+    )
+    print(
+        json.dumps({"order_id": order_id, "published": result.published, "reason": result.reason})
+    )
     return 0
 
 

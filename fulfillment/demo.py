@@ -51,10 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure("console", logging.WARNING, force=True)
     settings = Settings()
     if not (settings.database_url and settings.redis_url):
-        print("!" * 78 + "\n!! DEVELOPMENT ONLY: DATABASE_URL / REDIS_URL unset -> embedded PostgreSQL"
-              " and Redis\n" + "!" * 78)
-    server_db_url, redis_url = resolve_urls(settings.database_url, settings.redis_url,
-                                            settings.fulfillment_dev_dir)
+        print(
+            "!"
+            * 78
+            + "\n!! DEVELOPMENT ONLY: DATABASE_URL / REDIS_URL unset -> embedded PostgreSQL"
+            " and Redis\n" + "!" * 78
+        )
+    server_db_url, redis_url = resolve_urls(
+        settings.database_url, settings.redis_url, settings.fulfillment_dev_dir
+    )
     database_url = _fresh_database(server_db_url)
     migrate(database_url)
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
@@ -65,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n== AT-iShare fulfillment demo: {args.orders} orders ==")
     print(f"   database  {_safe(database_url)}")
     print(f"   redis     {_safe(redis_url)} (namespace {namespace})")
-    print(f"   fleet log {log_path}  (honcho: sim, worker x{args.processes}, deadletter, "
-          "reconciler)\n")
+    print(
+        f"   fleet log {log_path}  (honcho: sim, worker x{args.processes}, deadletter, "
+        "reconciler)\n"
+    )
     fleet = _start_fleet(env, log_path)
     store = Store(open_pool(database_url, min_size=1, max_size=4))
     sim_url = f"http://127.0.0.1:{sim_port}"
@@ -102,43 +109,46 @@ def _fresh_database(server_url: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path="/" + DEMO_DB))
 
 
-def _fleet_env(args: argparse.Namespace, database_url: str, redis_url: str, namespace: str,
-               sim_port: int) -> dict[str, str]:
+def _fleet_env(
+    args: argparse.Namespace, database_url: str, redis_url: str, namespace: str, sim_port: int
+) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update({
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "REDIS_NAMESPACE": namespace,
-        "AT_ISHARE_API_URL": f"http://127.0.0.1:{sim_port}/v1",
-        "AT_ISHARE_API_KEY": SIM_KEY,
-        "AT_ISHARE_API_SECRET": SIM_SECRET,
-        "SIM_PORT": str(sim_port),
-        "WORKER_PROCESSES": str(args.processes),
-        "WORKER_THREADS": str(args.threads),
-        # Short on purpose, so the demo ends in about a minute (production: 300,900,3600).
-        "RETRY_DELAYS": "2,4,8",
-        "STATUS_CHECK_DELAY_S": "1",
-        "CLAIM_TTL_S": "15",
-        "RECONCILE_GRACE_S": "5",
-        "RECONCILE_INTERVAL_S": "2",
-        "VENDOR_READ_TIMEOUT_S": "1",
-        "VENDOR_CONNECT_TIMEOUT_S": "1",
-        "LOG_FORMAT": "json",
-        "FULFILLMENT_ENABLED": "true",
-        # The simulator's faults: transient errors, lost answers, pending answers, 429s.
-        "SIM_ERROR_RATE": str(args.error_rate),
-        "SIM_TIMEOUT_RATE": "0.03",
-        "SIM_TIMEOUT_SECONDS": "2",
-        "SIM_RATE_LIMIT_RATE": "0.03",
-        "SIM_INSUFFICIENT_BALANCE_RATE": "0.01",
-        "SIM_DROP_AFTER_DELIVERY_RATE": "0.05",
-        "SIM_PENDING_RATE": "0.05",
-        "SIM_PENDING_SECONDS": "1",
-        "SIM_LATENCY_MS": "20",
-        "SIM_LATENCY_JITTER_MS": "10",
-        "SIM_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
-    })
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": namespace,
+            "AT_ISHARE_API_URL": f"http://127.0.0.1:{sim_port}/v1",
+            "AT_ISHARE_API_KEY": SIM_KEY,
+            "AT_ISHARE_API_SECRET": SIM_SECRET,
+            "SIM_PORT": str(sim_port),
+            "WORKER_PROCESSES": str(args.processes),
+            "WORKER_THREADS": str(args.threads),
+            # Short on purpose, so the demo ends in about a minute (production: 300,900,3600).
+            "RETRY_DELAYS": "2,4,8",
+            "STATUS_CHECK_DELAY_S": "1",
+            "CLAIM_TTL_S": "15",
+            "RECONCILE_GRACE_S": "5",
+            "RECONCILE_INTERVAL_S": "2",
+            "VENDOR_READ_TIMEOUT_S": "1",
+            "VENDOR_CONNECT_TIMEOUT_S": "1",
+            "LOG_FORMAT": "json",
+            "FULFILLMENT_ENABLED": "true",
+            # The simulator's faults: transient errors, lost answers, pending answers, 429s.
+            "SIM_ERROR_RATE": str(args.error_rate),
+            "SIM_TIMEOUT_RATE": "0.03",
+            "SIM_TIMEOUT_SECONDS": "2",
+            "SIM_RATE_LIMIT_RATE": "0.03",
+            "SIM_INSUFFICIENT_BALANCE_RATE": "0.01",
+            "SIM_DROP_AFTER_DELIVERY_RATE": "0.05",
+            "SIM_PENDING_RATE": "0.05",
+            "SIM_PENDING_SECONDS": "1",
+            "SIM_LATENCY_MS": "20",
+            "SIM_LATENCY_JITTER_MS": "10",
+            "SIM_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
+        }
+    )
     if args.seed is not None:
         env["SIM_SEED"] = str(args.seed)
     return env
@@ -148,9 +158,23 @@ def _start_fleet(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
     honcho = Path(sys.executable).parent / "honcho"
     with log_path.open("wb") as out:
         return subprocess.Popen(
-            [str(honcho), "-f", str(ROOT / "Procfile"), "-d", str(ROOT), "start",
-             "sim", "worker", "deadletter", "reconciler"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(honcho),
+                "-f",
+                str(ROOT / "Procfile"),
+                "-d",
+                str(ROOT),
+                "start",
+                "sim",
+                "worker",
+                "deadletter",
+                "reconciler",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _stop_fleet(fleet: subprocess.Popen[bytes]) -> None:
@@ -179,18 +203,26 @@ def _wait_for_simulator(sim_url: str, fleet: subprocess.Popen[bytes]) -> None:
 
 def _random_mobile(rng: random.Random, *, rejected: bool = False) -> str:
     prefix = rng.choice(["026", "027", "056", "057"])  # AirtelTigo ranges
-    tail = f"{rng.randrange(0, 1000):03d}" + (VENDOR_REJECTS_SUFFIX if rejected
-                                              else f"{rng.randrange(1, 10000):04d}")
+    tail = f"{rng.randrange(0, 1000):03d}" + (
+        VENDOR_REJECTS_SUFFIX if rejected else f"{rng.randrange(1, 10000):04d}"
+    )
     if not rejected and tail.endswith(VENDOR_REJECTS_SUFFIX):
         tail = tail[:-1] + "1"
     # People type numbers in many shapes; the producer normalises them.
     number = prefix + tail
-    return rng.choice([number, "+233" + number[1:], "233" + number[1:],
-                       f"{number[:3]} {number[3:6]} {number[6:]}"])
+    return rng.choice(
+        [
+            number,
+            "+233" + number[1:],
+            "233" + number[1:],
+            f"{number[:3]} {number[3:6]} {number[6:]}",
+        ]
+    )
 
 
-def _publish_orders(store: Store, redis_url: str, namespace: str,
-                    args: argparse.Namespace) -> Counter[str]:
+def _publish_orders(
+    store: Store, redis_url: str, namespace: str, args: argparse.Namespace
+) -> Counter[str]:
     rng = random.Random(args.seed)
     broker = build_broker(redis_url, namespace)
     refused: Counter[str] = Counter()
@@ -203,16 +235,26 @@ def _publish_orders(store: Store, redis_url: str, namespace: str,
             phone = _random_mobile(rng, rejected=roll < 0.05)
         size: float | None = rng.choice([1, 2, 5, 10, None])
         package = None if size is not None else rng.choice(["AT iShare 2GB", "500MB"])
-        store.insert_order(order_id, phone_number=phone, network="at-ishare", size_gb=size,
-                           package_name=package)  # the purchase path commits the order...
+        store.insert_order(
+            order_id, phone_number=phone, network="at-ishare", size_gb=size, package_name=package
+        )  # the purchase path commits the order...
         try:  # ...then publishes it
-            publish_fulfillment(order_id, phone_number=phone, network="at-ishare",
-                                size_gb=size, package_name=package, broker=broker, enabled=True)
+            publish_fulfillment(
+                order_id,
+                phone_number=phone,
+                network="at-ishare",
+                size_gb=size,
+                package_name=package,
+                broker=broker,
+                enabled=True,
+            )
         except InvalidOrder as exc:
             refused[exc.code] += 1
     broker.close()
-    print(f"published {args.orders - sum(refused.values())} orders; refused at publish "
-          f"(committed, left to the reconciler): {dict(refused) or 0}")
+    print(
+        f"published {args.orders - sum(refused.values())} orders; refused at publish "
+        f"(committed, left to the reconciler): {dict(refused) or 0}"
+    )
     return refused
 
 
@@ -221,8 +263,12 @@ def _watch(store: Store, started: float, timeout: float, fleet: subprocess.Popen
         counts = store.status_counts()
         unfinished = store.unfinished_count()
         elapsed = time.monotonic() - started
-        print(f"  t={elapsed:5.1f}s  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-              + f"  | unfinished={unfinished}", flush=True)
+        print(
+            f"  t={elapsed:5.1f}s  "
+            + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            + f"  | unfinished={unfinished}",
+            flush=True,
+        )
         if unfinished == 0:
             return True
         if elapsed > timeout or fleet.poll() is not None:
@@ -230,8 +276,9 @@ def _watch(store: Store, started: float, timeout: float, fleet: subprocess.Popen
         time.sleep(2)
 
 
-def _summary(store: Store, sim_url: str, refused: Counter[str], converged: bool,
-             elapsed: float) -> bool:
+def _summary(
+    store: Store, sim_url: str, refused: Counter[str], converged: bool, elapsed: float
+) -> bool:
     counts = store.status_counts()
     print(f"\n== summary after {elapsed:.1f}s ==")
     print("orders by status:   " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -240,8 +287,10 @@ def _summary(store: Store, sim_url: str, refused: Counter[str], converged: bool,
         dist.setdefault(row["status"], {})[row["attempts"]] = int(row["n"])
     print("purchase attempts per order:")
     for status, by_attempts in sorted(dist.items()):
-        print(f"   {status:<10} " + ", ".join(f"{a} attempt(s): {n}"
-                                               for a, n in sorted(by_attempts.items())))
+        print(
+            f"   {status:<10} "
+            + ", ".join(f"{a} attempt(s): {n}" for a, n in sorted(by_attempts.items()))
+        )
     dead = store.dead_lettered_orders(limit=10_000)
     reasons = Counter(_reason_kind(r["dead_letter_reason"]) for r in dead)
     print(f"dead-lettered orders: {len(dead)}")
@@ -254,7 +303,8 @@ def _summary(store: Store, sim_url: str, refused: Counter[str], converged: bool,
     print(f"admin notifications: {dict(kinds)}")
     ledger = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()
     ok = converged and _check_ledger(store, ledger)
-    print(f"\nRESULT: {'OK' if ok else 'FAILED'} ({'every order reached a terminal state' if converged else 'orders left unfinished'})")
+    state = "every order reached a terminal state" if converged else "orders left unfinished"
+    print(f"\nRESULT: {'OK' if ok else 'FAILED'} ({state})")
     return ok
 
 
@@ -269,14 +319,21 @@ def _check_ledger(store: Store, ledger: dict[str, Any]) -> bool:
     over = {ref: n for ref, n in deliveries.items() if n > 1}
     with store.pool.connection() as conn:
         rows = conn.execute("SELECT id::text AS id, fulfillment_status AS s FROM orders").fetchall()
-    success_missing = [r["id"] for r in rows if r["s"] == "success" and deliveries.get(r["id"]) != 1]
-    delivered_not_success = [r["id"] for r in rows
-                             if r["s"] != "success" and deliveries.get(r["id"], 0) > 0]
-    print(f"simulator: {sum(deliveries.values())} deliveries for {len(rows)} orders; "
-          f"max per order {max(deliveries.values(), default=0)}; "
-          f"faults injected {ledger.get('totals', {}).get('faults', {})}")
-    print(f"   delivered more than once: {len(over)}; success without a delivery: "
-          f"{len(success_missing)}; delivered but not success: {len(delivered_not_success)}")
+    success_missing = [
+        r["id"] for r in rows if r["s"] == "success" and deliveries.get(r["id"]) != 1
+    ]
+    delivered_not_success = [
+        r["id"] for r in rows if r["s"] != "success" and deliveries.get(r["id"], 0) > 0
+    ]
+    print(
+        f"simulator: {sum(deliveries.values())} deliveries for {len(rows)} orders; "
+        f"max per order {max(deliveries.values(), default=0)}; "
+        f"faults injected {ledger.get('totals', {}).get('faults', {})}"
+    )
+    print(
+        f"   delivered more than once: {len(over)}; success without a delivery: "
+        f"{len(success_missing)}; delivered but not success: {len(delivered_not_success)}"
+    )
     return not over and not success_missing and not delivered_not_success
 
 

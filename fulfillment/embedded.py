@@ -62,7 +62,7 @@ def embedded_postgres_url(state_dir: Path) -> str:
     """Start (or reuse) the PostgreSQL under ``state_dir/pg``; a libpq URL over its socket."""
     try:
         # optional dev-servers extra, needed only here
-        from pgserver.postgres_server import get_server  # noqa: PLC0415
+        from pgserver.postgres_server import get_server
     except ImportError as exc:
         raise RuntimeError(
             f"DATABASE_URL is unset and pgserver is missing: {_MISSING_EXTRA}, or set DATABASE_URL"
@@ -216,7 +216,7 @@ def _stop_postgres(pgdata: Path) -> None:
     if not (pgdata / "postmaster.pid").exists():  # removed by a clean shutdown
         return
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415 -- optional extra
+        from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError:
         return
     # postgres refuses to run as root; pgserver runs it as its `pgserver` system user.

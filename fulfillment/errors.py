@@ -1,26 +1,26 @@
 """Every error this project raises, split by what the caller must do.
 
-    FulfillmentError
-    ├── InvalidOrder (ValueError)          refuse at the producer; names the field
-    │   ├── InvalidPhoneNumber
-    │   ├── InvalidPackage
-    │   └── UnsupportedNetwork
-    ├── MalformedMessage                   dead-letter the message, never retry
-    ├── OrderNotFound                      unknown order id: dead-letter / 404
-    ├── PublishError                       the broker refused a message; the reconciler recovers
-    ├── StoreError                         PostgreSQL failed (driver errors translated in db/)
-    └── VendorError                        anything the AT-iShare API did
-        ├── TransientVendorError           retry on the backoff table
-        │   ├── OutcomeUnknown             the purchase may have happened: verify before buying
-        │   │   ├── VendorTimeout
-        │   │   ├── VendorConnectionError
-        │   │   ├── VendorServerError      5xx
-        │   │   └── VendorProtocolError    an answer we cannot read
-        │   ├── VendorUnauthorized         401: alert admins
-        │   ├── InsufficientBalance        402: alert admins
-        │   └── RateLimited                429: retry after the vendor's Retry-After, attempt kept
-        └── PermanentVendorError           dead-letter at once
-            (INVALID_PHONE, INVALID_PACKAGE, INVALID_NETWORK, other 4xx)
+FulfillmentError
+├── InvalidOrder (ValueError)          refuse at the producer; names the field
+│   ├── InvalidPhoneNumber
+│   ├── InvalidPackage
+│   └── UnsupportedNetwork
+├── MalformedMessage                   dead-letter the message, never retry
+├── OrderNotFound                      unknown order id: dead-letter / 404
+├── PublishError                       the broker refused a message; the reconciler recovers
+├── StoreError                         PostgreSQL failed (driver errors translated in db/)
+└── VendorError                        anything the AT-iShare API did
+    ├── TransientVendorError           retry on the backoff table
+    │   ├── OutcomeUnknown             the purchase may have happened: verify before buying
+    │   │   ├── VendorTimeout
+    │   │   ├── VendorConnectionError
+    │   │   ├── VendorServerError      5xx
+    │   │   └── VendorProtocolError    an answer we cannot read
+    │   ├── VendorUnauthorized         401: alert admins
+    │   ├── InsufficientBalance        402: alert admins
+    │   └── RateLimited                429: retry after the vendor's Retry-After, attempt kept
+    └── PermanentVendorError           dead-letter at once
+        (INVALID_PHONE, INVALID_PACKAGE, INVALID_NETWORK, other 4xx)
 """
 
 from __future__ import annotations

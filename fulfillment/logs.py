@@ -1,4 +1,4 @@
-"""structlog setup: JSON by default, console when LOG_FORMAT=console; phones masked, secrets dropped.
+"""structlog setup: JSON by default, console when LOG_FORMAT=console; phones masked, no secrets.
 
 Event names are dotted (`vendor.request_failed`); fields are key-values (order_id, attempt,
 network, phone masked, latency_ms, error_code).

@@ -90,7 +90,9 @@ class Settings(BaseSettings):
         ]
         if missing:
             raise RuntimeError(f"vendor not configured: set {', '.join(missing)}")
-        assert self.at_ishare_api_url and self.at_ishare_api_key and self.at_ishare_api_secret
+        assert self.at_ishare_api_url
+        assert self.at_ishare_api_key
+        assert self.at_ishare_api_secret
         return (
             self.at_ishare_api_url.rstrip("/"),
             self.at_ishare_api_key.get_secret_value(),

@@ -49,8 +49,9 @@ def publish_fulfillment(
         oid = parse_order_id(order_id)
     except MalformedMessage as exc:
         raise InvalidOrder("order_id", str(exc)) from exc
-    request = build_request(oid, phone_number=phone_number, network=network, size_gb=size_gb,
-                            package_name=package_name)
+    request = build_request(
+        oid, phone_number=phone_number, network=network, size_gb=size_gb, package_name=package_name
+    )
     if enabled is None:
         from fulfillment import bootstrap
 
@@ -62,14 +63,25 @@ def publish_fulfillment(
         from fulfillment import bootstrap
 
         broker = bootstrap.install_broker()
-    message = dramatiq.Message(queue_name=FULFILLMENT_QUEUE, actor_name=FULFILL_ACTOR,
-                               args=(oid,), kwargs={}, options={})
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=FULFILLMENT_QUEUE, actor_name=FULFILL_ACTOR, args=(oid,), kwargs={}, options={}
+    )
     try:
         broker.enqueue(message)
     except (RedisError, OSError) as exc:
-        log.warning("producer.publish_failed", order_id=oid, network=request.network,
-                    error=type(exc).__name__, recovery="reconciler")
+        log.warning(
+            "producer.publish_failed",
+            order_id=oid,
+            network=request.network,
+            error=type(exc).__name__,
+            recovery="reconciler",
+        )
         return PublishResult(request, published=False, reason="broker_unavailable")
-    log.info("producer.published", order_id=oid, network=request.network,
-             phone=request.phone_number, size_gb=str(request.size_gb))
+    log.info(
+        "producer.published",
+        order_id=oid,
+        network=request.network,
+        phone=request.phone_number,
+        size_gb=str(request.size_gb),
+    )
     return PublishResult(request, published=True)

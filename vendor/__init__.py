@@ -1,1 +1,1 @@
-"""The AT-iShare vendor: the API client (the only module that speaks its protocol) and a simulator."""
+"""The AT-iShare vendor: its API client (the one module speaking its protocol) and a simulator."""

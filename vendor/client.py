@@ -70,8 +70,9 @@ class AtIshareClient:
         self._http = httpx.Client(
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             transport=transport,
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             headers={"User-Agent": "atishare-fulfillment/0.1", "Accept": "application/json"},
         )
 
@@ -118,37 +119,51 @@ class AtIshareClient:
             raise _error_for(status, body, latency, request_id)
         value = body.get("balance") if isinstance(body, dict) else None
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise VendorProtocolError("balance answer has no numeric balance", http_status=status,
-                                      raw=_clip(body), latency_ms=latency)
+            raise VendorProtocolError(
+                "balance answer has no numeric balance",
+                http_status=status,
+                raw=_clip(body),
+                latency_ms=latency,
+            )
         return float(value)
 
     # -- transport ------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, payload: object) -> tuple[int, object, int, str | None]:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-        headers = signed_headers(self._key, self._secret, method, self._base_path + path, body,
-                                 self._clock())
+        headers = signed_headers(
+            self._key, self._secret, method, self._base_path + path, body, self._clock()
+        )
         if payload is not None:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            with self._http.stream(method, self._base + path, content=body,
-                                   headers=headers) as response:
+            with self._http.stream(
+                method, self._base + path, content=body, headers=headers
+            ) as response:
                 raw = self._read_limited(response, started)
         except httpx.ConnectTimeout as exc:
-            raise VendorConnectionError(f"{method} {path}: connect timeout",
-                                        latency_ms=_ms(started)) from exc
+            raise VendorConnectionError(
+                f"{method} {path}: connect timeout", latency_ms=_ms(started)
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise VendorTimeout(f"{method} {path}: {type(exc).__name__}",
-                                latency_ms=_ms(started)) from exc
+            raise VendorTimeout(
+                f"{method} {path}: {type(exc).__name__}", latency_ms=_ms(started)
+            ) from exc
         except httpx.HTTPError as exc:
-            raise VendorConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}",
-                                        latency_ms=_ms(started)) from exc
+            raise VendorConnectionError(
+                f"{method} {path}: {type(exc).__name__}: {exc}", latency_ms=_ms(started)
+            ) from exc
         latency = _ms(started)
         request_id = response.headers.get("X-Request-Id")
         if response.status_code == 429:
-            raise RateLimited("vendor rate limit", retry_after_s=_retry_after(response),
-                              http_status=429, raw=_decode(raw), latency_ms=latency)
+            raise RateLimited(
+                "vendor rate limit",
+                retry_after_s=_retry_after(response),
+                http_status=429,
+                raw=_decode(raw),
+                latency_ms=latency,
+            )
         return response.status_code, _decode(raw), latency, request_id
 
     def _read_limited(self, response: httpx.Response, started: float) -> bytes:
@@ -159,30 +174,50 @@ class AtIshareClient:
             if size > MAX_BODY_BYTES:
                 raise VendorProtocolError(
                     f"vendor answer larger than {MAX_BODY_BYTES} bytes",
-                    http_status=response.status_code, latency_ms=_ms(started))
+                    http_status=response.status_code,
+                    latency_ms=_ms(started),
+                )
             if time.perf_counter() - started > self._deadline_s:
-                raise VendorTimeout("vendor answer exceeded the total deadline",
-                                    latency_ms=_ms(started))
+                raise VendorTimeout(
+                    "vendor answer exceeded the total deadline", latency_ms=_ms(started)
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
     @staticmethod
     def _transaction(
-        body: object, reference: str, http_status: int, latency: int, request_id: str | None,
-        *, expect: AnswerStatus | None = None, raw: object = None,
+        body: object,
+        reference: str,
+        http_status: int,
+        latency: int,
+        request_id: str | None,
+        *,
+        expect: AnswerStatus | None = None,
+        raw: object = None,
     ) -> VendorAnswer:
         if not isinstance(body, dict):
-            raise VendorProtocolError("vendor answer is not a JSON object", http_status=http_status,
-                                      raw=_clip(raw if raw is not None else body),
-                                      latency_ms=latency)
+            raise VendorProtocolError(
+                "vendor answer is not a JSON object",
+                http_status=http_status,
+                raw=_clip(raw if raw is not None else body),
+                latency_ms=latency,
+            )
         status = body.get("status")
         if status not in ("success", "pending", "failed") or (expect and status != expect):
-            raise VendorProtocolError(f"unexpected transaction status {str(status)[:40]!r}",
-                                      http_status=http_status, raw=_clip(body), latency_ms=latency)
+            raise VendorProtocolError(
+                f"unexpected transaction status {str(status)[:40]!r}",
+                http_status=http_status,
+                raw=_clip(body),
+                latency_ms=latency,
+            )
         got_ref = body.get("reference")
         if got_ref is not None and got_ref != reference:
-            raise VendorProtocolError("vendor answered about another reference",
-                                      http_status=http_status, raw=_clip(body), latency_ms=latency)
+            raise VendorProtocolError(
+                "vendor answered about another reference",
+                http_status=http_status,
+                raw=_clip(body),
+                latency_ms=latency,
+            )
         txn = body.get("transaction_id")
         return VendorAnswer(
             status=status,
@@ -207,11 +242,13 @@ def _error_for(status: int, body: object, latency: int, request_id: str | None) 
         return VendorServerError(message, http_status=status, raw=raw, latency_ms=latency)
     if status in (400, 422):
         permanent_code = code if code in _PERMANENT_CODES else "VENDOR_VALIDATION_ERROR"
-        return PermanentVendorError(message, code=permanent_code, http_status=status, raw=raw,
-                                    latency_ms=latency)
+        return PermanentVendorError(
+            message, code=permanent_code, http_status=status, raw=raw, latency_ms=latency
+        )
     # 404 on a purchase, 405, a 3xx...: our configuration or the vendor is off, not the order.
-    return VendorProtocolError(f"unexpected HTTP {status}: {message}", http_status=status,
-                               raw=raw, latency_ms=latency)
+    return VendorProtocolError(
+        f"unexpected HTTP {status}: {message}", http_status=status, raw=raw, latency_ms=latency
+    )
 
 
 def _decode(raw: bytes) -> object:

@@ -17,7 +17,9 @@ def sign(secret: str, timestamp: str, method: str, path: str, body: bytes | str)
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def signed_headers(key: str, secret: str, method: str, path: str, body: bytes, now: float) -> dict[str, str]:
+def signed_headers(
+    key: str, secret: str, method: str, path: str, body: bytes, now: float
+) -> dict[str, str]:
     timestamp = str(int(now))
     return {
         "X-API-Key": key,

@@ -27,7 +27,7 @@ broker = bootstrap.install_broker()  # before any @dramatiq.actor below binds to
 log = get_logger("fulfillment.worker")
 
 
-class _ReleaseResources(Middleware):  # type: ignore[misc]
+class _ReleaseResources(Middleware):
     """Close the pool and vendor connections when a worker process stops."""
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
@@ -67,22 +67,35 @@ def fulfill_order(*args: Any, **kwargs: Any) -> None:
         order_id = order_id_from_message(args, kwargs)
     except MalformedMessage as exc:
         log.warning("worker.malformed_message", reason=str(exc), message_id=_message_id())
-        publish_dead_letter(DeadLetterNotice(
-            kind="malformed_message", reason=str(exc), excerpt=repr((args, kwargs))[:300],
-            message_id=_message_id()))
+        publish_dead_letter(
+            DeadLetterNotice(
+                kind="malformed_message",
+                reason=str(exc),
+                excerpt=repr((args, kwargs))[:300],
+                message_id=_message_id(),
+            )
+        )
         return
     try:
         outcome = fulfil(order_id, bootstrap.fulfil_deps())
     except OrderNotFound as exc:
         log.warning("worker.unknown_order", order_id=order_id, message_id=_message_id())
-        publish_dead_letter(DeadLetterNotice(
-            kind="unknown_order", reason=str(exc), excerpt=order_id, message_id=_message_id()))
+        publish_dead_letter(
+            DeadLetterNotice(
+                kind="unknown_order", reason=str(exc), excerpt=order_id, message_id=_message_id()
+            )
+        )
         return
     log.debug("worker.message_done", order_id=order_id, outcome=outcome.value)
 
 
-@dramatiq.actor(actor_name=DEAD_LETTER_ACTOR, queue_name=DEAD_LETTER_QUEUE, max_retries=10,
-                min_backoff=1_000, max_backoff=60_000)
+@dramatiq.actor(
+    actor_name=DEAD_LETTER_ACTOR,
+    queue_name=DEAD_LETTER_QUEUE,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=60_000,
+)
 def dead_letter_order(notice: dict[str, Any]) -> None:
     from workers.deadletter import handle_dead_letter
     from workers.fulfil import DeadLetterNotice
@@ -95,8 +108,13 @@ def dead_letter_order(notice: dict[str, Any]) -> None:
     handle_dead_letter(parsed, bootstrap.store(), bootstrap.notifier())
 
 
-@dramatiq.actor(actor_name=GAVE_UP_ACTOR, queue_name=DEAD_LETTER_QUEUE, max_retries=10,
-                min_backoff=1_000, max_backoff=60_000)
+@dramatiq.actor(
+    actor_name=GAVE_UP_ACTOR,
+    queue_name=DEAD_LETTER_QUEUE,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=60_000,
+)
 def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Dramatiq's on_retry_exhausted hook for fulfill_order."""
     from workers.deadletter import handle_dead_letter, notice_for_gave_up

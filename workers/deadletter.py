@@ -22,32 +22,63 @@ log = get_logger("fulfillment.deadletter")
 def handle_dead_letter(notice: DeadLetterNotice, store: Store, notifier: Notifier) -> bool:
     """Flag and notify; True when this notice raised a new notification (idempotent)."""
     if notice.kind == "dead_letter" and notice.order_id:
-        row = store.flag_dead_letter(notice.order_id, reason=notice.reason,
-                                     error_code=notice.error_code,
-                                     generation=notice.generation, source=notice.source)
+        row = store.flag_dead_letter(
+            notice.order_id,
+            reason=notice.reason,
+            error_code=notice.error_code,
+            generation=notice.generation,
+            source=notice.source,
+        )
         if row is None or row["notification_id"] is None:
-            log.info("deadletter.already_handled", order_id=notice.order_id,
-                     reason=notice.reason, source=notice.source)
+            log.info(
+                "deadletter.already_handled",
+                order_id=notice.order_id,
+                reason=notice.reason,
+                source=notice.source,
+            )
             return False
-        log.warning("deadletter.order_flagged", order_id=notice.order_id,
-                    reason=row["dead_letter_reason"], attempt=row["fulfillment_attempts"],
-                    error_code=row["last_error_code"], source=notice.source)
-        notifier.send(int(row["notification_id"]), kind="dead_letter", order_id=notice.order_id,
-                      message=row["message"], details=dict(row["details"]))
+        log.warning(
+            "deadletter.order_flagged",
+            order_id=notice.order_id,
+            reason=row["dead_letter_reason"],
+            attempt=row["fulfillment_attempts"],
+            error_code=row["last_error_code"],
+            source=notice.source,
+        )
+        notifier.send(
+            int(row["notification_id"]),
+            kind="dead_letter",
+            order_id=notice.order_id,
+            message=row["message"],
+            details=dict(row["details"]),
+        )
         return True
     basis = notice.message_id or f"{notice.reason}|{notice.excerpt}"
     digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
-    log.warning("deadletter.message_rejected", kind=notice.kind, reason=notice.reason,
-                order_id=notice.order_id, source=notice.source)
+    log.warning(
+        "deadletter.message_rejected",
+        kind=notice.kind,
+        reason=notice.reason,
+        order_id=notice.order_id,
+        source=notice.source,
+    )
     return notifier.raise_once(
-        kind=notice.kind, message=notice.reason, dedupe_key=f"{notice.kind}:{digest}",
-        order_id=None, details={"excerpt": notice.excerpt, "source": notice.source,
-                                "error_code": notice.error_code,
-                                "message_id": notice.message_id})
+        kind=notice.kind,
+        message=notice.reason,
+        dedupe_key=f"{notice.kind}:{digest}",
+        order_id=None,
+        details={
+            "excerpt": notice.excerpt,
+            "source": notice.source,
+            "error_code": notice.error_code,
+            "message_id": notice.message_id,
+        },
+    )
 
 
-def notice_for_gave_up(message_data: object, retry_info: object,
-                       store: Store) -> DeadLetterNotice | None:
+def notice_for_gave_up(
+    message_data: object, retry_info: object, store: Store
+) -> DeadLetterNotice | None:
     """Dramatiq gave up on a fulfill_order message (unexpected exceptions, retries used up).
 
     None when the failure was the database being unreachable: the order's state is intact
@@ -64,18 +95,34 @@ def notice_for_gave_up(message_data: object, retry_info: object,
     try:
         order_id = order_id_from_message(
             tuple(args) if isinstance(args, list | tuple) else (args,),
-            kwargs if isinstance(kwargs, dict) else {})
+            kwargs if isinstance(kwargs, dict) else {},
+        )
     except MalformedMessage as exc:
-        return DeadLetterNotice(kind="malformed_message", reason=str(exc), source="dramatiq",
-                                excerpt=repr(args)[:300], message_id=message_id)
+        return DeadLetterNotice(
+            kind="malformed_message",
+            reason=str(exc),
+            source="dramatiq",
+            excerpt=repr(args)[:300],
+            message_id=message_id,
+        )
     if "StoreError" in last_line:
         log.warning("deadletter.gave_up_store_unavailable", order_id=order_id, error=last_line)
         return None
     order = store.get_order(order_id)
     if order is None:
-        return DeadLetterNotice(kind="unknown_order", reason=f"no order with id {order_id}",
-                                source="dramatiq", excerpt=order_id, message_id=message_id)
+        return DeadLetterNotice(
+            kind="unknown_order",
+            reason=f"no order with id {order_id}",
+            source="dramatiq",
+            excerpt=order_id,
+            message_id=message_id,
+        )
     return DeadLetterNotice(
-        kind="dead_letter", order_id=order_id, error_code="WORKER_GAVE_UP",
+        kind="dead_letter",
+        order_id=order_id,
+        error_code="WORKER_GAVE_UP",
         reason=f"worker gave up after {retries} retries: {last_line}",
-        generation=order.generation, source="dramatiq", message_id=message_id)
+        generation=order.generation,
+        source="dramatiq",
+        message_id=message_id,
+    )

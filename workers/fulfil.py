@@ -67,16 +67,25 @@ class DeadLetterNotice:
     @classmethod
     def from_message(cls, data: object) -> DeadLetterNotice:
         if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
-            raise ValueError("dead-letter notice must be an object with a kind")
+            raise ValueError(  # noqa: TRY004 - a bad message, reported as such by the actor
+                "dead-letter notice must be an object with a kind"
+            )
+
         def text(key: str) -> str | None:
             value = data.get(key)
             return None if value is None else str(value)[:1000]
+
         generation = data.get("generation", 0)
-        return cls(kind=str(data["kind"])[:64], reason=text("reason") or "no reason given",
-                   order_id=text("order_id"), error_code=text("error_code"),
-                   generation=generation if isinstance(generation, int) else 0,
-                   source=text("source") or "unknown", excerpt=text("excerpt"),
-                   message_id=text("message_id"))
+        return cls(
+            kind=str(data["kind"])[:64],
+            reason=text("reason") or "no reason given",
+            order_id=text("order_id"),
+            error_code=text("error_code"),
+            generation=generation if isinstance(generation, int) else 0,
+            source=text("source") or "unknown",
+            excerpt=text("excerpt"),
+            message_id=text("message_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +131,23 @@ def _not_claimed(order_id: str, deps: FulfilDeps) -> Outcome:
         raise OrderNotFound(order_id)
     if order.network != NETWORK_AT_ISHARE:
         log.warning("worker.misrouted_message", order_id=order_id, network=order.network)
-        deps.publish_dead_letter(DeadLetterNotice(
-            kind="misrouted_message", order_id=None, error_code="UNSUPPORTED_NETWORK",
-            reason=f"fulfill_order received for a {order.network} order; not ours, left as is",
-            excerpt=order_id))
+        deps.publish_dead_letter(
+            DeadLetterNotice(
+                kind="misrouted_message",
+                order_id=None,
+                error_code="UNSUPPORTED_NETWORK",
+                reason=f"fulfill_order received for a {order.network} order; not ours, left as is",
+                excerpt=order_id,
+            )
+        )
         return Outcome.NOT_DUE
-    log.info("worker.not_due", order_id=order_id, network=order.network, status=order.status.value,
-             attempt=order.attempts)
+    log.info(
+        "worker.not_due",
+        order_id=order_id,
+        network=order.network,
+        status=order.status.value,
+        attempt=order.attempts,
+    )
     return Outcome.NOT_DUE
 
 
@@ -141,8 +160,12 @@ class _Attempt:
         self.token = token
         self.deps = deps
         self.max_attempts = deps.policy.max_attempts + self.order.extra_attempts
-        self.log = log.bind(order_id=self.order.id, network=self.order.network,
-                            attempt=self.order.attempts, phone=self.order.phone_number)
+        self.log = log.bind(
+            order_id=self.order.id,
+            network=self.order.network,
+            attempt=self.order.attempts,
+            phone=self.order.phone_number,
+        )
 
     def run(self, *, allow_purchase: bool) -> Outcome:
         try:
@@ -151,8 +174,11 @@ class _Attempt:
             return self._reject(exc)
         if self.claim.taken_over:
             self.log.warning("worker.claim_taken_over", in_flight=self.order.in_flight_attempt)
-        unknown = (self.order.attempts > 0 or self.order.in_flight_attempt is not None
-                   or self.claim.previous_status is OrderStatus.PROCESSING)
+        unknown = (
+            self.order.attempts > 0
+            or self.order.in_flight_attempt is not None
+            or self.claim.previous_status is OrderStatus.PROCESSING
+        )
         if unknown:
             settled = self._verify(request, keep_claim=allow_purchase)
             if settled is not None:
@@ -168,73 +194,142 @@ class _Attempt:
         None when the vendor confirms nothing was delivered and a purchase may follow."""
         in_flight = self.order.in_flight_attempt
         attempt = in_flight or self.order.attempts
-        waiting = (OrderStatus.PROCESSING
-                   if in_flight or self.claim.previous_status is OrderStatus.PROCESSING
-                   else OrderStatus.FAILED)
+        waiting = (
+            OrderStatus.PROCESSING
+            if in_flight or self.claim.previous_status is OrderStatus.PROCESSING
+            else OrderStatus.FAILED
+        )
         try:
             answer = self.deps.vendor.status(self.order.id)
         except VendorError as exc:
-            self.log.warning("vendor.status_check_failed", error_code=exc.code,
-                             latency_ms=exc.latency_ms)
+            self.log.warning(
+                "vendor.status_check_failed", error_code=exc.code, latency_ms=exc.latency_ms
+            )
             return self._check_again(request, attempt, waiting, error=exc)
-        self.log.info("vendor.status_checked", vendor_status=answer.status,
-                      latency_ms=answer.latency_ms, request_id=answer.request_id)
+        self.log.info(
+            "vendor.status_checked",
+            vendor_status=answer.status,
+            latency_ms=answer.latency_ms,
+            request_id=answer.request_id,
+        )
         # A lost worker's purchase is logged as that attempt, with what the vendor says of it.
         action = "purchase" if in_flight else "status_check"
         if answer.status == "success":
-            return self._succeeded(request, attempt, answer, action=action,
-                                   note="delivery confirmed by status check")
+            return self._succeeded(
+                request, attempt, answer, action=action, note="delivery confirmed by status check"
+            )
         if answer.status == "pending":
-            return self._check_again(request, attempt, OrderStatus.PROCESSING, answer=answer,
-                                     action=action, attempts=max(self.order.attempts, attempt))
+            return self._check_again(
+                request,
+                attempt,
+                OrderStatus.PROCESSING,
+                answer=answer,
+                action=action,
+                attempts=max(self.order.attempts, attempt),
+            )
         # not_found or failed: nothing was delivered.
         if in_flight:
-            lost = OutcomeUnknown(f"worker lost during attempt {in_flight}; vendor: {answer.status}",
-                                  code="WORKER_LOST")
+            lost = OutcomeUnknown(
+                f"worker lost during attempt {in_flight}; vendor: {answer.status}",
+                code="WORKER_LOST",
+            )
             decision = decide(in_flight, lost, self.deps.policy)
             if isinstance(decision, DeadLetter) or not keep_claim:
                 return self._failed(request, in_flight, lost, answer=answer)
-            self._record(request, action="purchase", log_status="failed", attempt=in_flight,
-                         status=OrderStatus.PROCESSING, attempts=in_flight, keep_claim=True,
-                         answer=answer, error=lost)
+            self._record(
+                request,
+                action="purchase",
+                log_status="failed",
+                attempt=in_flight,
+                status=OrderStatus.PROCESSING,
+                attempts=in_flight,
+                keep_claim=True,
+                answer=answer,
+                error=lost,
+            )
             self.order = replace(self.order, attempts=in_flight, in_flight_attempt=None)
         elif keep_claim:
-            self._record(request, action="status_check", log_status=answer.status,
-                         attempt=attempt, status=OrderStatus.PROCESSING,
-                         attempts=self.order.attempts, keep_claim=True, answer=answer)
+            self._record(
+                request,
+                action="status_check",
+                log_status=answer.status,
+                attempt=attempt,
+                status=OrderStatus.PROCESSING,
+                attempts=self.order.attempts,
+                keep_claim=True,
+                answer=answer,
+            )
         else:
             # Recovery only: the vendor has nothing; a worker buys on the next message.
-            self._record(request, action="status_check", log_status=answer.status,
-                         attempt=attempt, status=OrderStatus.FAILED, attempts=self.order.attempts,
-                         delay_s=0.0, answer=answer)
+            self._record(
+                request,
+                action="status_check",
+                log_status=answer.status,
+                attempt=attempt,
+                status=OrderStatus.FAILED,
+                attempts=self.order.attempts,
+                delay_s=0.0,
+                answer=answer,
+            )
             self.deps.publish_retry(self.order.id, 0.0)
             return Outcome.RETRY_SCHEDULED
         return None
 
-    def _check_again(self, request: FulfillmentRequest, attempt: int, waiting: OrderStatus, *,
-                     error: VendorError | None = None, answer: VendorAnswer | None = None,
-                     action: str = "status_check", attempts: int | None = None) -> Outcome:
+    def _check_again(
+        self,
+        request: FulfillmentRequest,
+        attempt: int,
+        waiting: OrderStatus,
+        *,
+        error: VendorError | None = None,
+        answer: VendorAnswer | None = None,
+        action: str = "status_check",
+        attempts: int | None = None,
+    ) -> Outcome:
         checks = self.order.status_checks + 1
         decision = decide_status_check(checks, self.deps.policy)
         used = attempts if attempts is not None else self.order.attempts
         in_flight = None if answer is not None else self.order.in_flight_attempt
         if isinstance(decision, DeadLetter):
-            return self._dead_letter(request, decision.reason, action=action, attempt=attempt,
-                                     attempts=used, error=error, answer=answer,
-                                     log_status="pending" if answer else "failed")
-        self._record(request, action=action,
-                     log_status=answer.status if answer else "failed", attempt=attempt,
-                     status=waiting, attempts=used, in_flight=in_flight, status_checks=checks,
-                     delay_s=decision.delay_s, answer=answer, error=error)
+            return self._dead_letter(
+                request,
+                decision.reason,
+                action=action,
+                attempt=attempt,
+                attempts=used,
+                error=error,
+                answer=answer,
+                log_status="pending" if answer else "failed",
+            )
+        self._record(
+            request,
+            action=action,
+            log_status=answer.status if answer else "failed",
+            attempt=attempt,
+            status=waiting,
+            attempts=used,
+            in_flight=in_flight,
+            status_checks=checks,
+            delay_s=decision.delay_s,
+            answer=answer,
+            error=error,
+        )
         self.deps.publish_retry(self.order.id, decision.delay_s)
         return Outcome.PENDING
 
     def _hand_back(self) -> Outcome:
         """Recovery of an order nobody had started buying: a worker takes it from here."""
-        self._record(None, action="status_check", log_status="not_found",
-                     attempt=self.order.attempts, status=OrderStatus.FAILED,
-                     attempts=self.order.attempts, delay_s=0.0, error_code="REQUEUED",
-                     error_message="requeued by the reconciler")
+        self._record(
+            None,
+            action="status_check",
+            log_status="not_found",
+            attempt=self.order.attempts,
+            status=OrderStatus.FAILED,
+            attempts=self.order.attempts,
+            delay_s=0.0,
+            error_code="REQUEUED",
+            error_message="requeued by the reconciler",
+        )
         self.deps.publish_retry(self.order.id, 0.0)
         return Outcome.RETRY_SCHEDULED
 
@@ -243,41 +338,70 @@ class _Attempt:
     def _purchase(self, request: FulfillmentRequest) -> Outcome:
         attempt = self.order.attempts + 1
         if attempt > self.max_attempts:
-            return self._dead_letter(request, f"{self.order.attempts} attempts used up",
-                                     action="status_check", attempt=self.order.attempts,
-                                     attempts=self.order.attempts, log_status="failed")
-        if not self.deps.store.begin_purchase(self.order.id, self.token, attempt,
-                                              ttl_s=self.deps.claim_ttl_s):
+            return self._dead_letter(
+                request,
+                f"{self.order.attempts} attempts used up",
+                action="status_check",
+                attempt=self.order.attempts,
+                attempts=self.order.attempts,
+                log_status="failed",
+            )
+        if not self.deps.store.begin_purchase(
+            self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
+        ):
             self.log.warning("worker.claim_lost", stage="begin_purchase")
             return Outcome.CLAIM_LOST
         self.log = self.log.bind(attempt=attempt)
         try:
             answer = self.deps.vendor.purchase(request)
         except VendorError as exc:
-            self.log.warning("vendor.request_failed", error_code=exc.code,
-                             http_status=exc.http_status, latency_ms=exc.latency_ms)
+            self.log.warning(
+                "vendor.request_failed",
+                error_code=exc.code,
+                http_status=exc.http_status,
+                latency_ms=exc.latency_ms,
+            )
             return self._purchase_failed(request, attempt, exc)
-        self.log.info("vendor.purchase_answered", vendor_status=answer.status,
-                      latency_ms=answer.latency_ms, request_id=answer.request_id)
+        self.log.info(
+            "vendor.purchase_answered",
+            vendor_status=answer.status,
+            latency_ms=answer.latency_ms,
+            request_id=answer.request_id,
+        )
         if answer.status == "success":
             return self._succeeded(request, attempt, answer, action="purchase")
         if answer.status == "pending":
             self.order = replace(self.order, status_checks=0)
-            return self._check_again(request, attempt, OrderStatus.PROCESSING, answer=answer,
-                                     action="purchase", attempts=attempt)
-        failed = TransientVendorError("vendor reports the transaction failed",
-                                      code="VENDOR_FAILED", http_status=answer.http_status,
-                                      raw=answer.raw, latency_ms=answer.latency_ms)
+            return self._check_again(
+                request,
+                attempt,
+                OrderStatus.PROCESSING,
+                answer=answer,
+                action="purchase",
+                attempts=attempt,
+            )
+        failed = TransientVendorError(
+            "vendor reports the transaction failed",
+            code="VENDOR_FAILED",
+            http_status=answer.http_status,
+            raw=answer.raw,
+            latency_ms=answer.latency_ms,
+        )
         return self._failed(request, attempt, failed)
 
-    def _purchase_failed(self, request: FulfillmentRequest, attempt: int,
-                         exc: VendorError) -> Outcome:
+    def _purchase_failed(
+        self, request: FulfillmentRequest, attempt: int, exc: VendorError
+    ) -> Outcome:
         if isinstance(exc, VendorUnauthorized):
-            self.deps.alert("vendor_unauthorized", "AT-iShare rejected our credentials (401)",
-                            exc.code)
+            self.deps.alert(
+                "vendor_unauthorized", "AT-iShare rejected our credentials (401)", exc.code
+            )
         elif isinstance(exc, InsufficientBalance):
-            self.deps.alert("vendor_insufficient_balance",
-                            "AT-iShare balance is too low to deliver (402)", exc.code)
+            self.deps.alert(
+                "vendor_insufficient_balance",
+                "AT-iShare balance is too low to deliver (402)",
+                exc.code,
+            )
         if isinstance(exc, OutcomeUnknown):
             # The vendor may have delivered: ask at once rather than after the backoff.
             try:
@@ -285,109 +409,212 @@ class _Attempt:
             except VendorError:
                 answer = None
             if answer is not None and answer.status == "success":
-                return self._succeeded(request, attempt, answer, action="purchase", error=exc,
-                                       note="purchase answer lost; delivery confirmed by status")
+                return self._succeeded(
+                    request,
+                    attempt,
+                    answer,
+                    action="purchase",
+                    error=exc,
+                    note="purchase answer lost; delivery confirmed by status",
+                )
             if answer is not None and answer.status == "pending":
-                return self._check_again(request, attempt, OrderStatus.PROCESSING, answer=answer,
-                                         action="purchase", attempts=attempt)
+                return self._check_again(
+                    request,
+                    attempt,
+                    OrderStatus.PROCESSING,
+                    answer=answer,
+                    action="purchase",
+                    attempts=attempt,
+                )
         return self._failed(request, attempt, exc)
 
     # -- writing outcomes ------------------------------------------------------------------
 
-    def _succeeded(self, request: FulfillmentRequest, attempt: int, answer: VendorAnswer, *,
-                   action: str, note: str | None = None,
-                   error: VendorError | None = None) -> Outcome:
-        ok = self._record(request, action=action, log_status="success", attempt=attempt,
-                          status=OrderStatus.SUCCESS, attempts=max(attempt, self.order.attempts),
-                          answer=answer, error=error, error_message=note)
+    def _succeeded(
+        self,
+        request: FulfillmentRequest,
+        attempt: int,
+        answer: VendorAnswer,
+        *,
+        action: str,
+        note: str | None = None,
+        error: VendorError | None = None,
+    ) -> Outcome:
+        ok = self._record(
+            request,
+            action=action,
+            log_status="success",
+            attempt=attempt,
+            status=OrderStatus.SUCCESS,
+            attempts=max(attempt, self.order.attempts),
+            answer=answer,
+            error=error,
+            error_message=note,
+        )
         if ok:
-            self.log.info("fulfillment.succeeded", attempt=attempt,
-                          transaction_id=answer.transaction_id)
+            self.log.info(
+                "fulfillment.succeeded", attempt=attempt, transaction_id=answer.transaction_id
+            )
         return Outcome.SUCCESS if ok else Outcome.CLAIM_LOST
 
-    def _failed(self, request: FulfillmentRequest, attempt: int, exc: VendorError, *,
-                answer: VendorAnswer | None = None) -> Outcome:
+    def _failed(
+        self,
+        request: FulfillmentRequest,
+        attempt: int,
+        exc: VendorError,
+        *,
+        answer: VendorAnswer | None = None,
+    ) -> Outcome:
         decision = decide(attempt, exc, self.deps.policy, deferrals=self.order.deferrals)
         consumed = exc.consumes_attempt if isinstance(exc, TransientVendorError) else True
         attempts = attempt if consumed else attempt - 1
         if isinstance(decision, DeadLetter):
-            return self._dead_letter(request, decision.reason, action="purchase",
-                                     attempt=attempt, attempts=attempts, error=exc,
-                                     answer=answer, log_status="failed")
+            return self._dead_letter(
+                request,
+                decision.reason,
+                action="purchase",
+                attempt=attempt,
+                attempts=attempts,
+                error=exc,
+                answer=answer,
+                log_status="failed",
+            )
         deferrals = self.order.deferrals + (0 if decision.consumes_attempt else 1)
-        ok = self._record(request, action="purchase", log_status="failed", attempt=attempt,
-                          status=OrderStatus.FAILED, attempts=attempts, deferrals=deferrals,
-                          delay_s=decision.delay_s, error=exc, answer=answer)
+        ok = self._record(
+            request,
+            action="purchase",
+            log_status="failed",
+            attempt=attempt,
+            status=OrderStatus.FAILED,
+            attempts=attempts,
+            deferrals=deferrals,
+            delay_s=decision.delay_s,
+            error=exc,
+            answer=answer,
+        )
         if not ok:
             return Outcome.CLAIM_LOST
-        self.log.info("fulfillment.retry_scheduled", attempt=attempt, error_code=exc.code,
-                      delay_s=decision.delay_s, attempt_consumed=decision.consumes_attempt)
+        self.log.info(
+            "fulfillment.retry_scheduled",
+            attempt=attempt,
+            error_code=exc.code,
+            delay_s=decision.delay_s,
+            attempt_consumed=decision.consumes_attempt,
+        )
         self.deps.publish_retry(self.order.id, decision.delay_s)
         return Outcome.RETRY_SCHEDULED
 
-    def _dead_letter(self, request: FulfillmentRequest | None, reason: str, *, action: str,
-                     attempt: int, attempts: int, log_status: str,
-                     error: VendorError | None = None,
-                     answer: VendorAnswer | None = None) -> Outcome:
-        ok = self._record(request, action=action, log_status=log_status, attempt=attempt,
-                          status=OrderStatus.FAILED, attempts=attempts, error=error,
-                          answer=answer, dead_letter_reason=reason)
+    def _dead_letter(
+        self,
+        request: FulfillmentRequest | None,
+        reason: str,
+        *,
+        action: str,
+        attempt: int,
+        attempts: int,
+        log_status: str,
+        error: VendorError | None = None,
+        answer: VendorAnswer | None = None,
+    ) -> Outcome:
+        ok = self._record(
+            request,
+            action=action,
+            log_status=log_status,
+            attempt=attempt,
+            status=OrderStatus.FAILED,
+            attempts=attempts,
+            error=error,
+            answer=answer,
+            dead_letter_reason=reason,
+        )
         if not ok:
             return Outcome.CLAIM_LOST
-        self.log.warning("fulfillment.dead_lettered", reason=reason,
-                         error_code=error.code if error else None)
-        self.deps.publish_dead_letter(DeadLetterNotice(
-            kind="dead_letter", order_id=self.order.id, reason=reason,
-            error_code=error.code if error else None, generation=self.order.generation))
+        self.log.warning(
+            "fulfillment.dead_lettered", reason=reason, error_code=error.code if error else None
+        )
+        self.deps.publish_dead_letter(
+            DeadLetterNotice(
+                kind="dead_letter",
+                order_id=self.order.id,
+                reason=reason,
+                error_code=error.code if error else None,
+                generation=self.order.generation,
+            )
+        )
         return Outcome.DEAD_LETTERED
 
     def _reject(self, exc: InvalidOrder) -> Outcome:
         """The order itself is invalid: no vendor call can help."""
         reason = f"invalid order: {exc}"
-        self.deps.store.request_dead_letter(self.order.id, self.token, reason=reason,
-                                            error_code=exc.code, error_message=str(exc))
+        self.deps.store.request_dead_letter(
+            self.order.id, self.token, reason=reason, error_code=exc.code, error_message=str(exc)
+        )
         self.log.warning("fulfillment.invalid_order", field=exc.field, error_code=exc.code)
-        self.deps.publish_dead_letter(DeadLetterNotice(
-            kind="dead_letter", order_id=self.order.id, reason=reason, error_code=exc.code,
-            generation=self.order.generation))
+        self.deps.publish_dead_letter(
+            DeadLetterNotice(
+                kind="dead_letter",
+                order_id=self.order.id,
+                reason=reason,
+                error_code=exc.code,
+                generation=self.order.generation,
+            )
+        )
         return Outcome.DEAD_LETTERED
 
-    def _record(self, request: FulfillmentRequest | None, *, action: str, log_status: str,
-                attempt: int, status: OrderStatus, attempts: int, in_flight: int | None = None,
-                status_checks: int | None = None, deferrals: int | None = None,
-                delay_s: float | None = None, answer: VendorAnswer | None = None,
-                error: VendorError | None = None, error_code: str | None = None,
-                error_message: str | None = None, dead_letter_reason: str | None = None,
-                keep_claim: bool = False) -> bool:
+    def _record(
+        self,
+        request: FulfillmentRequest | None,
+        *,
+        action: str,
+        log_status: str,
+        attempt: int,
+        status: OrderStatus,
+        attempts: int,
+        in_flight: int | None = None,
+        status_checks: int | None = None,
+        deferrals: int | None = None,
+        delay_s: float | None = None,
+        answer: VendorAnswer | None = None,
+        error: VendorError | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        dead_letter_reason: str | None = None,
+        keep_claim: bool = False,
+    ) -> bool:
         raw: Any = answer.raw if answer is not None else None
         if error is not None:
             raw = {"error": error.raw, "status_check": raw} if raw is not None else error.raw
-        ok = self.deps.store.finish_call(CallRecord(
-            order_id=self.order.id,
-            token=self.token,
-            network=self.order.network or NETWORK_AT_ISHARE,
-            phone_number=request.phone_number if request else (self.order.phone_number or ""),
-            action=action,
-            log_status=log_status,
-            attempt_number=attempt,
-            max_attempts=self.max_attempts,
-            status=status,
-            attempts=attempts,
-            in_flight=in_flight,
-            status_checks=status_checks if status_checks is not None else (
-                self.order.status_checks if status is OrderStatus.PROCESSING else 0),
-            deferrals=deferrals if deferrals is not None else self.order.deferrals,
-            delay_s=delay_s,
-            http_status=(answer.http_status if answer else error.http_status if error else None),
-            api_response=raw,
-            error_code=error_code or (error.code if error else None),
-            error_message=error_message or (str(error)[:500] if error else None),
-            latency_ms=(answer.latency_ms if answer else error.latency_ms if error else None),
-            transaction_id=answer.transaction_id if answer else None,
-            dead_letter_reason=dead_letter_reason,
-            worker=self.deps.worker,
-            keep_claim=keep_claim,
-        ))
+        ok = self.deps.store.finish_call(
+            CallRecord(
+                order_id=self.order.id,
+                token=self.token,
+                network=self.order.network or NETWORK_AT_ISHARE,
+                phone_number=request.phone_number if request else (self.order.phone_number or ""),
+                action=action,
+                log_status=log_status,
+                attempt_number=attempt,
+                max_attempts=self.max_attempts,
+                status=status,
+                attempts=attempts,
+                in_flight=in_flight,
+                status_checks=status_checks
+                if status_checks is not None
+                else (self.order.status_checks if status is OrderStatus.PROCESSING else 0),
+                deferrals=deferrals if deferrals is not None else self.order.deferrals,
+                delay_s=delay_s,
+                http_status=(
+                    answer.http_status if answer else error.http_status if error else None
+                ),
+                api_response=raw,
+                error_code=error_code or (error.code if error else None),
+                error_message=error_message or (str(error)[:500] if error else None),
+                latency_ms=(answer.latency_ms if answer else error.latency_ms if error else None),
+                transaction_id=answer.transaction_id if answer else None,
+                dead_letter_reason=dead_letter_reason,
+                worker=self.deps.worker,
+                keep_claim=keep_claim,
+            )
+        )
         if not ok:
             self.log.warning("worker.claim_lost", stage=action, log_status=log_status)
         return ok

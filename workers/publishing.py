@@ -17,19 +17,28 @@ def publish_retry(order_id: str, delay_s: float) -> None:
     try:
         fulfill_order.send_with_options(args=(order_id,), delay=delay_ms)
     except (RedisError, OSError) as exc:
-        log.error("broker.publish_failed", order_id=order_id, queue="fulfillment",
-                  error=type(exc).__name__)
+        log.error(
+            "broker.publish_failed",
+            order_id=order_id,
+            queue="fulfillment",
+            error=type(exc).__name__,
+        )
 
 
 def publish_dead_letter(notice: DeadLetterNotice) -> None:
     try:
         dead_letter_order.send(notice.to_message())
     except (RedisError, OSError) as exc:
-        log.error("broker.publish_failed", order_id=notice.order_id, queue="fulfillment.deadletter",
-                  error=type(exc).__name__, kind=notice.kind)
+        log.error(
+            "broker.publish_failed",
+            order_id=notice.order_id,
+            queue="fulfillment.deadletter",
+            error=type(exc).__name__,
+            kind=notice.kind,
+        )
         if notice.order_id is None:
             # Not an order: nothing for the reconciler to find later, so store it now.
-            from workers.deadletter import handle_dead_letter
             from fulfillment import bootstrap
+            from workers.deadletter import handle_dead_letter
 
             handle_dead_letter(notice, bootstrap.store(), bootstrap.notifier())

@@ -33,8 +33,14 @@ class ReconcileReport:
         return sum(self.by_reason.values())
 
 
-def reconcile_once(deps: FulfilDeps, notifier: Notifier, *, grace_s: float,
-                   limit: int = 500, webhook_max_attempts: int = 10) -> ReconcileReport:
+def reconcile_once(
+    deps: FulfilDeps,
+    notifier: Notifier,
+    *,
+    grace_s: float,
+    limit: int = 500,
+    webhook_max_attempts: int = 10,
+) -> ReconcileReport:
     counts: Counter[str] = Counter()
     due = deps.store.sweep_due_orders(grace_s=grace_s, limit=limit) if deps.enabled else []
     for item in due:
@@ -42,43 +48,65 @@ def reconcile_once(deps: FulfilDeps, notifier: Notifier, *, grace_s: float,
         try:
             if item.reason == "claim_expired":
                 outcome = fulfil(item.order_id, deps, allow_purchase=False)
-                log.warning("reconciler.claim_recovered", order_id=item.order_id,
-                            outcome=outcome.value)
+                log.warning(
+                    "reconciler.claim_recovered", order_id=item.order_id, outcome=outcome.value
+                )
             elif item.reason == "dead_letter_unflagged":
-                deps.publish_dead_letter(DeadLetterNotice(
-                    kind="dead_letter", order_id=item.order_id,
-                    reason=item.dead_letter_reason or "dead letter lost in transit",
-                    error_code=item.last_error_code, generation=item.generation,
-                    source="reconciler"))
+                deps.publish_dead_letter(
+                    DeadLetterNotice(
+                        kind="dead_letter",
+                        order_id=item.order_id,
+                        reason=item.dead_letter_reason or "dead letter lost in transit",
+                        error_code=item.last_error_code,
+                        generation=item.generation,
+                        source="reconciler",
+                    )
+                )
             else:
                 deps.publish_retry(item.order_id, 0.0)
                 log.info("reconciler.requeued", order_id=item.order_id, reason=item.reason)
         except FulfillmentError as exc:
-            log.error("reconciler.order_failed", order_id=item.order_id, reason=item.reason,
-                      error=str(exc))
-    resent = _resend_notifications(deps.store, notifier, grace_s=grace_s,
-                                   max_attempts=webhook_max_attempts)
+            log.error(
+                "reconciler.order_failed",
+                order_id=item.order_id,
+                reason=item.reason,
+                error=str(exc),
+            )
+    resent = _resend_notifications(
+        deps.store, notifier, grace_s=grace_s, max_attempts=webhook_max_attempts
+    )
     report = ReconcileReport(by_reason=dict(counts), notifications_resent=resent)
-    log.info("reconciler.pass_done", found=report.total, notifications_resent=resent,
-             enabled=deps.enabled, **report.by_reason)
+    log.info(
+        "reconciler.pass_done",
+        found=report.total,
+        notifications_resent=resent,
+        enabled=deps.enabled,
+        **report.by_reason,
+    )
     return report
 
 
-def _resend_notifications(store: Store, notifier: Notifier, *, grace_s: float,
-                          max_attempts: int) -> int:
+def _resend_notifications(
+    store: Store, notifier: Notifier, *, grace_s: float, max_attempts: int
+) -> int:
     if not notifier.webhook_url:
         return 0
     rows = store.undelivered_notifications(max_attempts=max_attempts, grace_s=grace_s)
     for row in rows:
-        notifier.send(int(row["id"]), kind=row["kind"],
-                      order_id=str(row["order_id"]) if row["order_id"] else None,
-                      message=row["message"], details=dict(row["details"]),
-                      created_at=row["created_at"])
+        notifier.send(
+            int(row["id"]),
+            kind=row["kind"],
+            order_id=str(row["order_id"]) if row["order_id"] else None,
+            message=row["message"],
+            details=dict(row["details"]),
+            created_at=row["created_at"],
+        )
     return len(rows)
 
 
-def run_forever(once: Callable[[], ReconcileReport], *, interval_s: float,
-                stop: threading.Event) -> None:
+def run_forever(
+    once: Callable[[], ReconcileReport], *, interval_s: float, stop: threading.Event
+) -> None:
     """Pass after pass until `stop` is set; an error in one pass never ends the loop."""
     log.info("reconciler.started", interval_s=interval_s)
     while not stop.is_set():

@@ -41,8 +41,10 @@ class DeadLetter:
 Decision = Retry | DeadLetter
 
 
-def decide(attempt: int, error: VendorError, policy: RetryPolicy, *, deferrals: int = 0) -> Decision:
-    """After purchase attempt `attempt` (1-based) failed with `error`: retry after N s or dead-letter.
+def decide(
+    attempt: int, error: VendorError, policy: RetryPolicy, *, deferrals: int = 0
+) -> Decision:
+    """After purchase attempt `attempt` (1-based) failed with `error`: retry or dead-letter.
 
     `deferrals` counts earlier retries that kept their attempt (rate limits).
     """

@@ -23,8 +23,12 @@ KEY, SECRET = "it-key", "it-secret"
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(api_key=KEY, api_secret=SECRET,
-                          faults=FaultConfig(pending_seconds=0.3, timeout_seconds=3), seed=7)
+    simulator = Simulator(
+        api_key=KEY,
+        api_secret=SECRET,
+        faults=FaultConfig(pending_seconds=0.3, timeout_seconds=3),
+        seed=7,
+    )
     simulator.start()
     yield simulator
     simulator.stop()
@@ -54,8 +58,13 @@ def make_deps(store: Store, sim: Simulator, sent: Sent) -> Iterator[Callable[...
         values: dict[str, Any] = {
             "store": store,
             "vendor": client,
-            "policy": RetryPolicy(delays=(0.2, 0.4, 0.8), max_attempts=3, max_deferrals=5,
-                                  max_status_checks=5, status_check_delay_s=0.2),
+            "policy": RetryPolicy(
+                delays=(0.2, 0.4, 0.8),
+                max_attempts=3,
+                max_deferrals=5,
+                max_status_checks=5,
+                status_check_delay_s=0.2,
+            ),
             "enabled": True,
             "claim_ttl_s": 30.0,
             "worker": "test-worker",
@@ -73,11 +82,20 @@ def make_deps(store: Store, sim: Simulator, sent: Sent) -> Iterator[Callable[...
 
 @pytest.fixture
 def new_order(store: Store) -> Callable[..., str]:
-    def create(phone: str = "+233241234567", size_gb: float | None = 2,
-               package_name: str | None = None, network: str = "at-ishare") -> str:
+    def create(
+        phone: str = "+233241234567",
+        size_gb: float | None = 2,
+        package_name: str | None = None,
+        network: str = "at-ishare",
+    ) -> str:
         order_id = str(uuid.uuid4())
-        store.insert_order(order_id, phone_number=phone, network=network, size_gb=size_gb,
-                           package_name=package_name)
+        store.insert_order(
+            order_id,
+            phone_number=phone,
+            network=network,
+            size_gb=size_gb,
+            package_name=package_name,
+        )
         return order_id
 
     return create

@@ -26,7 +26,7 @@ class _Receiver(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
     fail_first = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if _Receiver.fail_first > 0:
             _Receiver.fail_first -= 1
@@ -52,16 +52,25 @@ def webhook() -> Iterator[tuple[str, type[_Receiver]]]:
     server.server_close()
 
 
-def dead_order(store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps],
-               sim: Simulator) -> str:
+def dead_order(
+    store: Store,
+    new_order: Callable[..., str],
+    make_deps: Callable[..., FulfilDeps],
+    sim: Simulator,
+) -> str:
     oid = new_order(phone="12345")  # invalid: dead-lettered without a vendor call
     assert fulfil(oid, make_deps()) is Outcome.DEAD_LETTERED
     return oid
 
 
 def test_dead_letter_flags_notifies_once_and_posts_the_webhook(
-        store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps],
-        sim: Simulator, sent: Sent, webhook: tuple[str, type[_Receiver]]) -> None:
+    store: Store,
+    new_order: Callable[..., str],
+    make_deps: Callable[..., FulfilDeps],
+    sim: Simulator,
+    sent: Sent,
+    webhook: tuple[str, type[_Receiver]],
+) -> None:
     url, receiver = webhook
     receiver.fail_first = 1  # the webhook's own retry gets it through
     oid = dead_order(store, new_order, make_deps, sim)
@@ -74,20 +83,23 @@ def test_dead_letter_flags_notifies_once_and_posts_the_webhook(
     assert row["fulfillment_status"] == "failed"
     assert "invalid order" in row["dead_letter_reason"]
     notes = store.notifications()
-    assert [(n["kind"], str(n["order_id"]), n["webhook_state"], n["webhook_attempts"])
-            for n in notes] == [("dead_letter", oid, "delivered", 2)]
+    assert [
+        (n["kind"], str(n["order_id"]), n["webhook_state"], n["webhook_attempts"]) for n in notes
+    ] == [("dead_letter", oid, "delivered", 2)]
     assert len(receiver.received) == 1
     assert receiver.received[0]["order_id"] == oid
     assert "12345" not in json.dumps(receiver.received[0])
 
 
 def test_dead_letter_of_a_succeeded_order_changes_nothing(
-        store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps]) -> None:
+    store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps]
+) -> None:
     oid = new_order()
     assert fulfil(oid, make_deps()) is Outcome.SUCCESS
     notifier = Notifier(store=store, webhook_url=None)
-    assert not handle_dead_letter(DeadLetterNotice(kind="dead_letter", order_id=oid,
-                                                   reason="late"), store, notifier)
+    assert not handle_dead_letter(
+        DeadLetterNotice(kind="dead_letter", order_id=oid, reason="late"), store, notifier
+    )
     row = store.order_row(oid)
     assert row is not None and row["fulfillment_status"] == "success"
     assert store.notifications() == []
@@ -95,8 +107,9 @@ def test_dead_letter_of_a_succeeded_order_changes_nothing(
 
 def test_malformed_messages_are_notified_once(store: Store) -> None:
     notifier = Notifier(store=store, webhook_url=None)
-    notice = DeadLetterNotice(kind="malformed_message", reason="not a UUID", excerpt="'x'",
-                              message_id="m-1")
+    notice = DeadLetterNotice(
+        kind="malformed_message", reason="not a UUID", excerpt="'x'", message_id="m-1"
+    )
     assert handle_dead_letter(notice, store, notifier)
     assert not handle_dead_letter(notice, store, notifier)
     (note,) = store.notifications()
@@ -104,10 +117,15 @@ def test_malformed_messages_are_notified_once(store: Store) -> None:
 
 
 def test_dramatiq_giving_up_dead_letters_the_order(
-        store: Store, new_order: Callable[..., str]) -> None:
+    store: Store, new_order: Callable[..., str]
+) -> None:
     oid = new_order()
-    data = {"message_id": "m-2", "args": [oid], "kwargs": {},
-            "options": {"traceback": "Traceback...\nKeyError: 'boom'"}}
+    data = {
+        "message_id": "m-2",
+        "args": [oid],
+        "kwargs": {},
+        "options": {"traceback": "Traceback...\nKeyError: 'boom'"},
+    }
     notice = notice_for_gave_up(data, {"retries": 3}, store)
     assert notice is not None and notice.order_id == oid
     assert notice.error_code == "WORKER_GAVE_UP" and "KeyError" in notice.reason
@@ -123,20 +141,30 @@ def _age(store: Store, oid: str, sql: str) -> None:
 
 
 def test_reconciler_requeues_lost_messages(
-        store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps],
-        sim: Simulator, sent: Sent) -> None:
+    store: Store,
+    new_order: Callable[..., str],
+    make_deps: Callable[..., FulfilDeps],
+    sim: Simulator,
+    sent: Sent,
+) -> None:
     notifier = Notifier(store=store, webhook_url=None)
     lost_pending = new_order()
     fresh_pending = new_order()
-    _age(store, lost_pending, "UPDATE orders SET created_at = now() - interval '1 hour' "
-                              "WHERE id = %s")
+    _age(
+        store,
+        lost_pending,
+        "UPDATE orders SET created_at = now() - interval '1 hour' WHERE id = %s",
+    )
     retrying = new_order()
     deps = make_deps()
     sim.update_faults({"error_rate": 1.0})
     assert fulfil(retrying, deps) is Outcome.RETRY_SCHEDULED
     sim.update_faults({"error_rate": 0.0})
-    _age(store, retrying, "UPDATE orders SET next_attempt_at = now() - interval '1 hour' "
-                          "WHERE id = %s")
+    _age(
+        store,
+        retrying,
+        "UPDATE orders SET next_attempt_at = now() - interval '1 hour' WHERE id = %s",
+    )
     sent.retries.clear()
     report = reconcile_once(deps, notifier, grace_s=60)
     assert report.by_reason == {"pending_unstarted": 1, "retry_overdue": 1}
@@ -147,8 +175,11 @@ def test_reconciler_requeues_lost_messages(
 
 
 def test_reconciler_confirms_expired_claims_with_the_vendor(
-        store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps],
-        sim: Simulator) -> None:
+    store: Store,
+    new_order: Callable[..., str],
+    make_deps: Callable[..., FulfilDeps],
+    sim: Simulator,
+) -> None:
     oid = new_order()
     token = "00000000-0000-0000-0000-000000000003"
     claim = store.claim(oid, token, ttl_s=0.05, early_s=0)
@@ -165,19 +196,26 @@ def test_reconciler_confirms_expired_claims_with_the_vendor(
 
 
 def test_reconciler_resends_unflagged_dead_letters(
-        store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps],
-        sim: Simulator, sent: Sent) -> None:
+    store: Store,
+    new_order: Callable[..., str],
+    make_deps: Callable[..., FulfilDeps],
+    sim: Simulator,
+    sent: Sent,
+) -> None:
     oid = dead_order(store, new_order, make_deps, sim)
     sent.dead_letters.clear()
-    _age(store, oid, "UPDATE orders SET dead_letter_requested_at = now() - interval '1 hour' "
-                     "WHERE id = %s")
+    _age(
+        store,
+        oid,
+        "UPDATE orders SET dead_letter_requested_at = now() - interval '1 hour' WHERE id = %s",
+    )
     reconcile_once(make_deps(), Notifier(store=store, webhook_url=None), grace_s=60)
     assert [n.order_id for n in sent.dead_letters] == [oid]
 
 
 def test_kill_switch_stops_the_reconciler_requeueing(
-        store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps],
-        sent: Sent) -> None:
+    store: Store, new_order: Callable[..., str], make_deps: Callable[..., FulfilDeps], sent: Sent
+) -> None:
     oid = new_order()
     _age(store, oid, "UPDATE orders SET created_at = now() - interval '1 hour' WHERE id = %s")
     reconcile_once(make_deps(enabled=False), Notifier(store=store, webhook_url=None), grace_s=1)

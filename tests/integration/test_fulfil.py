@@ -22,8 +22,9 @@ Deps = Callable[..., FulfilDeps]
 NewOrder = Callable[..., str]
 
 
-def script(sim: Simulator, reference: str, responses: list[str],
-           status_responses: list[str] | None = None) -> None:
+def script(
+    sim: Simulator, reference: str, responses: list[str], status_responses: list[str] | None = None
+) -> None:
     body: dict[str, object] = {"reference": reference, "responses": responses}
     if status_responses is not None:
         body["status_responses"] = status_responses
@@ -31,12 +32,16 @@ def script(sim: Simulator, reference: str, responses: list[str],
 
 
 def purchases(store: Store, order_id: str) -> list[tuple[int, str, str | None]]:
-    return [(r["attempt_number"], r["status"], r["error_code"])
-            for r in store.order_logs(order_id) if r["action"] == "purchase"]
+    return [
+        (r["attempt_number"], r["status"], r["error_code"])
+        for r in store.order_logs(order_id)
+        if r["action"] == "purchase"
+    ]
 
 
-def test_success_delivers_once_and_logs_one_attempt(store: Store, sim: Simulator,
-                                                    make_deps: Deps, new_order: NewOrder) -> None:
+def test_success_delivers_once_and_logs_one_attempt(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
     oid = new_order()
     assert fulfil(oid, make_deps()) is Outcome.SUCCESS
     row = store.order_row(oid)
@@ -47,7 +52,11 @@ def test_success_delivers_once_and_logs_one_attempt(store: Store, sim: Simulator
     assert len(logs) == 1
     log = logs[0]
     assert (log["action"], log["status"], log["attempt_number"], log["max_attempts"]) == (
-        "purchase", "success", 1, 3)
+        "purchase",
+        "success",
+        1,
+        3,
+    )
     assert log["latency_ms"] is not None and log["api_response"]["status"] == "success"
     assert sim.ledger.deliveries(oid) == 1
     # A duplicate message afterwards changes nothing.
@@ -62,13 +71,20 @@ def make_due(store: Store, order_id: str) -> None:
 
 
 def test_transient_failure_then_success_after_the_delay(
-        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent) -> None:
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order()
     script(sim, oid, ["error"])
     deps = make_deps()
-    deps = make_deps(policy=deps.policy.__class__(
-        delays=(60, 120), max_attempts=3, max_deferrals=5, max_status_checks=5,
-        status_check_delay_s=1))
+    deps = make_deps(
+        policy=deps.policy.__class__(
+            delays=(60, 120),
+            max_attempts=3,
+            max_deferrals=5,
+            max_status_checks=5,
+            status_check_delay_s=1,
+        )
+    )
     assert fulfil(oid, deps) is Outcome.RETRY_SCHEDULED
     assert sent.retries == [(oid, 60)]
     row = store.order_row(oid)
@@ -86,8 +102,9 @@ def test_transient_failure_then_success_after_the_delay(
     assert sim.ledger.deliveries(oid) == 1
 
 
-def test_three_transient_failures_dead_letter(store: Store, sim: Simulator, make_deps: Deps,
-                                              new_order: NewOrder, sent: Sent) -> None:
+def test_three_transient_failures_dead_letter(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order()
     script(sim, oid, ["error", "error", "error"])
     deps = make_deps(publish_retry=lambda *_: None)
@@ -96,17 +113,20 @@ def test_three_transient_failures_dead_letter(store: Store, sim: Simulator, make
         make_due(store, oid)
         outcomes.append(fulfil(oid, deps))
     assert outcomes == [Outcome.RETRY_SCHEDULED, Outcome.RETRY_SCHEDULED, Outcome.DEAD_LETTERED]
-    assert purchases(store, oid) == [(1, "failed", "VENDOR_5XX"), (2, "failed", "VENDOR_5XX"),
-                                     (3, "failed", "VENDOR_5XX")]
+    assert purchases(store, oid) == [
+        (1, "failed", "VENDOR_5XX"),
+        (2, "failed", "VENDOR_5XX"),
+        (3, "failed", "VENDOR_5XX"),
+    ]
     row = store.order_row(oid)
     assert row is not None and row["dead_letter_reason"].startswith("3 attempts used up")
     assert [n.order_id for n in sent.dead_letters] == [oid]
     assert sim.ledger.deliveries(oid) == 0
 
 
-def test_permanent_error_dead_letters_without_retry(store: Store, sim: Simulator,
-                                                   make_deps: Deps, new_order: NewOrder,
-                                                   sent: Sent) -> None:
+def test_permanent_error_dead_letters_without_retry(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order()
     script(sim, oid, ["invalid_phone"])
     assert fulfil(oid, make_deps()) is Outcome.DEAD_LETTERED
@@ -115,9 +135,9 @@ def test_permanent_error_dead_letters_without_retry(store: Store, sim: Simulator
     assert sent.dead_letters[0].error_code == "INVALID_PHONE"
 
 
-def test_lost_response_is_verified_and_delivered_once(store: Store, sim: Simulator,
-                                                      make_deps: Deps,
-                                                      new_order: NewOrder) -> None:
+def test_lost_response_is_verified_and_delivered_once(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
     oid = new_order()
     script(sim, oid, ["drop_after_delivery"])
     assert fulfil(oid, make_deps()) is Outcome.SUCCESS
@@ -125,8 +145,9 @@ def test_lost_response_is_verified_and_delivered_once(store: Store, sim: Simulat
     assert sim.ledger.deliveries(oid) == 1
 
 
-def test_garbage_answer_is_verified_not_trusted(store: Store, sim: Simulator, make_deps: Deps,
-                                                new_order: NewOrder, sent: Sent) -> None:
+def test_garbage_answer_is_verified_not_trusted(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order()
     script(sim, oid, ["garbage"])
     assert fulfil(oid, make_deps()) is Outcome.RETRY_SCHEDULED
@@ -135,7 +156,8 @@ def test_garbage_answer_is_verified_not_trusted(store: Store, sim: Simulator, ma
 
 
 def test_pending_answer_schedules_checks_without_spending_attempts(
-        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent) -> None:
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order()
     script(sim, oid, ["pending"])
     deps = make_deps()
@@ -150,13 +172,15 @@ def test_pending_answer_schedules_checks_without_spending_attempts(
     assert sim.ledger.deliveries(oid) == 1
 
 
-def test_duplicate_messages_at_once_deliver_once(store: Store, sim: Simulator,
-                                                 make_deps: Deps, new_order: NewOrder) -> None:
+def test_duplicate_messages_at_once_deliver_once(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
     sim.update_faults({"latency_ms": 200})
     oid = new_order()
     outcomes: list[Outcome] = []
-    threads = [threading.Thread(target=lambda: outcomes.append(fulfil(oid, make_deps())))
-               for _ in range(5)]
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(fulfil(oid, make_deps()))) for _ in range(5)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -167,7 +191,8 @@ def test_duplicate_messages_at_once_deliver_once(store: Store, sim: Simulator,
 
 
 def test_worker_killed_mid_call_is_recovered_from_the_vendor(
-        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder) -> None:
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
     """A claim whose worker died after the vendor delivered: recovery confirms, never rebuys."""
     oid = new_order()
     claim = store.claim(oid, "00000000-0000-0000-0000-000000000001", ttl_s=0.1, early_s=0)
@@ -183,7 +208,8 @@ def test_worker_killed_mid_call_is_recovered_from_the_vendor(
 
 
 def test_worker_killed_before_the_vendor_got_it_is_bought_again(
-        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder) -> None:
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
     oid = new_order()
     token = "00000000-0000-0000-0000-000000000002"
     assert store.claim(oid, token, ttl_s=0.1, early_s=0) is not None
@@ -195,7 +221,8 @@ def test_worker_killed_before_the_vendor_got_it_is_bought_again(
 
 
 def test_invalid_order_rows_dead_letter_without_a_vendor_call(
-        store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent) -> None:
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order(phone="12345")
     assert fulfil(oid, make_deps()) is Outcome.DEAD_LETTERED
     assert sent.dead_letters[0].error_code == "INVALID_PHONE"
@@ -207,8 +234,9 @@ def test_unknown_order_raises(store: Store, make_deps: Deps) -> None:
         fulfil("3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11", make_deps())
 
 
-def test_other_networks_are_left_alone(store: Store, make_deps: Deps, new_order: NewOrder,
-                                       sent: Sent) -> None:
+def test_other_networks_are_left_alone(
+    store: Store, make_deps: Deps, new_order: NewOrder, sent: Sent
+) -> None:
     oid = new_order(network="mtn")
     assert fulfil(oid, make_deps()) is Outcome.NOT_DUE
     row = store.order_row(oid)
@@ -216,8 +244,9 @@ def test_other_networks_are_left_alone(store: Store, make_deps: Deps, new_order:
     assert sent.dead_letters[0].kind == "misrouted_message"
 
 
-def test_kill_switch_leaves_orders_pending(store: Store, make_deps: Deps,
-                                           new_order: NewOrder) -> None:
+def test_kill_switch_leaves_orders_pending(
+    store: Store, make_deps: Deps, new_order: NewOrder
+) -> None:
     oid = new_order()
     assert fulfil(oid, make_deps(enabled=False)) is Outcome.DISABLED
     row = store.order_row(oid)

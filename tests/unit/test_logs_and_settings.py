@@ -10,11 +10,18 @@ from fulfillment.settings import Settings
 
 
 def test_redact_masks_phones_and_drops_secrets() -> None:
-    event = redact(None, "info", {
-        "event": "vendor.request_failed", "phone": "+233241234567",
-        "api_secret": "s3cr3t", "AT_ISHARE_API_KEY": "k", "token": "t",
-        "error": "vendor refused +233241234567",
-    })
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "vendor.request_failed",
+            "phone": "+233241234567",
+            "api_secret": "s3cr3t",
+            "AT_ISHARE_API_KEY": "k",
+            "token": "t",
+            "error": "vendor refused +233241234567",
+        },
+    )
     assert event["phone"] == "+23324*****67"
     assert event["api_secret"] == event["AT_ISHARE_API_KEY"] == event["token"] == "[redacted]"
     assert "241234567" not in event["error"]

@@ -29,7 +29,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # server is imported lazily so that `python -m vendor.simulator.server` runs it only once.
     if name in ("Simulator", "main"):
-        from vendor.simulator import server  # noqa: PLC0415 - lazy on purpose
+        from vendor.simulator import server
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
