@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -61,8 +62,11 @@ def resolve_urls(
 def embedded_postgres_url(state_dir: Path) -> str:
     """Start (or reuse) the PostgreSQL under ``state_dir/pg``; a libpq URL over its socket."""
     try:
-        # optional dev-servers extra, needed only here
-        from pgserver.postgres_server import get_server
+        # optional dev-servers extra, needed only here; platformdirs warns on import when
+        # XDG_RUNTIME_DIR is unset (headless machines), which says nothing useful here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            from pgserver.postgres_server import get_server
     except ImportError as exc:
         raise RuntimeError(
             f"DATABASE_URL is unset and pgserver is missing: {_MISSING_EXTRA}, or set DATABASE_URL"
