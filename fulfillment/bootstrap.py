@@ -23,7 +23,7 @@ from fulfillment.errors import FulfillmentError
 from fulfillment.settings import Settings
 from notifications.service import Notifier
 from vendor.client import AtIshareClient
-from workers.fulfil import FulfilDeps
+from workers.contracts import FulfilDeps
 
 _lock = threading.Lock()
 _store: Store | None = None

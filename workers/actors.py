@@ -60,7 +60,8 @@ def _message_id() -> str | None:
 )
 def fulfill_order(*args: Any, **kwargs: Any) -> None:
     """Message contract: fulfill_order(order_id: str UUID)."""
-    from workers.fulfil import DeadLetterNotice, fulfil
+    from workers.contracts import DeadLetterNotice
+    from workers.fulfil import fulfil
     from workers.publishing import publish_dead_letter
 
     try:
@@ -97,8 +98,8 @@ def fulfill_order(*args: Any, **kwargs: Any) -> None:
     max_backoff=60_000,
 )
 def dead_letter_order(notice: dict[str, Any]) -> None:
+    from workers.contracts import DeadLetterNotice
     from workers.deadletter import handle_dead_letter
-    from workers.fulfil import DeadLetterNotice
 
     try:
         parsed = DeadLetterNotice.from_message(notice)

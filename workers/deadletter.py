@@ -14,7 +14,7 @@ from fulfillment.domain.order import order_id_from_message
 from fulfillment.errors import MalformedMessage
 from fulfillment.logs import get_logger
 from notifications.service import Notifier
-from workers.fulfil import DeadLetterNotice
+from workers.contracts import DeadLetterNotice
 
 log = get_logger("fulfillment.deadletter")
 

@@ -7,15 +7,13 @@ HTTP here: the store and the vendor client are passed in (see FulfilDeps).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
-from db.store import CallRecord, Claim, Store
+from db.store import CallRecord, Claim
 from fulfillment.constants import NETWORK_AT_ISHARE
 from fulfillment.domain.order import FulfillmentRequest, OrderStatus
-from fulfillment.domain.retry import DeadLetter, RetryPolicy, decide, decide_status_check
+from fulfillment.domain.retry import DeadLetter, decide, decide_status_check
 from fulfillment.errors import (
     InsufficientBalance,
     InvalidOrder,
@@ -27,90 +25,12 @@ from fulfillment.errors import (
 )
 from fulfillment.logs import get_logger
 from vendor.client import VendorAnswer
+from workers.contracts import DeadLetterNotice, FulfilDeps, Outcome
 
 log = get_logger("fulfillment.worker")
 
 #: A delayed message may be delivered this early (clock skew between hosts) and still count.
 EARLY_TOLERANCE_S = 2.0
-
-
-class VendorPort(Protocol):
-    def purchase(self, request: FulfillmentRequest) -> VendorAnswer: ...
-    def status(self, reference: str) -> VendorAnswer: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterNotice:
-    """What the dead-letter consumer receives (as a dict on the wire)."""
-
-    kind: str  # dead_letter | malformed_message | unknown_order | misrouted_message
-    reason: str
-    order_id: str | None = None
-    error_code: str | None = None
-    generation: int = 0
-    source: str = "worker"
-    excerpt: str | None = None
-    message_id: str | None = None
-
-    def to_message(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "reason": self.reason,
-            "order_id": self.order_id,
-            "error_code": self.error_code,
-            "generation": self.generation,
-            "source": self.source,
-            "excerpt": self.excerpt,
-            "message_id": self.message_id,
-        }
-
-    @classmethod
-    def from_message(cls, data: object) -> DeadLetterNotice:
-        if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
-            raise ValueError(  # noqa: TRY004 - a bad message, reported as such by the actor
-                "dead-letter notice must be an object with a kind"
-            )
-
-        def text(key: str) -> str | None:
-            value = data.get(key)
-            return None if value is None else str(value)[:1000]
-
-        generation = data.get("generation", 0)
-        return cls(
-            kind=str(data["kind"])[:64],
-            reason=text("reason") or "no reason given",
-            order_id=text("order_id"),
-            error_code=text("error_code"),
-            generation=generation if isinstance(generation, int) else 0,
-            source=text("source") or "unknown",
-            excerpt=text("excerpt"),
-            message_id=text("message_id"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FulfilDeps:
-    store: Store
-    vendor: VendorPort
-    policy: RetryPolicy
-    enabled: bool
-    claim_ttl_s: float
-    worker: str
-    #: enqueue fulfill_order(order_id) after a delay in seconds
-    publish_retry: Callable[[str, float], None]
-    publish_dead_letter: Callable[[DeadLetterNotice], None]
-    #: store and send an admin alert (vendor credentials, balance); deduplicated by key
-    alert: Callable[[str, str, str], None]
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    PENDING = "pending"  # the vendor is still working on it; a status check is scheduled
-    RETRY_SCHEDULED = "retry_scheduled"
-    DEAD_LETTERED = "dead_lettered"
-    NOT_DUE = "not_due"  # a duplicate or early message: someone else has it or it is done
-    DISABLED = "disabled"
-    CLAIM_LOST = "claim_lost"
 
 
 def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> Outcome:

@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 
 from fulfillment.logs import get_logger
 from workers.actors import dead_letter_order, fulfill_order
-from workers.fulfil import DeadLetterNotice
+from workers.contracts import DeadLetterNotice
 
 log = get_logger("fulfillment.publishing")
 

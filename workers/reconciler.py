@@ -18,7 +18,8 @@ from db.store import Store
 from fulfillment.errors import FulfillmentError
 from fulfillment.logs import get_logger
 from notifications.service import Notifier
-from workers.fulfil import DeadLetterNotice, FulfilDeps, fulfil
+from workers.contracts import DeadLetterNotice, FulfilDeps
+from workers.fulfil import fulfil
 
 log = get_logger("fulfillment.reconciler")
 

@@ -14,7 +14,7 @@ from fulfillment.domain.retry import RetryPolicy
 from vendor.client import AtIshareClient
 from vendor.simulator.faults import FaultConfig
 from vendor.simulator.server import Simulator
-from workers.fulfil import DeadLetterNotice, FulfilDeps
+from workers.contracts import DeadLetterNotice, FulfilDeps
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ import pytest
 from db.store import Store
 from notifications.service import Notifier
 from vendor.simulator.server import Simulator
+from workers.contracts import DeadLetterNotice, FulfilDeps, Outcome
 from workers.deadletter import handle_dead_letter, notice_for_gave_up
-from workers.fulfil import DeadLetterNotice, FulfilDeps, Outcome, fulfil
+from workers.fulfil import fulfil
 from workers.reconciler import reconcile_once
 
 from .conftest import Sent

@@ -12,7 +12,8 @@ import pytest
 from db.store import Store
 from fulfillment.errors import OrderNotFound
 from vendor.simulator.server import Simulator
-from workers.fulfil import FulfilDeps, Outcome, fulfil
+from workers.contracts import FulfilDeps, Outcome
+from workers.fulfil import fulfil
 
 from .conftest import Sent
 
