@@ -61,7 +61,10 @@ WITH updated AS (
         dead_letter_requested_at = CASE WHEN %(dead_letter_reason)s::text IS NULL THEN NULL
                                         ELSE now() END,
         fulfilled_at = CASE WHEN %(status)s = 'success' THEN now() ELSE fulfilled_at END,
-        vendor_transaction_id = coalesce(%(transaction_id)s, vendor_transaction_id),
+        -- only a live transaction (success, pending) is the order's; a failed one stays in the log
+        vendor_transaction_id = CASE WHEN %(log_status)s IN ('success', 'pending')
+                                     THEN coalesce(%(transaction_id)s, vendor_transaction_id)
+                                     ELSE vendor_transaction_id END,
         updated_at = now()
     WHERE id = %(order_id)s AND claim_token = %(token)s
     RETURNING id

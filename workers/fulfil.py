@@ -92,6 +92,7 @@ class _Attempt:
             request = self.order.request()
         except InvalidOrder as exc:
             return self._reject(exc)
+        self.log = self.log.bind(phone=request.phone_number)  # E.164: masks the same way always
         if self.claim.taken_over:
             self.log.warning("worker.claim_taken_over", in_flight=self.order.in_flight_attempt)
         unknown = (

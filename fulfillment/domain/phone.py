@@ -47,7 +47,7 @@ def mask_phone(phone: str | None) -> str | None:
     hidden, enough left to tell numbers apart in a log, not to dial one."""
     if phone is None:
         return None
-    text = phone.strip()
+    text = re.sub(r"[^\d+]", "", phone)
     if len(text) <= 7:
         return "*" * len(text)
     keep = max(0, min(6, len(text) - 7))
