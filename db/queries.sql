@@ -21,13 +21,24 @@ WHERE o.id = prev.id
   AND (
         o.fulfillment_status = 'pending'
      OR (o.fulfillment_status = 'failed' AND o.dead_letter_reason IS NULL
-         AND o.next_attempt_at <= now() + make_interval(secs => %(early_s)s::float8))
+         AND coalesce(o.next_attempt_at, '-infinity')
+             <= now() + make_interval(secs => %(early_s)s::float8))
      OR (o.fulfillment_status = 'processing' AND o.claim_token IS NULL
          AND (o.next_attempt_at IS NULL
               OR o.next_attempt_at <= now() + make_interval(secs => %(early_s)s::float8)))
      OR (o.fulfillment_status = 'processing' AND o.claim_expires_at < now())
   )
 RETURNING o.*, prev.previous_status, prev.taken_over;
+
+-- name: seconds_until_due
+-- How long until a waiting order (retry or status check) is due, by the database's clock.
+SELECT extract(epoch FROM next_attempt_at - now())::float8 AS wait_s
+FROM orders
+WHERE id = %(order_id)s
+  AND next_attempt_at IS NOT NULL
+  AND claim_token IS NULL
+  AND dead_letter_reason IS NULL
+  AND fulfillment_status IN ('failed', 'processing');
 
 -- name: get_order
 -- One order with its fulfillment columns (a claim that found nothing to do, the CLI).
@@ -118,10 +129,12 @@ WITH flagged AS (
         next_attempt_at = NULL,
         claim_token = NULL,
         claim_expires_at = NULL,
-        fulfillment_in_flight_attempt = NULL,
+        -- an attempt in flight stays recorded: a later retry asks the vendor before buying
         updated_at = now()
     WHERE id = %(order_id)s
-      AND fulfillment_status IS DISTINCT FROM 'success'
+      AND network = 'at-ishare'
+      AND fulfillment_status IN ('pending', 'processing', 'failed')
+      AND (claim_token IS NULL OR claim_expires_at < now())
       AND dead_lettered_at IS NULL
       AND fulfillment_generation = %(generation)s
     RETURNING id, dead_letter_reason, fulfillment_attempts, network, last_error_code,
@@ -161,15 +174,20 @@ SET webhook_state = %(state)s,
 WHERE id = %(id)s;
 
 -- name: undelivered_notifications
--- Notifications whose webhook failed, for the reconciler to deliver again (FOR UPDATE: one sweeper each).
-SELECT id, kind, order_id, message, details, created_at
-FROM admin_notifications
-WHERE webhook_state IN ('pending', 'failed')
-  AND webhook_attempts < %(max_attempts)s
-  AND updated_at < now() - make_interval(secs => %(grace_s)s::float8)
-ORDER BY id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+-- Take notifications whose webhook failed, for one reconciler to send again: stamping
+-- updated_at hides them from the others for the grace period.
+UPDATE admin_notifications
+SET updated_at = now()
+WHERE id IN (
+    SELECT id FROM admin_notifications
+    WHERE webhook_state IN ('pending', 'failed')
+      AND webhook_attempts < %(max_attempts)s
+      AND updated_at < now() - make_interval(secs => %(grace_s)s::float8)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, kind, order_id, message, details, created_at;
 
 -- name: sweep_due_orders
 -- The reconciler's pass: orders whose message was lost, due again; stamps them so a concurrent
@@ -194,7 +212,8 @@ WITH due AS (
          OR (fulfillment_status = 'processing' AND claim_token IS NULL
              AND next_attempt_at < now() - make_interval(secs => %(grace_s)s::float8))
          OR (fulfillment_status = 'failed' AND dead_letter_reason IS NULL
-             AND next_attempt_at < now() - make_interval(secs => %(grace_s)s::float8))
+             AND coalesce(next_attempt_at, '-infinity')
+                 < now() - make_interval(secs => %(grace_s)s::float8))
          OR (fulfillment_status = 'failed' AND dead_letter_reason IS NOT NULL
              AND dead_lettered_at IS NULL
              AND dead_letter_requested_at < now() - make_interval(secs => %(grace_s)s::float8))

@@ -175,6 +175,10 @@ class Store:
             return None if row is None else _order(row)
         return _order(row)
 
+    def seconds_until_due(self, order_id: str) -> float | None:
+        row = self._one("seconds_until_due", {"order_id": order_id})
+        return float(row["wait_s"]) if row else None
+
     def order_row(self, order_id: str) -> Row | None:
         return self._one("get_order", {"order_id": order_id})
 

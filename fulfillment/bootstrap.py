@@ -15,11 +15,12 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from pydantic import ValidationError
 
 from db.store import Store, open_pool
 from fulfillment import logs
 from fulfillment.domain.retry import RetryPolicy
-from fulfillment.errors import FulfillmentError
+from fulfillment.errors import ConfigurationError, FulfillmentError
 from fulfillment.settings import Settings
 from notifications.service import Notifier
 from vendor.client import AtIshareClient
@@ -32,7 +33,10 @@ _vendor: AtIshareClient | None = None
 
 @cache
 def settings() -> Settings:
-    s = Settings()
+    try:
+        s = Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid configuration: {exc}") from exc
     logs.configure(s.log_format)
     return s
 

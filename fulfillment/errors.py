@@ -8,6 +8,7 @@ FulfillmentError
 ├── MalformedMessage                   dead-letter the message, never retry
 ├── OrderNotFound                      unknown order id: dead-letter / 404
 ├── PublishError                       the broker refused a message; the reconciler recovers
+├── ConfigurationError                 the fleet is misconfigured: not any order's fault
 ├── StoreError                         PostgreSQL failed (driver errors translated in db/)
 └── VendorError                        anything the AT-iShare API did
     ├── TransientVendorError           retry on the backoff table
@@ -16,8 +17,8 @@ FulfillmentError
     │   │   ├── VendorConnectionError
     │   │   ├── VendorServerError      5xx
     │   │   └── VendorProtocolError    an answer we cannot read
-    │   ├── VendorUnauthorized         401: alert admins
-    │   ├── InsufficientBalance        402: alert admins
+    │   ├── VendorUnauthorized         401: alert admins, attempt kept
+    │   ├── InsufficientBalance        402: alert admins, attempt kept
     │   └── RateLimited                429: retry after the vendor's Retry-After, attempt kept
     └── PermanentVendorError           dead-letter at once
         (INVALID_PHONE, INVALID_PACKAGE, INVALID_NETWORK, other 4xx)
@@ -86,6 +87,10 @@ class PublishError(FulfillmentError):
     code = "PUBLISH_FAILED"
 
 
+class ConfigurationError(FulfillmentError, RuntimeError):
+    code = "CONFIGURATION_ERROR"
+
+
 class StoreError(FulfillmentError):
     code = "STORE_FAILED"
 
@@ -144,11 +149,17 @@ class VendorProtocolError(OutcomeUnknown):
 
 
 class VendorUnauthorized(TransientVendorError):
+    """Our credentials or clock, not the order: retried without spending an attempt."""
+
     code = "UNAUTHORIZED"
+    consumes_attempt = False
 
 
 class InsufficientBalance(TransientVendorError):
+    """Our account, not the order: retried without spending an attempt."""
+
     code = "INSUFFICIENT_BALANCE"
+    consumes_attempt = False
 
 
 class RateLimited(TransientVendorError):

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fulfillment.constants import DEFAULT_REDIS_NAMESPACE
+from fulfillment.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -89,7 +90,7 @@ class Settings(BaseSettings):
             if not value
         ]
         if missing:
-            raise RuntimeError(f"vendor not configured: set {', '.join(missing)}")
+            raise ConfigurationError(f"vendor not configured: set {', '.join(missing)}")
         assert self.at_ishare_api_url
         assert self.at_ishare_api_key
         assert self.at_ishare_api_secret

@@ -20,7 +20,7 @@ from fulfillment.constants import (
     GAVE_UP_ACTOR,
 )
 from fulfillment.domain.order import order_id_from_message
-from fulfillment.errors import MalformedMessage, OrderNotFound, StoreError
+from fulfillment.errors import ConfigurationError, MalformedMessage, OrderNotFound, StoreError
 from fulfillment.logs import get_logger
 
 broker = bootstrap.install_broker()  # before any @dramatiq.actor below binds to it
@@ -41,7 +41,7 @@ if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
     """Unexpected errors: a few retries. The database away: keep trying for a while."""
-    return retries < (20 if isinstance(exc, StoreError) else 3)
+    return retries < (20 if isinstance(exc, StoreError | ConfigurationError) else 3)
 
 
 def _message_id() -> str | None:
@@ -118,8 +118,8 @@ def dead_letter_order(notice: dict[str, Any]) -> None:
 )
 def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Dramatiq's on_retry_exhausted hook for fulfill_order."""
-    from workers.deadletter import handle_dead_letter, notice_for_gave_up
+    from workers.deadletter import handle_gave_up, notice_for_gave_up
 
     notice = notice_for_gave_up(message_data, retry_info, bootstrap.store())
     if notice is not None:
-        handle_dead_letter(notice, bootstrap.store(), bootstrap.notifier())
+        handle_gave_up(notice, bootstrap.store(), bootstrap.notifier())

@@ -7,11 +7,12 @@ invalid orders, malformed messages, and messages Dramatiq itself gave up on.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 from db.store import Store
 from fulfillment.domain.order import order_id_from_message
-from fulfillment.errors import MalformedMessage
+from fulfillment.errors import FulfillmentError, MalformedMessage
 from fulfillment.logs import get_logger
 from notifications.service import Notifier
 from workers.contracts import DeadLetterNotice
@@ -76,6 +77,28 @@ def handle_dead_letter(notice: DeadLetterNotice, store: Store, notifier: Notifie
     )
 
 
+class OrderBusy(FulfillmentError):
+    """The order is under a live claim: the dead letter waits for it (Dramatiq retries)."""
+
+    code = "ORDER_BUSY"
+
+
+def handle_gave_up(notice: DeadLetterNotice, store: Store, notifier: Notifier) -> bool:
+    """Like handle_dead_letter, but an order a worker still holds is retried later, not lost."""
+    if handle_dead_letter(notice, store, notifier):
+        return True
+    if notice.order_id:
+        order = store.get_order(notice.order_id)
+        if (
+            order is not None
+            and order.claim_token is not None
+            and order.claim_expires_at is not None
+            and order.claim_expires_at > datetime.now(UTC)
+        ):
+            raise OrderBusy(f"order {notice.order_id} is held by a worker until its claim ends")
+    return False
+
+
 def notice_for_gave_up(
     message_data: object, retry_info: object, store: Store
 ) -> DeadLetterNotice | None:
@@ -105,8 +128,10 @@ def notice_for_gave_up(
             excerpt=repr(args)[:300],
             message_id=message_id,
         )
-    if "StoreError" in last_line:
-        log.warning("deadletter.gave_up_store_unavailable", order_id=order_id, error=last_line)
+    if "StoreError" in last_line or "ConfigurationError" in last_line:
+        # Not the order's fault: its state is intact and the reconciler re-enqueues it once
+        # the database is back or the configuration is fixed.
+        log.error("deadletter.gave_up_fleet_problem", order_id=order_id, error=last_line)
         return None
     order = store.get_order(order_id)
     if order is None:

@@ -31,6 +31,8 @@ log = get_logger("fulfillment.worker")
 
 #: A delayed message may be delivered this early (clock skew between hosts) and still count.
 EARLY_TOLERANCE_S = 2.0
+#: An early message (clock skew) due within this is sent again for when it is due.
+MAX_EARLY_REPUBLISH_S = 120.0
 
 
 def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> Outcome:
@@ -61,6 +63,10 @@ def _not_claimed(order_id: str, deps: FulfilDeps) -> Outcome:
             )
         )
         return Outcome.NOT_DUE
+    wait = deps.store.seconds_until_due(order_id)
+    if wait is not None and 0 < wait <= MAX_EARLY_REPUBLISH_S:
+        # Early (clock skew between hosts): come back when the database says it is due.
+        deps.publish_retry(order_id, wait)
     log.info(
         "worker.not_due",
         order_id=order_id,
@@ -80,6 +86,8 @@ class _Attempt:
         self.token = token
         self.deps = deps
         self.max_attempts = deps.policy.max_attempts + self.order.extra_attempts
+        # attempts an admin granted count in the retry rule too
+        self.policy = replace(deps.policy, max_attempts=self.max_attempts)
         self.log = log.bind(
             order_id=self.order.id,
             network=self.order.network,
@@ -154,7 +162,7 @@ class _Attempt:
                 f"worker lost during attempt {in_flight}; vendor: {answer.status}",
                 code="WORKER_LOST",
             )
-            decision = decide(in_flight, lost, self.deps.policy)
+            decision = decide(in_flight, lost, self.policy)
             if isinstance(decision, DeadLetter) or not keep_claim:
                 return self._failed(request, in_flight, lost, answer=answer)
             self._record(
@@ -208,7 +216,7 @@ class _Attempt:
         attempts: int | None = None,
     ) -> Outcome:
         checks = self.order.status_checks + 1
-        decision = decide_status_check(checks, self.deps.policy)
+        decision = decide_status_check(checks, self.policy)
         used = attempts if attempts is not None else self.order.attempts
         in_flight = None if answer is not None else self.order.in_flight_attempt
         if isinstance(decision, DeadLetter):
@@ -323,6 +331,7 @@ class _Attempt:
                 "AT-iShare balance is too low to deliver (402)",
                 exc.code,
             )
+        answer: VendorAnswer | None = None
         if isinstance(exc, OutcomeUnknown):
             # The vendor may have delivered: ask at once rather than after the backoff.
             try:
@@ -347,7 +356,7 @@ class _Attempt:
                     action="purchase",
                     attempts=attempt,
                 )
-        return self._failed(request, attempt, exc)
+        return self._failed(request, attempt, exc, answer=answer)
 
     # -- writing outcomes ------------------------------------------------------------------
 
@@ -386,7 +395,7 @@ class _Attempt:
         *,
         answer: VendorAnswer | None = None,
     ) -> Outcome:
-        decision = decide(attempt, exc, self.deps.policy, deferrals=self.order.deferrals)
+        decision = decide(attempt, exc, self.policy, deferrals=self.order.deferrals)
         consumed = exc.consumes_attempt if isinstance(exc, TransientVendorError) else True
         attempts = attempt if consumed else attempt - 1
         if isinstance(decision, DeadLetter):

@@ -40,7 +40,7 @@ def reconcile_once(
     *,
     grace_s: float,
     limit: int = 500,
-    webhook_max_attempts: int = 10,
+    webhook_max_attempts: int = 30,  # tries, 3 per send: about 10 sends
 ) -> ReconcileReport:
     counts: Counter[str] = Counter()
     due = deps.store.sweep_due_orders(grace_s=grace_s, limit=limit) if deps.enabled else []

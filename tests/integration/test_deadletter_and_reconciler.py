@@ -221,3 +221,28 @@ def test_kill_switch_stops_the_reconciler_requeueing(
     _age(store, oid, "UPDATE orders SET created_at = now() - interval '1 hour' WHERE id = %s")
     reconcile_once(make_deps(enabled=False), Notifier(store=store, webhook_url=None), grace_s=1)
     assert sent.retries == []
+
+
+def test_dead_letter_never_takes_an_order_from_a_live_worker(
+    store: Store, new_order: Callable[..., str]
+) -> None:
+    oid = new_order()
+    assert store.claim(oid, "00000000-0000-0000-0000-000000000004", ttl_s=60, early_s=0)
+    notifier = Notifier(store=store, webhook_url=None)
+    notice = DeadLetterNotice(kind="dead_letter", order_id=oid, reason="gave up")
+    assert handle_dead_letter(notice, store, notifier) is False
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_status"] == "processing"
+    assert row["dead_lettered_at"] is None
+
+
+def test_configuration_errors_do_not_dead_letter_orders(
+    store: Store, new_order: Callable[..., str]
+) -> None:
+    oid = new_order()
+    data = {
+        "args": [oid],
+        "kwargs": {},
+        "options": {"traceback": "...\nfulfillment.errors.ConfigurationError: vendor not set"},
+    }
+    assert notice_for_gave_up(data, {"retries": 20}, store) is None
