@@ -30,7 +30,9 @@ log = get_logger("fulfillment.worker")
 class _ReleaseResources(Middleware):
     """Close the pool and vendor connections when a worker process stops."""
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+    # after_, not before_: Dramatiq runs this once in-flight messages are done, so a SIGTERM
+    # lets the vendor call under way finish and record its outcome.
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         bootstrap.reset()
 
 

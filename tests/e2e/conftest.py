@@ -1,0 +1,483 @@
+"""E2E fixtures: the fleet as real processes, started the way the Procfile starts them.
+
+`fleet` gives each test the vendor simulator (`fulfillment sim`), a worker group and a
+dead-letter consumer group (the standard `dramatiq` CLI), on the run's PostgreSQL database
+(tables emptied by the `store` fixture) and a Redis namespace of the test's own. The reconciler
+and the CLI run as a user runs them: `fulfillment reconcile ...`, `fulfillment status ...`.
+
+Every process gets a new session, so a test can SIGKILL a whole worker group; every process is
+stopped at teardown (SIGTERM, then SIGKILL after 10 s). Their output goes to log files under
+the test's tmp_path; a failed test prints the tail of each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+import redis
+
+from db.store import Row, Store
+from fulfillment.bootstrap import build_broker
+from fulfillment.settings import Settings
+from producers.publish import publish_fulfillment
+
+ROOT = Path(__file__).resolve().parents[2]
+_VENV_BIN = ROOT / ".venv" / "bin"
+BIN = _VENV_BIN if (_VENV_BIN / "dramatiq").exists() else Path(sys.executable).parent
+
+KEY, SECRET = "e2e-key", "e2e-secret"
+PHONE = "+233241234567"
+POLL_S = 0.2
+START_TIMEOUT_S = 45.0  # a cold interpreter on a loaded 2-core machine
+STOP_TIMEOUT_S = 10.0
+CLI_TIMEOUT_S = 60.0
+LOG_TAIL_LINES = 60
+
+WORKER_ARGV = ("workers.actors", "--queues", "fulfillment", "--processes", "1", "--threads", "4")
+DEADLETTER_ARGV = (
+    "workers.actors",
+    "--queues",
+    "fulfillment.deadletter",
+    "--processes",
+    "1",
+    "--threads",
+    "2",
+)
+WORKER_READY = "Worker process is ready for action."
+SIM_READY = "simulator listening on "
+RECONCILER_READY = '"reconciler.started"'
+
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so `fleet` knows at teardown whether to dump logs."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _base_env() -> dict[str, str]:
+    """The test process's environment without anything that configures the fleet."""
+    ours = {name.upper() for name in Settings.model_fields}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in ours and not k.upper().startswith(("SIM_", "DRAMATIQ_"))
+    }
+
+
+class Proc:
+    """One started process (the leader of its own process group) and its log file."""
+
+    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log.close()
+            raise
+        self.pgid = self.popen.pid  # start_new_session: the leader's pid is the group id
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def await_output(self, needle: str, timeout: float = START_TIMEOUT_S) -> str | None:
+        """The first log line containing `needle`; None if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.text().splitlines():
+                if needle in line:
+                    return line
+            if not self.alive:
+                return None
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{self.name} did not print {needle!r} within {timeout} s:\n{self.tail()}"
+                )
+            time.sleep(0.1)
+
+    def wait_for_output(self, needle: str, timeout: float = START_TIMEOUT_S) -> str:
+        """The first log line containing `needle`; fails if the process exits first."""
+        line = self.await_output(needle, timeout)
+        if line is None:
+            pytest.fail(
+                f"{self.name} exited with {self.popen.returncode} before printing "
+                f"{needle!r}:\n{self.tail()}"
+            )
+        return line
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def _group_exists(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the group to exit until `deadline`, then SIGKILL whatever is left of it."""
+        try:
+            self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            self.popen.wait(timeout=STOP_TIMEOUT_S)
+        # The leader is gone; a pgid stays reserved while any member lives, so these are ours.
+        while self._group_exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._group_exists():
+            self.signal_group(signal.SIGKILL)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once, as a crashed host or the OOM killer would."""
+        self.signal_group(signal.SIGKILL)
+        self.reap(time.monotonic() + STOP_TIMEOUT_S)
+
+    def terminate(self) -> None:
+        """SIGTERM the leader only, as a process manager does: dramatiq's main process then
+        stops its workers gracefully (a second SIGTERM would make them hard-kill themselves)."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        self.terminate()
+        self.reap(time.monotonic() + STOP_TIMEOUT_S)
+
+
+class Fleet:
+    """The processes of one test, and the views on PostgreSQL, Redis and the simulator."""
+
+    def __init__(
+        self, *, store: Store, database_url: str, redis_url: str, namespace: str, log_dir: Path
+    ) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+        self.sim_url = ""  # vendor base URL, with /v1
+        self.workers: Proc | None = None
+        self.deadletter: Proc | None = None
+        self.reconciler: Proc | None = None
+        self.broker = build_broker(redis_url, namespace)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.http = httpx.Client(timeout=10)
+        self.env = {
+            **_base_env(),
+            "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": namespace,
+            "AT_ISHARE_API_KEY": KEY,
+            "AT_ISHARE_API_SECRET": SECRET,
+            "RETRY_DELAYS": "1,2,3",
+            "MAX_ATTEMPTS": "3",
+            "CLAIM_TTL_S": "3",
+            "STATUS_CHECK_DELAY_S": "0.5",
+            "VENDOR_READ_TIMEOUT_S": "1",
+            "VENDOR_CONNECT_TIMEOUT_S": "1",
+            "LOG_FORMAT": "json",
+            "RECONCILE_GRACE_S": "1",
+        }
+        self._seq = 0
+
+    # -- processes -------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str]) -> Proc:
+        self._seq += 1
+        proc = Proc(name, argv, env=self.env, log_path=self.log_dir / f"{self._seq:02d}-{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def start_sim(self) -> None:
+        for _ in range(3):  # the free port may be taken between the probe and the bind
+            argv = [str(BIN / "fulfillment"), "sim", "--port", str(_free_port())]
+            proc = self.spawn("sim", argv)
+            line = proc.await_output(SIM_READY)
+            if line is not None:
+                break
+        else:
+            pytest.fail(f"the simulator did not start:\n{proc.tail()}")
+        self.sim_url = line.split(SIM_READY, 1)[1].strip()
+        self.env["AT_ISHARE_API_URL"] = self.sim_url
+
+    def start_workers(self) -> Proc:
+        """A `worker:` group of the Procfile (1 process, 4 threads), ready to consume."""
+        self.workers = self.spawn("worker", [str(BIN / "dramatiq"), *WORKER_ARGV])
+        self.workers.wait_for_output(WORKER_READY)
+        return self.workers
+
+    def start_deadletter(self) -> Proc:
+        self.deadletter = self.spawn("deadletter", [str(BIN / "dramatiq"), *DEADLETTER_ARGV])
+        self.deadletter.wait_for_output(WORKER_READY)
+        return self.deadletter
+
+    def start_consumers(self) -> None:
+        """Both dramatiq groups, booting side by side."""
+        self.workers = self.spawn("worker", [str(BIN / "dramatiq"), *WORKER_ARGV])
+        self.deadletter = self.spawn("deadletter", [str(BIN / "dramatiq"), *DEADLETTER_ARGV])
+        self.workers.wait_for_output(WORKER_READY)
+        self.deadletter.wait_for_output(WORKER_READY)
+
+    def stop_consumers(self) -> None:
+        groups = [p for p in (self.workers, self.deadletter) if p is not None]
+        self._stop_all(groups)
+        self.workers = self.deadletter = None
+
+    def start_reconciler_loop(self) -> Proc:
+        self.reconciler = self.spawn(
+            "reconciler",
+            [str(BIN / "fulfillment"), "reconcile", "--loop", "--interval", "1", "--grace", "1"],
+        )
+        self.reconciler.wait_for_output(RECONCILER_READY)
+        return self.reconciler
+
+    def reconcile_once(self) -> dict[str, Any]:
+        """One reconciler pass, as `fulfillment reconcile --grace 1`; its JSON report."""
+        result = self.cli("reconcile", "--grace", "1")
+        assert result.returncode == 0, result.stderr
+        report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return report
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`fulfillment <args>` with the fleet's environment; stdout and stderr as text."""
+        return subprocess.run(
+            [str(BIN / "fulfillment"), *args],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+
+    def _stop_all(self, procs: list[Proc]) -> None:
+        """SIGTERM every group at once, then give them STOP_TIMEOUT_S together."""
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in procs:
+            proc.reap(deadline)
+
+    def close(self, *, dump_logs: bool) -> None:
+        try:
+            self._stop_all(list(reversed(self.procs)))
+        finally:
+            self.http.close()
+            self.redis.close()
+            self.broker.client.connection_pool.disconnect()
+        if dump_logs:
+            for proc in self.procs:
+                print(f"\n----- {proc.name} ({proc.log_path}), exit {proc.popen.returncode} -----")
+                print(proc.tail())
+
+    def check_alive(self) -> None:
+        """Fail at once, with its log, when a process the test relies on has died."""
+        for proc in (self.workers, self.deadletter, self.reconciler):
+            if proc is not None and not proc.alive:
+                pytest.fail(f"{proc.name} died (exit {proc.popen.returncode}):\n{proc.tail()}")
+
+    # -- orders ----------------------------------------------------------------------------
+
+    def new_order(self, phone: str = PHONE, size_gb: float = 2) -> str:
+        order_id = str(uuid.uuid4())
+        self.store.insert_order(
+            order_id, phone_number=phone, network="at-ishare", size_gb=size_gb, package_name=None
+        )
+        return order_id
+
+    def publish(self, order_id: str, phone: str = PHONE) -> None:
+        result = publish_fulfillment(
+            order_id,
+            phone_number=phone,
+            network="at-ishare",
+            size_gb=2,
+            broker=self.broker,
+            enabled=True,
+        )
+        assert result.published, result.reason
+
+    def order(self, order_id: str) -> Row:
+        row = self.store.order_row(order_id)
+        assert row is not None, f"no order {order_id}"
+        return row
+
+    def status(self, order_id: str) -> str | None:
+        status: str | None = self.order(order_id)["fulfillment_status"]
+        return status
+
+    def logs(self, order_id: str) -> list[Row]:
+        return self.store.order_logs(order_id)
+
+    def purchases(self, order_id: str) -> list[tuple[int, str, str | None]]:
+        return [
+            (r["attempt_number"], r["status"], r["error_code"])
+            for r in self.logs(order_id)
+            if r["action"] == "purchase"
+        ]
+
+    def notifications(self, kind: str | None = None) -> list[Row]:
+        rows = self.store.notifications(limit=1000)
+        return [r for r in rows if kind is None or r["kind"] == kind]
+
+    def wait_until(
+        self,
+        predicate: Callable[[], object],
+        timeout: float = 30.0,
+        *,
+        what: str = "condition",
+        poll: float = POLL_S,
+    ) -> None:
+        """Poll until `predicate()` is truthy; fail after `timeout` s or when a process died."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(poll)
+
+    def wait_for_status(self, order_id: str, status: str, timeout: float = 30.0) -> Row:
+        self.wait_until(
+            lambda: self.status(order_id) == status,
+            timeout,
+            what=f"order {order_id} to be {status}",
+        )
+        return self.order(order_id)
+
+    def wait_dead_lettered(self, order_id: str, timeout: float = 30.0) -> Row:
+        self.wait_until(
+            lambda: self.order(order_id)["dead_lettered_at"] is not None,
+            timeout,
+            what=f"order {order_id} to be dead-lettered",
+        )
+        return self.order(order_id)
+
+    # -- Redis -----------------------------------------------------------------------------
+
+    def redis_keys(self) -> list[bytes]:
+        return list(self.redis.scan_iter(match=f"{self.namespace}*", count=1000))
+
+    def flush_namespace(self) -> int:
+        """Delete every key of this test's namespace: the Redis flush of this test run."""
+        keys = self.redis_keys()
+        if keys:
+            self.redis.delete(*keys)
+        return len(keys)
+
+    def unfinished_messages(self, queue: str = "fulfillment") -> int:
+        """Messages of `queue` (and its delay queue) not yet acknowledged."""
+        return sum(
+            int(self.redis.hlen(f"{self.namespace}:{name}.msgs")) for name in (queue, f"{queue}.DQ")
+        )
+
+    # -- the simulator ---------------------------------------------------------------------
+
+    def _control(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
+        url = self.sim_url.removesuffix("/v1") + "/_sim/" + route
+        response = self.http.request(method, url, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def script(
+        self, reference: str, responses: list[str], status_responses: list[str] | None = None
+    ) -> None:
+        body: dict[str, Any] = {"reference": reference, "responses": responses}
+        if status_responses is not None:
+            body["status_responses"] = status_responses
+        self._control("POST", "script", body)
+
+    def faults(self, **changes: Any) -> dict[str, Any]:
+        config: dict[str, Any] = self._control("POST", "faults", changes)
+        return config
+
+    def vendor_down(self, seconds: float) -> None:
+        self._control("POST", "down", {"seconds": seconds})
+
+    def ledger(self) -> dict[str, Any]:
+        snapshot: dict[str, Any] = self._control("GET", "ledger")
+        return snapshot
+
+    def vendor_entry(self, reference: str) -> dict[str, Any]:
+        """The ledger's counters of one reference (zeros when it never reached the vendor)."""
+        entry: dict[str, Any] = self.ledger()["references"].get(reference, {})
+        return {
+            "deliveries": 0,
+            "purchase_requests": 0,
+            "status_requests": 0,
+            "status": "not_found",
+            **entry,
+        }
+
+    def deliveries(self, reference: str) -> int:
+        return int(self.vendor_entry(reference)["deliveries"])
+
+
+@pytest.fixture
+def fleet(
+    request: pytest.FixtureRequest,
+    store: Store,
+    database_url: str,
+    redis_url: str,
+    redis_namespace: str,
+    tmp_path: Path,
+) -> Iterator[Fleet]:
+    """Simulator, worker group and dead-letter group running; torn down whatever happens."""
+    running = Fleet(
+        store=store,
+        database_url=database_url,
+        redis_url=redis_url,
+        namespace=redis_namespace,
+        log_dir=tmp_path,
+    )
+    try:
+        running.start_sim()
+        running.start_consumers()
+        yield running
+    finally:
+        reports = request.node.stash.get(_REPORTS, {})
+        failed = any(r.failed for r in reports.values()) or "call" not in reports
+        running.close(dump_logs=failed)
