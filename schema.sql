@@ -120,3 +120,47 @@ CREATE INDEX IF NOT EXISTS admin_notifications_created_at_idx ON admin_notificat
 CREATE INDEX IF NOT EXISTS admin_notifications_order_idx ON admin_notifications (order_id);
 CREATE INDEX IF NOT EXISTS admin_notifications_undelivered_idx ON admin_notifications (webhook_state)
     WHERE webhook_state IN ('pending', 'failed');
+
+-- Admin surface ---------------------------------------------------------------------------
+
+-- Dismissed: resolved by hand (refunded, delivered another way); leaves the dead-letter list.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS dead_letter_dismissed_at timestamptz;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS dead_letter_dismissed_by text;
+
+-- A Ghana number as digits with country code, whatever way it was typed: the search key.
+-- '024 123 4567', '+233241234567', '00233241234567' -> '233241234567'.
+CREATE OR REPLACE FUNCTION ghana_msisdn(phone text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN d ~ '^233[0-9]{9}$' THEN d
+        WHEN d ~ '^00233[0-9]{9}$' THEN substr(d, 3)
+        WHEN d ~ '^0[0-9]{9}$' THEN '233' || substr(d, 2)
+        WHEN d ~ '^[0-9]{9}$' THEN '233' || d
+        ELSE d
+    END
+    FROM (SELECT regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g') AS d) AS digits
+$$;
+
+CREATE INDEX IF NOT EXISTS orders_msisdn_idx ON orders (ghana_msisdn(phone_number));
+-- Keyset pagination, newest first, overall and per status; dead letters apart.
+CREATE INDEX IF NOT EXISTS orders_created_idx ON orders (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS orders_status_created_idx
+    ON orders (fulfillment_status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS orders_dead_lettered_idx ON orders (created_at DESC, id DESC)
+    WHERE dead_lettered_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_fulfilled_at_idx ON orders (fulfilled_at)
+    WHERE fulfillment_status = 'success';
+
+-- Every admin action: who, what, when, why.
+CREATE TABLE IF NOT EXISTS admin_audit (
+    id bigserial PRIMARY KEY,
+    actor text NOT NULL,
+    action text NOT NULL,
+    order_id uuid,
+    reason text,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS admin_audit_order_idx ON admin_audit (order_id, id);
+CREATE INDEX IF NOT EXISTS admin_audit_created_at_idx ON admin_audit (created_at);

@@ -47,13 +47,25 @@ def main() -> int:
     migrate(db_url)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, REDIS_NAMESPACE=namespace,
-               AT_ISHARE_API_URL=f"http://127.0.0.1:{port}/v1", AT_ISHARE_API_KEY="bench",
-               AT_ISHARE_API_SECRET="bench-secret", LOG_FORMAT="json", PYTHONPATH=str(ROOT),
-               DB_POOL_MAX_SIZE=str(args.threads + 2))
-    sim = subprocess.Popen([str(BIN / "fulfillment"), "sim", "--port", str(port)], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    env = dict(
+        os.environ,
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        REDIS_NAMESPACE=namespace,
+        AT_ISHARE_API_URL=f"http://127.0.0.1:{port}/v1",
+        AT_ISHARE_API_KEY="bench",
+        AT_ISHARE_API_SECRET="bench-secret",
+        LOG_FORMAT="json",
+        PYTHONPATH=str(ROOT),
+        DB_POOL_MAX_SIZE=str(args.threads + 2),
+    )
+    sim = subprocess.Popen(
+        [str(BIN / "fulfillment"), "sim", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     assert sim.stdout is not None
     sim.stdout.readline()  # "simulator listening on ..."
     client = redis.Redis.from_url(redis_url)
@@ -65,8 +77,10 @@ def main() -> int:
         sim.wait()
         for key in client.scan_iter(match=f"{namespace}*"):
             client.delete(key)
-    print(f"\nmachine: {os.cpu_count()} cores; {args.orders} messages; "
-          f"{args.processes} process(es) x {args.threads} threads")
+    print(
+        f"\nmachine: {os.cpu_count()} cores; {args.orders} messages; "
+        f"{args.processes} process(es) x {args.threads} threads"
+    )
     print(f"baseline  no-op actor        {base:8.1f} msg/s")
     print(f"pipeline  fulfill_order      {full:8.1f} orders/s")
     print(f"ratio     pipeline/baseline  {full / base:8.3f}")
@@ -80,13 +94,26 @@ def _fresh_db(server: str, name: str) -> str:
     return urlunsplit(urlsplit(server)._replace(path="/" + name))
 
 
-def _worker(module: str, queue: str, args: argparse.Namespace,
-            env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _worker(
+    module: str, queue: str, args: argparse.Namespace, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(BIN / "dramatiq"), module, "--queues", queue, "--processes", str(args.processes),
-         "--threads", str(args.threads)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            str(BIN / "dramatiq"),
+            module,
+            "--queues",
+            queue,
+            "--processes",
+            str(args.processes),
+            "--threads",
+            str(args.threads),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -102,16 +129,24 @@ def _timed(enqueue: object, done: object, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _baseline(args: argparse.Namespace, env: dict[str, str], client: redis.Redis,
-              namespace: str) -> float:
+def _baseline(
+    args: argparse.Namespace, env: dict[str, str], client: redis.Redis, namespace: str
+) -> float:
     broker = build_broker(env["REDIS_URL"], namespace)
     worker = _worker("bench.noop_actors", "bench-noop", args, env)
     key = f"{namespace}:bench-done"
 
     def send(n: int) -> None:
         for _ in range(n):
-            broker.enqueue(dramatiq.Message(queue_name="bench-noop", actor_name="noop",
-                                            args=(str(uuid.uuid4()),), kwargs={}, options={}))
+            broker.enqueue(
+                dramatiq.Message(
+                    queue_name="bench-noop",
+                    actor_name="noop",
+                    args=(str(uuid.uuid4()),),
+                    kwargs={},
+                    options={},
+                )
+            )
 
     try:
         send(50)  # warm-up: the worker is up once these are done
@@ -123,27 +158,37 @@ def _baseline(args: argparse.Namespace, env: dict[str, str], client: redis.Redis
         _stop(worker)
 
 
-def _pipeline(args: argparse.Namespace, env: dict[str, str], db_url: str,
-              namespace: str) -> float:
+def _pipeline(args: argparse.Namespace, env: dict[str, str], db_url: str, namespace: str) -> float:
     broker = build_broker(env["REDIS_URL"], namespace)
     worker = _worker("workers.actors", "fulfillment", args, env)
 
     def create(n: int) -> list[str]:
         ids = [str(uuid.uuid4()) for _ in range(n)]
         with psycopg.connect(db_url) as conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO orders (id, phone_number, network, size_gb) "
-                            "VALUES (%s, '+233261234567', 'at-ishare', 1)", [(i,) for i in ids])
+            cur.executemany(
+                "INSERT INTO orders (id, phone_number, network, size_gb) "
+                "VALUES (%s, '+233261234567', 'at-ishare', 1)",
+                [(i,) for i in ids],
+            )
         return ids
 
     def send(ids: list[str]) -> None:
         for oid in ids:
-            broker.enqueue(dramatiq.Message(queue_name="fulfillment", actor_name="fulfill_order",
-                                            args=(oid,), kwargs={}, options={}))
+            broker.enqueue(
+                dramatiq.Message(
+                    queue_name="fulfillment",
+                    actor_name="fulfill_order",
+                    args=(oid,),
+                    kwargs={},
+                    options={},
+                )
+            )
 
     def successes() -> int:
         with psycopg.connect(db_url) as conn:
-            row = conn.execute("SELECT count(*) FROM orders "
-                               "WHERE fulfillment_status = 'success'").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM orders WHERE fulfillment_status = 'success'"
+            ).fetchone()
             return int(row[0]) if row else 0
 
     try:

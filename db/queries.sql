@@ -277,3 +277,133 @@ WHERE fulfillment_status IN ('pending', 'processing')
 -- name: notifications
 -- Recent admin notifications, newest first.
 SELECT * FROM admin_notifications ORDER BY id DESC LIMIT %(limit)s;
+
+-- Admin surface: the dashboard, the platform API and the CLI ------------------------------
+-- list_orders is completed with one filter_* fragment per active filter and, after the first
+-- page, the keyset fragment; fragments are fixed text from this file, values stay parameters.
+
+-- name: list_orders
+-- One page of orders, newest first (keyset: no OFFSET, constant cost at any depth).
+SELECT o.id, o.phone_number, o.network, o.size_gb, o.package_name, o.fulfillment_status,
+       o.fulfillment_attempts, o.fulfillment_extra_attempts, o.last_error_code,
+       o.last_error_message, o.next_attempt_at, o.dead_letter_reason, o.dead_lettered_at,
+       o.dead_letter_dismissed_at, o.fulfilled_at, o.vendor_transaction_id, o.created_at,
+       o.updated_at
+FROM orders o
+WHERE o.fulfillment_status IS NOT NULL {filters}
+ORDER BY o.created_at DESC, o.id DESC
+LIMIT %(limit)s
+
+-- name: filter_pending
+-- Orders nobody has started.
+AND o.fulfillment_status = 'pending'
+
+-- name: filter_processing
+-- Orders a worker holds or the vendor is still working on.
+AND o.fulfillment_status = 'processing'
+
+-- name: filter_success
+-- Delivered orders.
+AND o.fulfillment_status = 'success'
+
+-- name: filter_failed
+-- Failed attempts waiting for their retry (dead letters are their own filter).
+AND o.fulfillment_status = 'failed' AND o.dead_lettered_at IS NULL
+
+-- name: filter_dead_lettered
+-- Orders the dead-letter consumer flagged, dismissed or not.
+AND o.dead_lettered_at IS NOT NULL
+
+-- name: filter_open_dead_letters
+-- The dead-letter list: flagged and not resolved by hand.
+AND o.dead_lettered_at IS NOT NULL AND o.dead_letter_dismissed_at IS NULL
+
+-- name: filter_phone
+-- Search by phone number, typed any way (the msisdn index).
+AND ghana_msisdn(o.phone_number) = %(msisdn)s
+
+-- name: filter_network
+-- One network's orders.
+AND o.network = %(network)s
+
+-- name: filter_since
+-- Orders created at or after a time.
+AND o.created_at >= %(since)s
+
+-- name: filter_after
+-- Keyset: the rows after the last one of the previous page.
+AND (o.created_at, o.id) < (%(after_created)s, %(after_id)s)
+
+-- name: order_stats
+-- The dashboard's cards: counts per view status and the median time to fulfil over 24 h.
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE fulfillment_status = 'success') AS success,
+       count(*) FILTER (WHERE fulfillment_status = 'failed' AND dead_lettered_at IS NULL)
+           AS failed,
+       count(*) FILTER (WHERE fulfillment_status = 'processing') AS processing,
+       count(*) FILTER (WHERE fulfillment_status = 'pending') AS pending,
+       count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_lettered,
+       count(*) FILTER (WHERE dead_lettered_at IS NOT NULL
+                        AND dead_letter_dismissed_at IS NULL) AS open_dead_letters,
+       (SELECT extract(epoch FROM percentile_cont(0.5)
+                       WITHIN GROUP (ORDER BY fulfilled_at - created_at))
+        FROM orders
+        WHERE fulfillment_status = 'success' AND fulfilled_at > now() - interval '24 hours')
+           AS median_fulfil_s_24h
+FROM orders
+WHERE fulfillment_status IS NOT NULL;
+
+-- name: order_audit
+-- The admin actions on one order, oldest first (detail view).
+SELECT * FROM admin_audit WHERE order_id = %(order_id)s ORDER BY id;
+
+-- name: order_notifications
+-- The notifications raised for one order (detail view).
+SELECT * FROM admin_notifications WHERE order_id = %(order_id)s ORDER BY id;
+
+-- name: insert_audit
+-- Record an admin action.
+INSERT INTO admin_audit (actor, action, order_id, reason, details)
+VALUES (%(actor)s, %(action)s, %(order_id)s, %(reason)s, %(details)s)
+RETURNING id;
+
+-- name: admin_retry
+-- Grant a failed (or dead-lettered) order one more attempt, due now; refused (no row) for
+-- any other state. A new generation, so its next dead letter notifies again.
+UPDATE orders
+SET fulfillment_extra_attempts = greatest(fulfillment_extra_attempts,
+                                          fulfillment_attempts + 1 - %(max_attempts)s),
+    fulfillment_generation = fulfillment_generation + 1,
+    fulfillment_deferrals = 0,
+    fulfillment_status_checks = 0,
+    next_attempt_at = now(),
+    last_enqueued_at = now(),
+    dead_letter_reason = NULL,
+    dead_letter_requested_at = NULL,
+    dead_lettered_at = NULL,
+    dead_letter_dismissed_at = NULL,
+    dead_letter_dismissed_by = NULL,
+    updated_at = now()
+WHERE id = %(order_id)s
+  AND network = 'at-ishare'
+  AND fulfillment_status = 'failed'
+  AND claim_token IS NULL
+RETURNING id, fulfillment_attempts, fulfillment_extra_attempts, fulfillment_generation;
+
+-- name: admin_trigger
+-- Stamp a pending order the platform asks to (re)publish; refused (no row) otherwise.
+UPDATE orders
+SET last_enqueued_at = now()
+WHERE id = %(order_id)s AND network = 'at-ishare' AND fulfillment_status = 'pending'
+RETURNING id;
+
+-- name: admin_dismiss
+-- Resolve a dead letter by hand: it leaves the dead-letter list, the order stays failed.
+UPDATE orders
+SET dead_letter_dismissed_at = now(), dead_letter_dismissed_by = %(actor)s, updated_at = now()
+WHERE id = %(order_id)s AND dead_lettered_at IS NOT NULL AND dead_letter_dismissed_at IS NULL
+RETURNING id;
+
+-- name: latest_log
+-- The latest attempt of an order (platform API GET).
+SELECT * FROM fulfillment_logs WHERE order_id = %(order_id)s ORDER BY id DESC LIMIT 1;

@@ -6,6 +6,7 @@ FulfillmentError
 │   ├── InvalidPackage
 │   └── UnsupportedNetwork
 ├── MalformedMessage                   dead-letter the message, never retry
+├── ActionRefused                      an admin action that the order's state forbids
 ├── OrderNotFound                      unknown order id: dead-letter / 404
 ├── PublishError                       the broker refused a message; the reconciler recovers
 ├── ConfigurationError                 the fleet is misconfigured: not any order's fault
@@ -70,6 +71,16 @@ class UnsupportedNetwork(InvalidOrder):
 
 class MalformedMessage(FulfillmentError):
     code = "MALFORMED_MESSAGE"
+
+
+class ActionRefused(FulfillmentError):
+    """An admin action the order's state forbids (retry a success, trigger a failed order)."""
+
+    code = "ACTION_REFUSED"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OrderNotFound(FulfillmentError):
