@@ -162,6 +162,24 @@ def alert(kind: str, message: str, error_code: str) -> None:
         )
 
 
+def admin_service() -> Any:
+    from admin.service import AdminService
+    from workers import publishing
+
+    return AdminService(
+        store=store(), publish=publishing.publish_retry, max_attempts=settings().max_attempts
+    )
+
+
+def dead_message_queue() -> Any:
+    import redis
+
+    from admin.dlq import DeadMessageQueue
+
+    broker = install_broker()
+    return DeadMessageQueue(redis.Redis.from_url(redis_url()), settings().redis_namespace, broker)
+
+
 def fulfil_deps() -> FulfilDeps:
     from workers import publishing  # the actors must exist before anything is sent
 

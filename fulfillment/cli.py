@@ -28,6 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vendor.simulator.server import main as sim_main
 
         return sim_main(args_list[1:])
+    if args_list[:1] == ["web"]:
+        from admin.web.server import main as web_main
+
+        return web_main(args_list[1:])
+    if args_list[:1] in (["orders"], ["retry"], ["dlq"], ["export"], ["stats"]):
+        from admin.cli import main as admin_main
+
+        return admin_main(args_list)
     if args_list[:1] == ["demo"]:
         from fulfillment.demo import main as demo_main
 
@@ -57,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the AT-iShare simulator (see `fulfillment sim --help`)")
     sub.add_parser("demo", help="run the whole pipeline end to end (see `fulfillment demo -h`)")
+    sub.add_parser("web", help="serve the admin web process (see `fulfillment web -h`)")
+    for name, text in (
+        ("orders", "list / show orders"),
+        ("retry", "retry failed orders"),
+        ("dlq", "dead letters: list / requeue / dismiss"),
+        ("export", "CSV export"),
+        ("stats", "fulfillment statistics"),
+    ):
+        sub.add_parser(name, help=f"{text} (see `fulfillment {name} -h`)")
 
     p = sub.add_parser("reconcile", help="one reconciler pass (or --loop)")
     p.add_argument("--loop", action="store_true", help="keep sweeping every interval")

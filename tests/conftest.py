@@ -7,8 +7,13 @@ server skips the test locally and fails it in CI (CI=true).
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -85,3 +90,74 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+# -- the admin web process, served for real over HTTP -----------------------------------
+
+
+@dataclass
+class WebServer:
+    url: str
+    api_token: str
+    admin_token: str
+    published: list[tuple[str, float]]
+    namespace: str
+    vendor_key: str
+    vendor_secret: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServer]:
+    """The admin app under uvicorn on a free port, against this run's database and a Redis
+    namespace of the test. Publishing is recorded (the broker is not the subject here)."""
+    import uvicorn
+
+    from admin.dlq import DeadMessageQueue
+    from admin.service import AdminService
+    from admin.web.app import WebDeps, create_app
+    from fulfillment.bootstrap import build_broker
+
+    published: list[tuple[str, float]] = []
+    broker = build_broker(redis_url, redis_namespace)
+    client = redis.Redis.from_url(redis_url)
+    service = AdminService(store=store, publish=lambda oid, d: published.append((oid, d)),
+                           max_attempts=3)
+
+    def no_fulfil_deps() -> Any:
+        raise RuntimeError("this fixture has no vendor; see the webhook tests")
+
+    deps = WebDeps(
+        service=service,
+        dlq=DeadMessageQueue(client, redis_namespace, broker),
+        store=store,
+        api_token="test-api-token",
+        admin_token="test-admin-token",
+        vendor_key="it-key",
+        vendor_secret="it-secret",
+        fulfil_deps=no_fulfil_deps,
+        ping_redis=client.ping,
+    )
+    port = _free_port()
+    config = uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield WebServer(url=f"http://127.0.0.1:{port}", api_token="test-api-token",
+                    admin_token="test-admin-token", published=published,
+                    namespace=redis_namespace, vendor_key="it-key", vendor_secret="it-secret")
+    server.should_exit = True
+    thread.join(timeout=10)
+    broker.close()

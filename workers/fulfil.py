@@ -47,6 +47,30 @@ def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> O
     return _Attempt(claim, token, deps).run(allow_purchase=allow_purchase)
 
 
+def confirm_delivery(order_id: str, deps: FulfilDeps) -> Outcome:
+    """The vendor says (webhook) it delivered: confirm with its status endpoint and complete
+    the order now instead of at its next scheduled check. Replays are harmless: a finished
+    order cannot be claimed, and nothing is ever bought here."""
+    token = str(uuid.uuid4())
+    # Due now, whatever its schedule said: the vendor just told us something.
+    claim = deps.store.claim(order_id, token, ttl_s=deps.claim_ttl_s, early_s=10 * 365 * 86400)
+    if claim is None:
+        if deps.store.get_order(order_id) is None:
+            raise OrderNotFound(order_id)
+        return Outcome.NOT_DUE
+    attempt = _Attempt(claim, token, deps)
+    try:
+        request = claim.order.request()
+    except InvalidOrder as exc:
+        return attempt._reject(exc)
+    if claim.order.attempts == 0 and claim.order.in_flight_attempt is None:
+        # Never bought by us: the vendor cannot know it. Give it back untouched.
+        deps.store.release_claim(order_id, token, claim.previous_status)
+        return Outcome.NOT_DUE
+    settled = attempt._verify(request, keep_claim=False)
+    return settled if settled is not None else Outcome.RETRY_SCHEDULED
+
+
 def _not_claimed(order_id: str, deps: FulfilDeps) -> Outcome:
     order = deps.store.get_order(order_id)
     if order is None:

@@ -1,0 +1,1 @@
+"""The admin web process: platform API, dashboard, vendor webhook, metrics and health."""

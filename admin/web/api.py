@@ -1,0 +1,5 @@
+"""Platform API (placeholder router until written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Dashboard (placeholder router until written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Vendor webhook (placeholder router until written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
