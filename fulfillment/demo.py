@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -63,8 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     database_url = _fresh_database(server_db_url)
     migrate(database_url)
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
-    sim_port = free_port()
+    sim_port, web_port = free_port(), free_port()
     env = _fleet_env(args, database_url, redis_url, namespace, sim_port)
+    # The demo makes the admin tokens (the web process refuses to start without them).
+    env.update(
+        {
+            "PORT": str(web_port),
+            "FULFILLMENT_DEMO": "1",
+            "ADMIN_TOKEN": env.get("ADMIN_TOKEN") or secrets.token_urlsafe(18),
+            "API_TOKEN": env.get("API_TOKEN") or secrets.token_urlsafe(18),
+        }
+    )
+    dashboard = f"http://127.0.0.1:{web_port}/dashboard/admin/fulfillment"
     log_path = settings.fulfillment_dev_dir.resolve() / "demo-fleet.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"\n== AT-iShare fulfillment demo: {args.orders} orders ==")
@@ -72,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"   redis     {_safe(redis_url)} (namespace {namespace})")
     print(
         f"   fleet log {log_path}  (honcho: sim, worker x{args.processes}, deadletter, "
-        "reconciler)\n"
+        "reconciler, web)"
     )
+    print(f"   dashboard {dashboard}")
+    print(f"             log in with any name and the admin token {env['ADMIN_TOKEN']}\n")
     fleet = _start_fleet(env, log_path)
     store = Store(open_pool(database_url, min_size=1, max_size=4))
     sim_url = f"http://127.0.0.1:{sim_port}"
@@ -83,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         refused = _publish_orders(store, redis_url, namespace, args)
         converged = _watch(store, started, args.timeout, fleet)
         ok = _summary(store, sim_url, refused, converged, time.monotonic() - started)
+        if args.serve or (args.serve is None and sys.stdin.isatty()):
+            _serve(store, sim_url, dashboard, env["ADMIN_TOKEN"], fleet)
     finally:
         _stop_fleet(fleet)
         store.close()
@@ -99,7 +114,52 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the end")
     p.add_argument("--error-rate", type=float, default=0.12, help="simulator 5xx rate")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--serve",
+        dest="serve",
+        action="store_true",
+        default=None,
+        help="keep the fleet and dashboard running after the summary (default when "
+        "run from a terminal)",
+    )
+    p.add_argument(
+        "--no-serve", dest="serve", action="store_false", help="stop everything after the summary"
+    )
     return p.parse_args(argv)
+
+
+def _serve(
+    store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: subprocess.Popen[bytes]
+) -> None:
+    """Leave the fleet up for a look around: the vendor is healthy from now on, so a
+    dead-lettered order requeued from the dashboard goes through."""
+    httpx.post(
+        f"{sim_url}/_sim/faults",
+        timeout=5,
+        json={
+            "error_rate": 0,
+            "timeout_rate": 0,
+            "rate_limit_rate": 0,
+            "insufficient_balance_rate": 0,
+            "drop_after_delivery_rate": 0,
+            "pending_rate": 0,
+            "invalid_phone_suffix": None,
+        },
+    )
+    print("\n== the fleet keeps running; the simulated vendor now has no faults ==")
+    print(f"dashboard: {dashboard}")
+    print(f"admin token: {admin_token}")
+    dead = store.dead_lettered_orders(limit=5)
+    if dead:
+        print("dead-lettered demo orders to look up by phone number (demo data, shown in full):")
+        for row in dead:
+            print(f"   {row['phone_number']:<18} {row['dead_letter_reason']}")
+    print("press Ctrl-C to stop")
+    try:
+        while fleet.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print()
 
 
 def _fresh_database(server_url: str) -> str:
@@ -169,6 +229,7 @@ def _start_fleet(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
                 "worker",
                 "deadletter",
                 "reconciler",
+                "web",
             ],
             env=env,
             stdout=out,
