@@ -7,6 +7,7 @@ audit rows. No SQL here (db/admin.py), no HTTP (admin/web/).
 from __future__ import annotations
 
 import base64
+import builtins
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -168,12 +169,12 @@ class AdminService:
 
     # -- acting ------------------------------------------------------------------------
 
-    def retry(self, order_ids: Sequence[str], *, actor: str, reason: str) -> list[ActionResult]:
+    def retry(self, order_ids: Sequence[str], *, actor: str, reason: str) -> builtins.list[ActionResult]:
         """One more attempt for each failed or dead-lettered order; others are refused."""
         why = _reason(reason)
         return [self._retry_one(oid, actor=actor, reason=why) for oid in order_ids]
 
-    def retry_filtered(self, flt: OrderFilter, *, actor: str, reason: str) -> list[ActionResult]:
+    def retry_filtered(self, flt: OrderFilter, *, actor: str, reason: str) -> builtins.list[ActionResult]:
         """Retry every failed or dead-lettered order the filter matches, however many."""
         why = _reason(reason)
         results = []
@@ -222,7 +223,7 @@ class AdminService:
         self.publish(oid, 0.0)
         return ActionResult(oid, True, "PUBLISHED", "fulfillment triggered")
 
-    def dismiss(self, order_ids: Sequence[str], *, actor: str, reason: str) -> list[ActionResult]:
+    def dismiss(self, order_ids: Sequence[str], *, actor: str, reason: str) -> builtins.list[ActionResult]:
         why = _reason(reason)
         results = []
         for order_id in order_ids:
@@ -265,7 +266,7 @@ class AdminService:
 
     # -- export --------------------------------------------------------------------------
 
-    def export_rows(self, flt: OrderFilter) -> Iterator[list[str]]:
+    def export_rows(self, flt: OrderFilter) -> Iterator[builtins.list[str]]:
         """CSV rows (header first) of every matching order, streamed."""
         yield list(EXPORT_COLUMNS)
         for row in self.admin.iter_orders(flt):

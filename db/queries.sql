@@ -96,6 +96,19 @@ WITH updated AS (
 )
 SELECT (SELECT count(*) FROM updated) AS updated, (SELECT id FROM logged) AS log_id;
 
+-- name: defer_order
+-- The vendor circuit is open: hand the order back, due later, nothing spent and nothing logged.
+UPDATE orders
+SET fulfillment_status = %(status)s,
+    claim_token = NULL,
+    claim_expires_at = NULL,
+    next_attempt_at = now() + make_interval(secs => %(delay_s)s::float8),
+    last_error_code = 'CIRCUIT_OPEN',
+    last_error_message = 'vendor circuit open: waiting without spending an attempt',
+    updated_at = now()
+WHERE id = %(order_id)s AND claim_token = %(token)s
+RETURNING id;
+
 -- name: release_claim
 -- Give an order back untouched (fulfillment switched off while it was claimed).
 UPDATE orders

@@ -216,6 +216,10 @@ class Store:
         row = self._one("finish_call", params)
         return bool(row and row["updated"])
 
+    def defer(self, order_id: str, token: str, *, status: OrderStatus, delay_s: float) -> bool:
+        params = {"order_id": order_id, "token": token, "status": status.value, "delay_s": delay_s}
+        return self._one("defer_order", params) is not None
+
     def release_claim(self, order_id: str, token: str, status: OrderStatus) -> None:
         self._exec("release_claim", {"order_id": order_id, "token": token, "status": status.value})
 

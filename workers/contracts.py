@@ -7,7 +7,7 @@ dead-letter consumer can share them without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -15,6 +15,44 @@ from db.store import Store
 from fulfillment.domain.order import FulfillmentRequest
 from fulfillment.domain.retry import RetryPolicy
 from vendor.client import VendorAnswer
+
+
+class Permit(Protocol):
+    allowed: bool
+    probe: bool
+    retry_in_s: float
+
+
+class BreakerPort(Protocol):
+    """The fleet-wide circuit breaker around the vendor (workers/breaker.py)."""
+
+    def allow(self) -> Any: ...
+    def record(self, *, success: bool, probe: bool = False) -> None: ...
+    def is_open(self) -> bool: ...
+    def trip(self, seconds: float, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Always:
+    allowed: bool = True
+    probe: bool = False
+    retry_in_s: float = 0.0
+
+
+class NoBreaker:
+    """Every call goes through (tests of one unit, tools that must never be held back)."""
+
+    def allow(self) -> Any:
+        return _Always()
+
+    def record(self, *, success: bool, probe: bool = False) -> None:
+        return None
+
+    def is_open(self) -> bool:
+        return False
+
+    def trip(self, seconds: float, reason: str) -> None:
+        return None
 
 
 class VendorPort(Protocol):
@@ -84,6 +122,9 @@ class FulfilDeps:
     publish_dead_letter: Callable[[DeadLetterNotice], None]
     #: store and send an admin alert (vendor credentials, balance); deduplicated by key
     alert: Callable[[str, str, str], None]
+    breaker: BreakerPort = field(default_factory=NoBreaker)
+    #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
+    balance_pause_s: float = 60.0
 
 
 class Outcome(StrEnum):
@@ -94,3 +135,5 @@ class Outcome(StrEnum):
     NOT_DUE = "not_due"  # a duplicate or early message: someone else has it or it is done
     DISABLED = "disabled"
     CLAIM_LOST = "claim_lost"
+    #: the circuit is open: the order waits, no vendor call, no attempt spent
+    DEFERRED = "deferred"

@@ -6,7 +6,9 @@ HTTP here: the store and the vendor client are passed in (see FulfilDeps).
 
 from __future__ import annotations
 
+import random
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -101,6 +103,22 @@ def _not_claimed(order_id: str, deps: FulfilDeps) -> Outcome:
     return Outcome.NOT_DUE
 
 
+class _Deferred(Exception):
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+
+class _SparedFailure(TransientVendorError):
+    """A vendor-wide failure that keeps the order's attempt (decide() retries it as such)."""
+
+    consumes_attempt = False
+
+
+def _vendor_wide(exc: VendorError) -> bool:
+    """Failures that say the vendor (or our access to it) is down, not this order."""
+    return isinstance(exc, OutcomeUnknown | VendorUnauthorized)
+
+
 class _Attempt:
     """One claimed order in one worker: the state machine of a single message."""
 
@@ -112,6 +130,8 @@ class _Attempt:
         self.max_attempts = deps.policy.max_attempts + self.order.extra_attempts
         # attempts an admin granted count in the retry rule too
         self.policy = replace(deps.policy, max_attempts=self.max_attempts)
+        #: set when a vendor-wide failure must not cost this order an attempt
+        self.spare_attempt = False
         self.log = log.bind(
             order_id=self.order.id,
             network=self.order.network,
@@ -120,6 +140,12 @@ class _Attempt:
         )
 
     def run(self, *, allow_purchase: bool) -> Outcome:
+        try:
+            return self._run(allow_purchase=allow_purchase)
+        except _Deferred as deferred:
+            return self._defer(deferred.delay_s)
+
+    def _run(self, *, allow_purchase: bool) -> Outcome:
         try:
             request = self.order.request()
         except InvalidOrder as exc:
@@ -153,7 +179,7 @@ class _Attempt:
             else OrderStatus.FAILED
         )
         try:
-            answer = self.deps.vendor.status(self.order.id)
+            answer = self._vendor(lambda: self.deps.vendor.status(self.order.id))
         except VendorError as exc:
             self.log.warning(
                 "vendor.status_check_failed", error_code=exc.code, latency_ms=exc.latency_ms
@@ -299,6 +325,7 @@ class _Attempt:
                 attempts=self.order.attempts,
                 log_status="failed",
             )
+        permit = self._permit()
         if not self.deps.store.begin_purchase(
             self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
         ):
@@ -306,7 +333,7 @@ class _Attempt:
             return Outcome.CLAIM_LOST
         self.log = self.log.bind(attempt=attempt)
         try:
-            answer = self.deps.vendor.purchase(request)
+            answer = self._vendor(lambda: self.deps.vendor.purchase(request), permit=permit)
         except VendorError as exc:
             self.log.warning(
                 "vendor.request_failed",
@@ -359,8 +386,8 @@ class _Attempt:
         if isinstance(exc, OutcomeUnknown):
             # The vendor may have delivered: ask at once rather than after the backoff.
             try:
-                answer = self.deps.vendor.status(self.order.id)
-            except VendorError:
+                answer = self._vendor(lambda: self.deps.vendor.status(self.order.id))
+            except (VendorError, _Deferred):
                 answer = None
             if answer is not None and answer.status == "success":
                 return self._succeeded(
@@ -381,6 +408,45 @@ class _Attempt:
                     attempts=attempt,
                 )
         return self._failed(request, attempt, exc, answer=answer)
+
+    # -- the vendor, behind the fleet's circuit breaker ----------------------------------
+
+    def _permit(self) -> Any:
+        permit = self.deps.breaker.allow()
+        if not permit.allowed:
+            raise _Deferred(permit.retry_in_s)
+        return permit
+
+    def _vendor(self, call: Callable[[], VendorAnswer], *, permit: Any = None) -> VendorAnswer:
+        permit = permit or self._permit()
+        try:
+            answer = call()
+        except VendorError as exc:
+            wide = _vendor_wide(exc)
+            self.deps.breaker.record(success=not wide, probe=permit.probe)
+            if isinstance(exc, InsufficientBalance):
+                self.deps.breaker.trip(self.deps.balance_pause_s, "insufficient_balance")
+            if (wide and (permit.probe or self.deps.breaker.is_open())) or isinstance(
+                exc, InsufficientBalance
+            ):
+                self.spare_attempt = True
+            raise
+        self.deps.breaker.record(success=True, probe=permit.probe)
+        return answer
+
+    def _defer(self, delay_s: float) -> Outcome:
+        """The circuit is open: give the order back, due when it may close; nothing spent."""
+        wait = max(delay_s, 0.5) + random.uniform(0, min(5.0, max(delay_s, 0.5)))  # noqa: S311
+        status = (
+            OrderStatus.PENDING
+            if self.claim.previous_status is OrderStatus.PENDING
+            else self.claim.previous_status
+        )
+        if not self.deps.store.defer(self.order.id, self.token, status=status, delay_s=wait):
+            return Outcome.CLAIM_LOST
+        self.log.info("fulfillment.deferred", reason="circuit_open", delay_s=round(wait, 1))
+        self.deps.publish_retry(self.order.id, wait)
+        return Outcome.DEFERRED
 
     # -- writing outcomes ------------------------------------------------------------------
 
@@ -419,6 +485,16 @@ class _Attempt:
         *,
         answer: VendorAnswer | None = None,
     ) -> Outcome:
+        if self.spare_attempt and isinstance(exc, TransientVendorError):
+            # The vendor was down for everyone (circuit open, or this was its probe): the
+            # order waits for it without spending an attempt.
+            exc = _SparedFailure(
+                str(exc),
+                code=exc.code,
+                http_status=exc.http_status,
+                raw=exc.raw,
+                latency_ms=exc.latency_ms,
+            )
         decision = decide(attempt, exc, self.policy, deferrals=self.order.deferrals)
         consumed = exc.consumes_attempt if isinstance(exc, TransientVendorError) else True
         attempts = attempt if consumed else attempt - 1
