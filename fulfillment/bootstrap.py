@@ -19,11 +19,13 @@ from pydantic import ValidationError
 
 from db.store import Store, open_pool
 from fulfillment import logs
+from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.errors import ConfigurationError, FulfillmentError
 from fulfillment.settings import Settings
 from notifications.service import Notifier
 from vendor.client import AtIshareClient
+from workers.breaker import VendorBreaker
 from workers.contracts import FulfilDeps
 
 _lock = threading.Lock()
@@ -54,6 +56,7 @@ def reset() -> None:
     settings.cache_clear()
     _urls.cache_clear()
     notifier.cache_clear()
+    breaker.cache_clear()
 
 
 @cache
@@ -180,6 +183,37 @@ def dead_message_queue() -> Any:
     return DeadMessageQueue(redis.Redis.from_url(redis_url()), settings().redis_namespace, broker)
 
 
+@cache
+def breaker() -> VendorBreaker:
+    import redis
+
+    s = settings()
+    policy = BreakerPolicy(
+        window_s=s.breaker_window_s,
+        min_calls=s.breaker_min_calls,
+        failure_ratio=s.breaker_failure_ratio,
+        open_s=s.breaker_open_s,
+        max_open_s=s.breaker_max_open_s,
+    )
+
+    def opened(until: float) -> None:
+        try:
+            notifier().raise_once(
+                kind="vendor_circuit_open",
+                message="AT-iShare is failing for most requests: the fleet stopped calling it; "
+                "orders wait without spending attempts",
+                dedupe_key=f"vendor_circuit_open:{int(until)}",
+                details={"until": until},
+            )
+        except FulfillmentError as exc:
+            logs.get_logger("fulfillment.notifications").error(
+                "notification.alert_failed", kind="vendor_circuit_open", error=str(exc)
+            )
+
+    client = redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
+    return VendorBreaker(client, s.redis_namespace, policy, on_open=opened)
+
+
 def fulfil_deps() -> FulfilDeps:
     from workers import publishing  # the actors must exist before anything is sent
 
@@ -194,4 +228,6 @@ def fulfil_deps() -> FulfilDeps:
         publish_retry=publishing.publish_retry,
         publish_dead_letter=publishing.publish_dead_letter,
         alert=alert,
+        breaker=breaker(),
+        balance_pause_s=s.balance_pause_s,
     )

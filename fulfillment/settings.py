@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     reconcile_grace_s: float = Field(default=300.0, ge=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
 
+    #: the vendor circuit breaker (fleet-wide, in Redis): see workers/breaker.py
+    breaker_window_s: int = Field(default=60, ge=1)
+    breaker_min_calls: int = Field(default=20, ge=1)
+    breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    breaker_open_s: float = Field(default=30.0, gt=0)
+    breaker_max_open_s: float = Field(default=300.0, gt=0)
+    #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
+    balance_pause_s: float = Field(default=60.0, gt=0)
+
     admin_token: SecretStr | None = None
     api_token: SecretStr | None = None
     admin_webhook_url: str | None = None
