@@ -169,12 +169,16 @@ class AdminService:
 
     # -- acting ------------------------------------------------------------------------
 
-    def retry(self, order_ids: Sequence[str], *, actor: str, reason: str) -> builtins.list[ActionResult]:
+    def retry(
+        self, order_ids: Sequence[str], *, actor: str, reason: str
+    ) -> builtins.list[ActionResult]:
         """One more attempt for each failed or dead-lettered order; others are refused."""
         why = _reason(reason)
         return [self._retry_one(oid, actor=actor, reason=why) for oid in order_ids]
 
-    def retry_filtered(self, flt: OrderFilter, *, actor: str, reason: str) -> builtins.list[ActionResult]:
+    def retry_filtered(
+        self, flt: OrderFilter, *, actor: str, reason: str
+    ) -> builtins.list[ActionResult]:
         """Retry every failed or dead-lettered order the filter matches, however many."""
         why = _reason(reason)
         results = []
@@ -223,7 +227,9 @@ class AdminService:
         self.publish(oid, 0.0)
         return ActionResult(oid, True, "PUBLISHED", "fulfillment triggered")
 
-    def dismiss(self, order_ids: Sequence[str], *, actor: str, reason: str) -> builtins.list[ActionResult]:
+    def dismiss(
+        self, order_ids: Sequence[str], *, actor: str, reason: str
+    ) -> builtins.list[ActionResult]:
         why = _reason(reason)
         results = []
         for order_id in order_ids:

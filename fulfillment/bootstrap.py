@@ -18,7 +18,7 @@ from dramatiq.brokers.redis import RedisBroker
 from pydantic import ValidationError
 
 from db.store import Store, open_pool
-from fulfillment import logs
+from fulfillment import logs, metrics
 from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.errors import ConfigurationError, FulfillmentError
@@ -100,6 +100,7 @@ def vendor() -> AtIshareClient:
                 secret,
                 connect_timeout_s=s.vendor_connect_timeout_s,
                 read_timeout_s=s.vendor_read_timeout_s,
+                observe=metrics.observe_vendor,
             )
         return _vendor
 

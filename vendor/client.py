@@ -59,12 +59,15 @@ class AtIshareClient:
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         max_connections: int = 20,
+        observe: Callable[[str, int | None, float], None] | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._base_path = httpx.URL(self._base).path.rstrip("/")
         self._key = api_key
         self._secret = api_secret
         self._clock = clock
+        #: called with (endpoint, HTTP status or None, seconds) after every request
+        self._observe = observe
         # A whole answer must arrive within this, however slowly it drips.
         self._deadline_s = connect_timeout_s + 2 * read_timeout_s
         self._http = httpx.Client(
@@ -137,10 +140,17 @@ class AtIshareClient:
         if payload is not None:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
+        endpoint = (
+            "balance"
+            if path.startswith("/account")
+            else ("purchase" if method == "POST" else "status")
+        )
+        status_seen: int | None = None
         try:
             with self._http.stream(
                 method, self._base + path, content=body, headers=headers
             ) as response:
+                status_seen = response.status_code
                 raw = self._read_limited(response, started)
         except httpx.ConnectTimeout as exc:
             raise VendorConnectionError(
@@ -150,10 +160,13 @@ class AtIshareClient:
             raise VendorTimeout(
                 f"{method} {path}: {type(exc).__name__}", latency_ms=_ms(started)
             ) from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: the client was closed
             raise VendorConnectionError(
                 f"{method} {path}: {type(exc).__name__}: {exc}", latency_ms=_ms(started)
             ) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(endpoint, status_seen, time.perf_counter() - started)
         latency = _ms(started)
         request_id = response.headers.get("X-Request-Id")
         if response.status_code == 429:

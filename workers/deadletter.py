@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db.store import Store
+from fulfillment import metrics
 from fulfillment.domain.order import order_id_from_message
 from fulfillment.errors import FulfillmentError, MalformedMessage
 from fulfillment.logs import get_logger
@@ -56,6 +57,7 @@ def handle_dead_letter(notice: DeadLetterNotice, store: Store, notifier: Notifie
         return True
     basis = notice.message_id or f"{notice.reason}|{notice.excerpt}"
     digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
+    metrics.DEAD_LETTERS.labels(reason=notice.kind).inc()
     log.warning(
         "deadletter.message_rejected",
         kind=notice.kind,

@@ -10,9 +10,11 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from db.store import CallRecord, Claim
+from fulfillment import metrics
 from fulfillment.constants import NETWORK_AT_ISHARE
 from fulfillment.domain.order import FulfillmentRequest, OrderStatus
 from fulfillment.domain.retry import DeadLetter, decide, decide_status_check
@@ -293,6 +295,7 @@ class _Attempt:
             answer=answer,
             error=error,
         )
+        metrics.RETRIES.labels(reason="status_check").inc()
         self.deps.publish_retry(self.order.id, decision.delay_s)
         return Outcome.PENDING
 
@@ -341,6 +344,7 @@ class _Attempt:
                 http_status=exc.http_status,
                 latency_ms=exc.latency_ms,
             )
+            metrics.ATTEMPTS.labels(outcome="failed", error_code=exc.code).inc()
             return self._purchase_failed(request, attempt, exc)
         self.log.info(
             "vendor.purchase_answered",
@@ -348,6 +352,7 @@ class _Attempt:
             latency_ms=answer.latency_ms,
             request_id=answer.request_id,
         )
+        metrics.ATTEMPTS.labels(outcome=answer.status, error_code="none").inc()
         if answer.status == "success":
             return self._succeeded(request, attempt, answer, action="purchase")
         if answer.status == "pending":
@@ -445,6 +450,7 @@ class _Attempt:
         if not self.deps.store.defer(self.order.id, self.token, status=status, delay_s=wait):
             return Outcome.CLAIM_LOST
         self.log.info("fulfillment.deferred", reason="circuit_open", delay_s=round(wait, 1))
+        metrics.RETRIES.labels(reason="circuit_open").inc()
         self.deps.publish_retry(self.order.id, wait)
         return Outcome.DEFERRED
 
@@ -475,6 +481,9 @@ class _Attempt:
             self.log.info(
                 "fulfillment.succeeded", attempt=attempt, transaction_id=answer.transaction_id
             )
+            metrics.OUTCOMES.labels(outcome="success", network=self.order.network).inc()
+            age = (datetime.now(UTC) - self.order.created_at).total_seconds()
+            metrics.TIME_TO_SUCCESS.observe(max(age, 0.0))
         return Outcome.SUCCESS if ok else Outcome.CLAIM_LOST
 
     def _failed(
@@ -531,6 +540,9 @@ class _Attempt:
             delay_s=decision.delay_s,
             attempt_consumed=decision.consumes_attempt,
         )
+        metrics.RETRIES.labels(
+            reason="transient" if decision.consumes_attempt else "rate_limited"
+        ).inc()
         self.deps.publish_retry(self.order.id, decision.delay_s)
         return Outcome.RETRY_SCHEDULED
 
@@ -562,6 +574,8 @@ class _Attempt:
         self.log.warning(
             "fulfillment.dead_lettered", reason=reason, error_code=error.code if error else None
         )
+        metrics.OUTCOMES.labels(outcome="dead_lettered", network=self.order.network).inc()
+        metrics.DEAD_LETTERS.labels(reason=metrics.dead_letter_kind(reason)).inc()
         self.deps.publish_dead_letter(
             DeadLetterNotice(
                 kind="dead_letter",
