@@ -420,3 +420,9 @@ RETURNING id;
 -- name: latest_log
 -- The latest attempt of an order (platform API GET).
 SELECT * FROM fulfillment_logs WHERE order_id = %(order_id)s ORDER BY id DESC LIMIT 1;
+
+-- name: oldest_pending
+-- Seconds since the oldest order still waiting for its first attempt was created (metrics).
+SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age_s
+FROM orders
+WHERE fulfillment_status = 'pending';

@@ -353,6 +353,10 @@ class Store:
     def dead_lettered_orders(self, limit: int = 50) -> list[Row]:
         return self._all("dead_lettered_orders", {"limit": limit})
 
+    def oldest_pending_seconds(self) -> float:
+        row = self._one("oldest_pending", {})
+        return float(row["age_s"]) if row else 0.0
+
     def unfinished_count(self) -> int:
         rows = self._all("unfinished_count")
         return int(rows[0]["n"])

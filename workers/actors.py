@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from fulfillment.metrics_server import (
+    in_dramatiq_process,
+    prepare_multiprocess_dir,
+    serve_group_metrics,
+)
+
+if in_dramatiq_process():
+    # Before anything imports prometheus_client: this process writes its metrics to the
+    # group's multiprocess directory, merged by the group's exposition server.
+    prepare_multiprocess_dir()
+
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware
+from dramatiq.middleware.prometheus import Prometheus
 
 from fulfillment import bootstrap
 from fulfillment.constants import (
@@ -36,8 +48,19 @@ class _ReleaseResources(Middleware):
         bootstrap.reset()
 
 
+class _GroupPrometheus(Prometheus):
+    """Dramatiq's own metrics, served with ours by the group's exposition server on
+    METRICS_HOST:METRICS_PORT (127.0.0.1:9191 unless set) instead of 0.0.0.0."""
+
+    @property
+    def forks(self) -> list[Any]:
+        return [serve_group_metrics]
+
+
 if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
     broker.add_middleware(CurrentMessage())
+    if in_dramatiq_process():
+        broker.add_middleware(_GroupPrometheus())
     broker.add_middleware(_ReleaseResources())
 
 
