@@ -25,6 +25,7 @@ from fulfillment.errors import ConfigurationError, FulfillmentError
 from fulfillment.settings import Settings
 from notifications.service import Notifier
 from vendor.client import AtIshareClient
+from workers.balance import BalanceWatch
 from workers.breaker import VendorBreaker
 from workers.contracts import FulfilDeps
 
@@ -213,6 +214,24 @@ def breaker() -> VendorBreaker:
 
     client = redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
     return VendorBreaker(client, s.redis_namespace, policy, on_open=opened)
+
+
+def balance_watch() -> BalanceWatch:
+    import redis
+
+    s = settings()
+
+    def notify(kind: str, message: str, key: str, details: dict[str, Any]) -> None:
+        notifier().raise_once(kind=kind, message=message, dedupe_key=key, details=details)
+
+    return BalanceWatch(
+        read_balance=vendor().balance,
+        redis=redis.Redis.from_url(redis_url()),
+        namespace=s.redis_namespace,
+        threshold=s.balance_alert_threshold,
+        interval_s=s.balance_check_interval_s,
+        notify=notify,
+    )
 
 
 def fulfil_deps() -> FulfilDeps:

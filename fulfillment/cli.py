@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -111,7 +112,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     deps = bootstrap.fulfil_deps()
     grace = s.reconcile_grace_s if args.grace is None else args.grace
 
+    watch = bootstrap.balance_watch()
+
     def once() -> Any:
+        watch.check_if_due()
         return reconcile_once(deps, bootstrap.notifier(), grace_s=grace)
 
     if not args.loop:
@@ -126,6 +130,22 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if os.environ.get("METRICS_PORT"):
+        from prometheus_client import REGISTRY, start_http_server
+
+        from fulfillment.metrics_server import DEFAULT_HOST, FleetCollector
+
+        REGISTRY.register(
+            FleetCollector(
+                bootstrap.store(),
+                watch.redis,
+                s.redis_namespace,
+                bootstrap.breaker(),
+            )
+        )
+        start_http_server(
+            int(os.environ["METRICS_PORT"]), addr=os.environ.get("METRICS_HOST", DEFAULT_HOST)
+        )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
     balance_pause_s: float = Field(default=60.0, gt=0)
 
+    #: vendor balance watch (reconciler): how often, and below what an admin is told
+    balance_check_interval_s: float = Field(default=300.0, gt=0)
+    balance_alert_threshold: float = Field(default=100.0, ge=0)
+
     admin_token: SecretStr | None = None
     api_token: SecretStr | None = None
     admin_webhook_url: str | None = None

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from admin.dlq import DeadMessageQueue
 from admin.service import AdminService
@@ -47,6 +47,8 @@ class WebDeps:
     ping_redis: Callable[[], Any]
     #: mark cookies Secure (behind HTTPS)
     secure_cookies: bool = False
+    #: live fleet figures read at scrape time (fulfillment.metrics_server.FleetCollector)
+    collector: Any = None
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -125,6 +127,11 @@ def create_app(deps: WebDeps) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(REGISTRY)
+        if deps.collector is not None:
+            live = CollectorRegistry(auto_describe=False)
+            live.register(deps.collector)
+            body += generate_latest(live)
+        return PlainTextResponse(body.decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
