@@ -27,7 +27,8 @@ from notifications.service import Notifier
 from vendor.client import AtIshareClient
 from workers.balance import BalanceWatch
 from workers.breaker import VendorBreaker
-from workers.contracts import FulfilDeps
+from workers.contracts import FulfilDeps, NoGate
+from workers.ratelimit import VendorGate
 
 _lock = threading.Lock()
 _store: Store | None = None
@@ -58,6 +59,7 @@ def reset() -> None:
     _urls.cache_clear()
     notifier.cache_clear()
     breaker.cache_clear()
+    gate.cache_clear()
 
 
 @cache
@@ -234,6 +236,22 @@ def balance_watch() -> BalanceWatch:
     )
 
 
+@cache
+def gate() -> Any:
+    s = settings()
+    if not (s.vendor_rate_limit_per_s or s.vendor_max_concurrency):
+        return NoGate()
+    import redis
+
+    client = redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
+    return VendorGate(
+        client,
+        s.redis_namespace,
+        per_second=s.vendor_rate_limit_per_s,
+        concurrent=s.vendor_max_concurrency,
+    )
+
+
 def fulfil_deps() -> FulfilDeps:
     from workers import publishing  # the actors must exist before anything is sent
 
@@ -249,5 +267,6 @@ def fulfil_deps() -> FulfilDeps:
         publish_dead_letter=publishing.publish_dead_letter,
         alert=alert,
         breaker=breaker(),
+        gate=gate(),
         balance_pause_s=s.balance_pause_s,
     )

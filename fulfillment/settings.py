@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
     balance_pause_s: float = Field(default=60.0, gt=0)
 
+    #: fleet-wide vendor limits (0: none): requests per second, and requests at once
+    vendor_rate_limit_per_s: int = Field(default=0, ge=0)
+    vendor_max_concurrency: int = Field(default=0, ge=0)
+
     #: vendor balance watch (reconciler): how often, and below what an admin is told
     balance_check_interval_s: float = Field(default=300.0, gt=0)
     balance_alert_threshold: float = Field(default=100.0, ge=0)

@@ -160,7 +160,7 @@ class VendorBreaker:
     def is_open(self) -> bool:
         return self.state()["state"] in ("open", "half_open")
 
-    def trip(self, seconds: float, reason: str) -> None:
+    def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None:
         """Open now for `seconds` (an account problem such as INSUFFICIENT_BALANCE), unless
         it is open already."""
         until = self.clock() + seconds
@@ -176,7 +176,7 @@ class VendorBreaker:
                     },
                 )
                 log.error("breaker.tripped", reason=reason, until=until)
-                if self.on_open is not None:
+                if alert and self.on_open is not None:
                     self.on_open(until)
         except RedisError as exc:
             log.warning("breaker.redis_unavailable", error=type(exc).__name__)

@@ -7,6 +7,7 @@ dead-letter consumer can share them without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -29,7 +30,13 @@ class BreakerPort(Protocol):
     def allow(self) -> Any: ...
     def record(self, *, success: bool, probe: bool = False) -> None: ...
     def is_open(self) -> bool: ...
-    def trip(self, seconds: float, reason: str) -> None: ...
+    def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None: ...
+
+
+class GatePort(Protocol):
+    """The fleet-wide vendor rate limit (workers/ratelimit.py)."""
+
+    def slot(self) -> AbstractContextManager[bool]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +58,21 @@ class NoBreaker:
     def is_open(self) -> bool:
         return False
 
-    def trip(self, seconds: float, reason: str) -> None:
+    def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None:
         return None
+
+
+class _Open:
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class NoGate:
+    def slot(self) -> AbstractContextManager[bool]:
+        return _Open()
 
 
 class VendorPort(Protocol):
@@ -123,6 +143,7 @@ class FulfilDeps:
     #: store and send an admin alert (vendor credentials, balance); deduplicated by key
     alert: Callable[[str, str, str], None]
     breaker: BreakerPort = field(default_factory=NoBreaker)
+    gate: GatePort = field(default_factory=NoGate)
     #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
     balance_pause_s: float = 60.0
 

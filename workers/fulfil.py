@@ -23,6 +23,7 @@ from fulfillment.errors import (
     InvalidOrder,
     OrderNotFound,
     OutcomeUnknown,
+    RateLimited,
     TransientVendorError,
     VendorError,
     VendorUnauthorized,
@@ -329,6 +330,14 @@ class _Attempt:
                 log_status="failed",
             )
         permit = self._permit()
+        # The rate-limit slot comes before the attempt is marked in flight: an order that
+        # cannot get one waits without an attempt to account for.
+        with self.deps.gate.slot() as admitted:
+            if not admitted:
+                raise _Deferred(random.uniform(0.5, 2.0))  # noqa: S311 - jitter
+            return self._purchase_now(request, attempt, permit)
+
+    def _purchase_now(self, request: FulfillmentRequest, attempt: int, permit: Any) -> Outcome:
         if not self.deps.store.begin_purchase(
             self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
         ):
@@ -336,7 +345,7 @@ class _Attempt:
             return Outcome.CLAIM_LOST
         self.log = self.log.bind(attempt=attempt)
         try:
-            answer = self._vendor(lambda: self.deps.vendor.purchase(request), permit=permit)
+            answer = self._call_and_record(lambda: self.deps.vendor.purchase(request), permit)
         except VendorError as exc:
             self.log.warning(
                 "vendor.request_failed",
@@ -424,6 +433,12 @@ class _Attempt:
 
     def _vendor(self, call: Callable[[], VendorAnswer], *, permit: Any = None) -> VendorAnswer:
         permit = permit or self._permit()
+        with self.deps.gate.slot() as admitted:
+            if not admitted:
+                raise _Deferred(random.uniform(0.5, 2.0))  # noqa: S311 - jitter
+            return self._call_and_record(call, permit)
+
+    def _call_and_record(self, call: Callable[[], VendorAnswer], permit: Any) -> VendorAnswer:
         try:
             answer = call()
         except VendorError as exc:
@@ -431,6 +446,9 @@ class _Attempt:
             self.deps.breaker.record(success=not wide, probe=permit.probe)
             if isinstance(exc, InsufficientBalance):
                 self.deps.breaker.trip(self.deps.balance_pause_s, "insufficient_balance")
+            if isinstance(exc, RateLimited) and exc.retry_after_s:
+                # The vendor asked everyone to wait: the whole fleet pauses, not one order.
+                self.deps.breaker.trip(exc.retry_after_s, "rate_limited", alert=False)
             if (wide and (permit.probe or self.deps.breaker.is_open())) or isinstance(
                 exc, InsufficientBalance
             ):

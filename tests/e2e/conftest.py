@@ -228,7 +228,9 @@ class Fleet:
 
     def spawn(self, name: str, argv: list[str]) -> Proc:
         self._seq += 1
-        proc = Proc(name, argv, env=self.env, log_path=self.log_dir / f"{self._seq:02d}-{name}.log")
+        # every process group its own metrics port, so groups never fight over the default
+        env = {**self.env, "METRICS_PORT": str(_free_port())}
+        proc = Proc(name, argv, env=env, log_path=self.log_dir / f"{self._seq:02d}-{name}.log")
         self.procs.append(proc)
         return proc
 
