@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=None, help="override RECONCILE_GRACE_S")
     p.set_defaults(func=cmd_reconcile)
 
+    p = sub.add_parser("health", help="can this host work? PostgreSQL, Redis, the vendor")
+    p.set_defaults(func=cmd_health)
+
     p = sub.add_parser("status", help="an order's fulfillment state and every attempt")
     p.add_argument("order_id")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -151,6 +154,39 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     run_forever(once, interval_s=args.interval or s.reconcile_interval_s, stop=stop)
     return 0
+
+
+def cmd_health(_: argparse.Namespace) -> int:
+    """One JSON line per check; exit 0 only when PostgreSQL, Redis and the vendor answer."""
+    import redis
+
+    s = bootstrap.settings()
+    checks: dict[str, Any] = {}
+    try:
+        bootstrap.store().ping()
+        checks["postgresql"] = "ok"
+    except FulfillmentError as exc:
+        checks["postgresql"] = f"unavailable: {exc}"
+    try:
+        redis.Redis.from_url(
+            bootstrap.redis_url(), socket_timeout=3, socket_connect_timeout=3
+        ).ping()
+        checks["redis"] = "ok"
+    except (redis.RedisError, OSError) as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    try:
+        checks["vendor"] = f"ok (balance {bootstrap.vendor().balance():.2f})"
+    except (FulfillmentError, RuntimeError) as exc:
+        checks["vendor"] = f"unavailable: {exc}"
+    if checks["redis"] == "ok":
+        checks["circuit"] = bootstrap.breaker().state()["state"]
+    checks["fulfillment_enabled"] = s.fulfillment_enabled
+    healthy = all(
+        checks[k] == "ok" or str(checks[k]).startswith("ok")
+        for k in ("postgresql", "redis", "vendor")
+    )
+    print(json.dumps({"healthy": healthy, "checks": checks}))
+    return 0 if healthy else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
