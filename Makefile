@@ -23,6 +23,8 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@if command -v promtool >/dev/null; then promtool check rules ops/prometheus/alerts.yml; \
+	 else echo "promtool not installed (Debian: prometheus): alert rules not checked"; fi
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -50,11 +50,43 @@ class _ReleaseResources(Middleware):
 
 class _GroupPrometheus(Prometheus):
     """Dramatiq's own metrics, served with ours by the group's exposition server on
-    METRICS_HOST:METRICS_PORT (127.0.0.1:9191 unless set) instead of 0.0.0.0."""
+    METRICS_HOST:METRICS_PORT (127.0.0.1:9191 unless set) instead of 0.0.0.0, and with the
+    message duration in seconds (`dramatiq_message_duration_seconds`), the Prometheus base
+    unit, in place of Dramatiq's milliseconds histogram that promtool rejects."""
 
     @property
     def forks(self) -> list[Any]:
         return [serve_group_metrics]
+
+    def after_process_boot(self, broker: Any) -> None:
+        super().after_process_boot(broker)  # type: ignore[no-untyped-call]
+        import prometheus_client as prom
+
+        seconds = prom.Histogram(
+            "dramatiq_message_duration_seconds",
+            "The time spent processing messages.",
+            ["queue_name", "actor_name"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 600),
+            registry=prom.CollectorRegistry(),
+        )
+        self.message_durations = _InSeconds(seconds)  # type: ignore[assignment]
+
+
+class _InSeconds:
+    """Takes Dramatiq's millisecond observations and records seconds."""
+
+    def __init__(self, histogram: Any) -> None:
+        self.histogram = histogram
+
+    def labels(self, *labels: str) -> Any:
+        child = self.histogram.labels(*labels)
+
+        class _Child:
+            @staticmethod
+            def observe(milliseconds: float) -> None:
+                child.observe(milliseconds / 1000)
+
+        return _Child()
 
 
 if not any(isinstance(m, CurrentMessage) for m in broker.middleware):

@@ -94,6 +94,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path) -> None:
         self.name = name
         self.argv = argv
+        self.env = env
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
         try:

@@ -1,0 +1,81 @@
+"""Metrics after an end-to-end run agree with the database; promtool accepts them (issue 4)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import Fleet
+
+pytestmark = [pytest.mark.e2e]
+
+
+def scrape(port: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return text, samples
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    return sum(
+        v
+        for (n, ls), v in samples.items()
+        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
+    )
+
+
+def promtool_check(text: str) -> None:
+    if shutil.which("promtool") is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool missing in CI (Debian package prometheus)")
+        return
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, text=True, capture_output=True, check=False
+    )
+    # promtool exits non-zero for lint problems; it prints them on stdout/stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_group_metrics_match_the_database(fleet: Fleet) -> None:
+    ok = [fleet.new_order() for _ in range(5)]
+    retried, rejected = fleet.new_order(), fleet.new_order()
+    fleet.script(retried, ["error"])
+    fleet.script(rejected, ["invalid_phone"])
+    for oid in [*ok, retried, rejected]:
+        fleet.publish(oid)
+    for oid in [*ok, retried]:
+        fleet.wait_for_status(oid, "success")
+    fleet.wait_dead_lettered(rejected)
+    assert fleet.workers is not None
+    text, samples = scrape(fleet.workers.env["METRICS_PORT"])
+    with fleet.store.pool.connection() as conn:
+        db = conn.execute(
+            "SELECT count(*) FILTER (WHERE action = 'purchase') AS purchases, "
+            "count(*) FILTER (WHERE action = 'purchase' AND status = 'success') AS ok "
+            "FROM fulfillment_logs"
+        ).fetchone()
+    assert db is not None
+    assert total(samples, "fulfillment_outcomes_total", outcome="success") == 6
+    assert total(samples, "fulfillment_outcomes_total", outcome="dead_lettered") == 1
+    assert total(samples, "fulfillment_attempts_total") == db["purchases"]
+    assert total(samples, "fulfillment_attempts_total", outcome="success") == db["ok"]
+    assert total(samples, "fulfillment_attempts_total", error_code="VENDOR_5XX") == 1
+    assert total(samples, "fulfillment_retries_scheduled_total", reason="transient") == 1
+    assert total(samples, "fulfillment_dead_letters_total", reason="vendor_rejected") == 1
+    assert total(samples, "fulfillment_time_to_success_seconds_count") == 6
+    assert (
+        total(samples, "fulfillment_vendor_request_duration_seconds_count", endpoint="purchase")
+        == db["purchases"]
+    )
+    assert total(samples, "dramatiq_messages_total", actor_name="fulfill_order") >= 8
+    for line in text.splitlines():  # low cardinality: no order id, no phone number
+        assert rejected not in line and "233" not in line.split("}")[0]
+    promtool_check(text)
