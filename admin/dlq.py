@@ -7,13 +7,13 @@ list lives in PostgreSQL; this is the message-level view under it.
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
-import redis
 from redis.exceptions import RedisError
 
 from fulfillment.constants import FULFILLMENT_QUEUE
@@ -44,7 +44,7 @@ class DeadMessage:
 
 class DeadMessageQueue:
     def __init__(
-        self, client: redis.Redis, namespace: str, broker: Any, queue: str = FULFILLMENT_QUEUE
+        self, client: Any, namespace: str, broker: Any, queue: str = FULFILLMENT_QUEUE
     ) -> None:
         self.client = client
         self.broker = broker
@@ -58,7 +58,7 @@ class DeadMessageQueue:
         except RedisError as exc:
             raise PublishError(f"Redis unavailable: {type(exc).__name__}") from exc
 
-    def list(self, limit: int = 100) -> list[DeadMessage]:
+    def list(self, limit: int = 100) -> builtins.list[DeadMessage]:
         try:
             entries = self.client.zrevrange(self.ids_key, 0, max(limit, 1) - 1, withscores=True)
             ids = [e[0] for e in entries]
@@ -70,7 +70,7 @@ class DeadMessageQueue:
             result.append(self._parse(raw_id, score, body))
         return result
 
-    def requeue(self, ids: list[str]) -> int:
+    def requeue(self, ids: builtins.list[str]) -> int:
         """Send each message again on its queue (a new delivery) and drop it from the DLQ."""
         done = 0
         for message_id in ids:
@@ -89,7 +89,7 @@ class DeadMessageQueue:
             done += 1
         return done
 
-    def delete(self, ids: list[str]) -> int:
+    def delete(self, ids: builtins.list[str]) -> int:
         try:
             return sum(self._remove(message_id) for message_id in ids)
         except RedisError as exc:
@@ -102,7 +102,7 @@ class DeadMessageQueue:
         removed, _ = pipe.execute()
         return int(removed)
 
-    def _parse(self, raw_id: bytes | str, score: float, body: bytes | None) -> DeadMessage:
+    def _parse(self, raw_id: Any, score: Any, body: Any) -> DeadMessage:
         message_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
         text = (body or b"").decode("utf-8", "replace")
         actor, args = None, None

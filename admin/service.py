@@ -99,9 +99,12 @@ class AdminService:
             raise InvalidOrder(
                 "status", f"unknown status filter {view!r}; one of {', '.join(VIEW_FILTERS)}"
             )
+        msisdn = search_key(phone) if phone else None
+        if phone and not msisdn:
+            raise InvalidOrder("phone", "type a phone number to search for (digits)")
         return OrderFilter(
             view=view,
-            msisdn=search_key(phone) if phone else None,
+            msisdn=msisdn,
             network=network or None,
             since=since,
         )
@@ -127,9 +130,13 @@ class AdminService:
         row = self.store.order_row(oid)
         if row is None:
             raise OrderNotFound(oid)
+        attempts = [
+            {**log, "phone_number": mask_phone(log.get("phone_number"))}
+            for log in self.store.order_logs(oid)
+        ]
         return {
             "order": view_row(row),
-            "attempts": self.store.order_logs(oid),
+            "attempts": attempts,
             "audit": self.admin.audit(oid),
             "notifications": self.admin.notifications(oid),
         }
@@ -179,16 +186,21 @@ class AdminService:
     def retry_filtered(
         self, flt: OrderFilter, *, actor: str, reason: str
     ) -> builtins.list[ActionResult]:
-        """Retry every failed or dead-lettered order the filter matches, however many."""
+        """Retry every failed or open dead-lettered order the filter matches, however many.
+
+        Dismissed dead letters are never retried in bulk (they were resolved by hand, e.g.
+        refunded); retry one by id if that is really meant."""
         why = _reason(reason)
         results = []
-        for view in ("failed", "dead_lettered"):
-            if flt.view not in ("all", view) and not (
-                flt.view == "open_dead_letters" and view == "dead_lettered"
-            ):
-                continue
+        wanted = {
+            "all": ("failed", "open_dead_letters"),
+            "failed": ("failed",),
+            "dead_lettered": ("open_dead_letters",),
+            "open_dead_letters": ("open_dead_letters",),
+        }.get(flt.view, ())
+        for view in wanted:
             scoped = OrderFilter(
-                view="open_dead_letters" if flt.view == "open_dead_letters" else view,
+                view=view,
                 msisdn=flt.msisdn,
                 network=flt.network,
                 since=flt.since,
@@ -264,6 +276,8 @@ class AdminService:
             code, text = "UNSUPPORTED_NETWORK", f"{row['network']} orders are not ours"
         elif row["claim_token"] is not None:
             code, text = messages["processing"]
+        elif action == "dismiss" and row["dead_letter_dismissed_at"] is not None:
+            code, text = "ALREADY_DISMISSED", "the dead letter was already resolved by hand"
         elif action == "dismiss" and status != "dead_lettered":
             code, text = "NOT_DEAD_LETTERED", f"the order is {status}, not an open dead letter"
         else:
