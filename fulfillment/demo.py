@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The demo makes the admin tokens (the web process refuses to start without them).
     env.update(
         {
-            "PORT": str(web_port),
+            "WEB_PORT": str(web_port),
+            # honcho numbers PORT per process from this base; the Procfile derives each
+            # group's metrics port from it (PORT + 4000), away from other demos' ports
+            "PORT": str(random.randrange(20000, 25000, 100)),
             "FULFILLMENT_DEMO": "1",
             "ADMIN_TOKEN": env.get("ADMIN_TOKEN") or secrets.token_urlsafe(18),
             "API_TOKEN": env.get("API_TOKEN") or secrets.token_urlsafe(18),
