@@ -8,6 +8,7 @@ list lives in PostgreSQL; this is the message-level view under it.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,8 +80,10 @@ class DeadMessageQueue:
                 if body is None:
                     continue
                 message = dramatiq.Message.decode(body)
-                message = message.copy(
-                    options={k: v for k, v in message.options.items() if k in ("max_retries",)}
+                # a fresh start: no retries counted, no old traceback (copy() would merge)
+                message = dataclasses.replace(
+                    message,
+                    options={k: v for k, v in message.options.items() if k in ("max_retries",)},
                 )
                 self.broker.enqueue(message)
                 self._remove(message_id)

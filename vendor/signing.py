@@ -49,4 +49,4 @@ def verify(
     if abs(now - ts) > max_skew_s:
         return False
     expected = sign(secret, timestamp, method, path, body)
-    return hmac.compare_digest(expected, signature)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))

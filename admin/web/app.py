@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from admin.dlq import DeadMessageQueue
 from admin.service import AdminService
@@ -49,6 +50,8 @@ class WebDeps:
     secure_cookies: bool = False
     #: live fleet figures read at scrape time (fulfillment.metrics_server.FleetCollector)
     collector: Any = None
+    #: raises when the vendor does not answer (readiness); None: not checked
+    ping_vendor: Callable[[], Any] | None = None
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -97,8 +100,24 @@ def create_app(deps: WebDeps) -> FastAPI:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        text = str(first.get("msg", "invalid request"))
+        message = f"{where}: {text}" if where else text
         return JSONResponse(error_body("VALIDATION_ERROR", message), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {
+            401: "UNAUTHORIZED",
+            403: "FORBIDDEN",
+            404: "NOT_FOUND",
+            405: "METHOD_NOT_ALLOWED",
+            413: "PAYLOAD_TOO_LARGE",
+        }
+        return JSONResponse(
+            error_body(codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -122,6 +141,12 @@ def create_app(deps: WebDeps) -> FastAPI:
             checks["redis"] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             checks["redis"] = f"unavailable: {type(exc).__name__}"
+        if deps.ping_vendor is not None:
+            try:
+                deps.ping_vendor()
+                checks["vendor"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                checks["vendor"] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -10,13 +10,19 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Fleet
+from .conftest import BIN, Fleet, _free_port
 
 pytestmark = [pytest.mark.e2e]
 
 
-def scrape(port: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: str) -> tuple[str, Samples]:
+    return parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+
+
+def parse(text: str) -> tuple[str, Samples]:
     samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -79,3 +85,44 @@ def test_worker_group_metrics_match_the_database(fleet: Fleet) -> None:
     for line in text.splitlines():  # low cardinality: no order id, no phone number
         assert rejected not in line and "233" not in line.split("}")[0]
     promtool_check(text)
+
+
+def test_admin_process_serves_live_fleet_metrics_and_readiness(fleet: Fleet) -> None:
+    """`fulfillment web` as the Procfile runs it: /readyz checks PostgreSQL, Redis and the
+    vendor; /metrics has the scrape-time collector, current with the database."""
+    refused = fleet.cli("web", "--port", "1")
+    assert refused.returncode == 2 and "ADMIN_TOKEN" in refused.stderr  # no tokens: no start
+    ok = [fleet.new_order() for _ in range(3)]
+    for oid in ok:
+        fleet.publish(oid)
+    for oid in ok:
+        fleet.wait_for_status(oid, "success")
+    waiting = fleet.new_order()  # committed, never published: pending
+    port = _free_port()
+    fleet.env.update({"ADMIN_TOKEN": "e2e-admin", "API_TOKEN": "e2e-api"})
+    web = fleet.spawn("web", [str(BIN / "fulfillment"), "web", "--port", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    fleet.wait_until(lambda: _answers(f"{base}/healthz"), 20, what="the web process to answer")
+    ready = httpx.get(f"{base}/readyz", timeout=10).json()
+    assert ready == {
+        "ready": True,
+        "checks": {"postgresql": "ok", "redis": "ok", "vendor": "ok"},
+    }, ready
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    _, samples = parse(text)
+    assert total(samples, "fulfillment_orders", status="success") == 3
+    assert total(samples, "fulfillment_orders", status="pending") == 1
+    assert total(samples, "fulfillment_oldest_pending_seconds") >= 0
+    assert total(samples, "fulfillment_circuit_state", state="closed") == 1
+    assert total(samples, "fulfillment_workers_alive") >= 1
+    assert ("fulfillment_queue_depth", (("queue", "fulfillment"), ("state", "ready"))) in samples
+    assert waiting
+    promtool_check(text)
+    web.terminate()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
