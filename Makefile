@@ -37,6 +37,7 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/admin_queries.py
 
 clean:
 	rm -rf $(VENV) .fulfillment-dev *.egg-info

@@ -200,14 +200,30 @@ def breaker() -> VendorBreaker:
         max_open_s=s.breaker_max_open_s,
     )
 
-    def opened(until: float) -> None:
+    messages = {
+        "vendor_failing": "AT-iShare is failing for most requests: the fleet stopped calling "
+        "it; orders wait without spending attempts",
+        "insufficient_balance": "AT-iShare answered INSUFFICIENT_BALANCE: purchases are paused "
+        "fleet-wide; top up the account",
+    }
+
+    def opened(until: float, reason: str) -> None:
+        kind = (
+            "vendor_insufficient_balance"
+            if reason == "insufficient_balance"
+            else "vendor_circuit_open"
+        )
         try:
             notifier().raise_once(
-                kind="vendor_circuit_open",
-                message="AT-iShare is failing for most requests: the fleet stopped calling it; "
-                "orders wait without spending attempts",
-                dedupe_key=f"vendor_circuit_open:{int(until)}",
-                details={"until": until},
+                kind=kind,
+                message=messages.get(reason, f"vendor circuit open: {reason}"),
+                # once per opening; a balance pause once per hour however often it repeats
+                dedupe_key=(
+                    f"{kind}:{int(time.time() // 3600)}"
+                    if kind != "vendor_circuit_open"
+                    else f"{kind}:{int(until)}"
+                ),
+                details={"until": until, "reason": reason},
             )
         except FulfillmentError as exc:
             logs.get_logger("fulfillment.notifications").error(

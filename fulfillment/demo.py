@@ -203,7 +203,11 @@ def _fleet_env(
             "SIM_TIMEOUT_RATE": "0.03",
             "SIM_TIMEOUT_SECONDS": "2",
             "SIM_RATE_LIMIT_RATE": "0.03",
-            "SIM_INSUFFICIENT_BALANCE_RATE": "0.01",
+            "SIM_INSUFFICIENT_BALANCE_RATE": "0.005",
+            # Fleet-wide pauses (402, an open circuit) shortened like the retry table.
+            "BALANCE_PAUSE_S": "3",
+            "BREAKER_OPEN_S": "2",
+            "BREAKER_MAX_OPEN_S": "8",
             "SIM_DROP_AFTER_DELIVERY_RATE": "0.05",
             "SIM_PENDING_RATE": "0.05",
             "SIM_PENDING_SECONDS": "1",

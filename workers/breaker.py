@@ -86,7 +86,7 @@ class VendorBreaker:
         namespace: str,
         policy: BreakerPolicy,
         *,
-        on_open: Callable[[float], None] | None = None,
+        on_open: Callable[[float, str], None] | None = None,
         clock: Callable[[], float] = time.time,
         probe_ttl_s: float = 30.0,
     ) -> None:
@@ -155,7 +155,7 @@ class VendorBreaker:
             until_ts = float(until)
             log.error("breaker.opened", until=until_ts, window_s=p.window_s)
             if self.on_open is not None:
-                self.on_open(until_ts)
+                self.on_open(until_ts, "vendor_failing")
 
     def is_open(self) -> bool:
         return self.state()["state"] in ("open", "half_open")
@@ -177,7 +177,7 @@ class VendorBreaker:
                 )
                 log.error("breaker.tripped", reason=reason, until=until)
                 if alert and self.on_open is not None:
-                    self.on_open(until)
+                    self.on_open(until, reason)
         except RedisError as exc:
             log.warning("breaker.redis_unavailable", error=type(exc).__name__)
 

@@ -24,8 +24,13 @@ class Clock:
 def breaker(redis_url: str, redis_namespace: str) -> tuple[VendorBreaker, Clock, list[float]]:
     clock = Clock()
     opened: list[float] = []
-    b = VendorBreaker(redis.Redis.from_url(redis_url), redis_namespace, POLICY,
-                      on_open=opened.append, clock=clock)
+    b = VendorBreaker(
+        redis.Redis.from_url(redis_url),
+        redis_namespace,
+        POLICY,
+        on_open=lambda until, _reason: opened.append(until),
+        clock=clock,
+    )
     return b, clock, opened
 
 
