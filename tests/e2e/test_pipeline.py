@@ -144,16 +144,27 @@ def test_worker_killed_mid_call_is_recovered_without_buying_twice(fleet: Fleet) 
     assert (row["fulfillment_status"], row["fulfillment_in_flight_attempt"]) == ("processing", 1)
     assert fleet.logs(oid) == [], "the worker finished its call before it was killed"
     fleet.faults(latency_ms=0)
-    # The vendor got the request and delivers it after its latency, with nobody listening.
-    fleet.wait_until(lambda: fleet.deliveries(oid) == 1, 20, what="the vendor to deliver")
+    # Usually the vendor got the request and delivers it after its latency, with nobody
+    # listening. On a loaded machine the kill can land between begin_purchase and the POST:
+    # then the vendor never heard of it. Both must end with exactly one delivery.
+    try:
+        fleet.wait_until(lambda: fleet.deliveries(oid) == 1, 8, what="the vendor to deliver")
+        reached_vendor = True
+    except pytest.fail.Exception:
+        reached_vendor = False
 
     fleet.start_workers()
     fleet.start_reconciler_loop()
     row = fleet.wait_for_status(oid, "success", timeout=40)
-    assert row["fulfillment_in_flight_attempt"] is None and row["fulfillment_attempts"] == 1
-    assert fleet.purchases(oid) == [(1, "success", None)]
+    assert row["fulfillment_in_flight_attempt"] is None
     vendor = fleet.vendor_entry(oid)
-    assert (vendor["deliveries"], vendor["purchase_requests"]) == (1, 1)
+    if reached_vendor:  # confirmed by a status check, never bought again
+        assert row["fulfillment_attempts"] == 1
+        assert fleet.purchases(oid) == [(1, "success", None)]
+        assert (vendor["deliveries"], vendor["purchase_requests"]) == (1, 1)
+    else:  # the vendor said it never got it: the lost attempt is logged, then bought once
+        assert fleet.purchases(oid) == [(1, "failed", "WORKER_LOST"), (2, "success", None)]
+        assert (vendor["deliveries"], vendor["purchase_requests"]) == (1, 1)
 
 
 def test_graceful_stop_lets_the_call_in_flight_finish_and_record_it(fleet: Fleet) -> None:
