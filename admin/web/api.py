@@ -1,4 +1,4 @@
-"""The platform API and the admin JSON API (DESIGN.md "HTTP API").
+"""The platform API and the admin JSON API (DESIGN.md "HTTP API"): the routes and `router`.
 
 - `/api/orders/fulfillment` (bearer API_TOKEN): the purchase platform triggers, retries and
   reads an order's fulfillment.
@@ -7,253 +7,70 @@
   Dramatiq's own dead-letter queue.
 
 Routes are sync functions (FastAPI runs them in its threadpool: the store and Redis block).
-The rules live in admin/service.py; this module only authenticates, validates and shapes.
-Every error is the app's JSON `{"success": false, "error": {"code", "message"}}`.
+The rules live in admin/service.py; this module only shapes answers. Authentication and the
+JSON error plumbing live in admin/web/api_auth.py, the request and response models in
+admin/web/api_models.py. Every error is the app's JSON
+`{"success": false, "error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-)
-from pydantic.alias_generators import to_camel
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import APIRouter, Depends, Query, Request, Security
 
-from admin.service import MAX_PAGE, MAX_REASON, ActionResult
-from admin.web.app import WebDeps, error_body
-from admin.web.security import SESSION_COOKIE, Sessions, bearer, tokens_match
+from admin.service import MAX_PAGE, ActionResult
+from admin.web.api_auth import (
+    PLATFORM_ACTOR,
+    Admin,
+    AdminRoute,
+    ApiError,
+    PlatformRoute,
+    admin_bearer,
+    require_admin,
+    require_api,
+    session_cookie,
+    web_deps,
+)
+from admin.web.api_models import (
+    MAX_RESULTS,
+    ActionResponse,
+    ActionResultView,
+    ActionsResponse,
+    AttemptView,
+    AuditEntry,
+    DeadMessageView,
+    DismissBody,
+    DlqActionResponse,
+    DlqIds,
+    DlqResponse,
+    FulfillmentAction,
+    FulfillmentRef,
+    FulfillmentState,
+    NotificationView,
+    OrderDetail,
+    OrderPage,
+    OrderView,
+    PhoneSearch,
+    RetryFiltered,
+    RetrySelected,
+    Stats,
+    StatsResponse,
+    StatusFilter,
+    StatusResponse,
+    Text,
+    errors,
+)
 from fulfillment.logs import get_logger
+
+__all__ = ["require_admin", "router"]
 
 log = get_logger("fulfillment.web")
 
-#: Order ids one retry or dismiss call may name (allFiltered names none: the service walks it).
-MAX_IDS = 1000
-#: Action results one answer lists (the counts always cover all of them).
-MAX_RESULTS = 1000
-CSRF_HEADER = "X-CSRF-Token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PLATFORM_ACTOR = "api"
-BEARER_ACTOR = "admin-token"
 DEFAULT_PLATFORM_RETRY_REASON = "retry requested by the platform API"
-
-# -- errors ------------------------------------------------------------------------------
-
-
-class ApiError(HTTPException):
-    """An HTTP error with the app's error code. Routes of this module render it as the JSON
-    error body; elsewhere FastAPI's HTTPException handler still answers its status."""
-
-    def __init__(
-        self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(status_code=status_code, detail=message, headers=headers)
-        self.code = code
-
-
-_STATUS_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    422: "VALIDATION_ERROR",
-}
-
-
-def error_response(exc: StarletteHTTPException) -> JSONResponse:
-    code = getattr(exc, "code", None) or _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
-    return JSONResponse(
-        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-    )
-
-
-class JsonErrorRoute(APIRoute):
-    """A route whose HTTPExceptions (401 and 403 from authentication, 400 for an unreadable
-    body, 413...) answer the app's JSON error shape instead of FastAPI's `{"detail": ...}`.
-
-    `authenticate`, when set, runs before FastAPI reads and validates the body, so a caller
-    without credentials gets its 401 and learns nothing of the body's rules. (The routes'
-    dependencies check again: they put the schemes in the OpenAPI document and name the
-    actor.)"""
-
-    authenticate: ClassVar[Callable[[Request], str] | None] = None
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        authenticate = type(self).authenticate
-
-        async def run(request: Request) -> Response:
-            try:
-                if authenticate is not None:
-                    authenticate(request)
-                return await handler(request)
-            except StarletteHTTPException as exc:  # FastAPI raises Starlette's for bad bodies
-                return error_response(exc)
-
-        return run
-
-
-def unauthorized(which: str) -> ApiError:
-    return ApiError(
-        401,
-        "UNAUTHORIZED",
-        f"missing or wrong bearer token ({which})",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
-# -- authentication ------------------------------------------------------------------------
-
-api_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="apiToken",
-    description="`Authorization: Bearer <API_TOKEN>` (the purchase platform).",
-)
-admin_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="adminToken",
-    description="`Authorization: Bearer <ADMIN_TOKEN>` (admins and scripts).",
-)
-session_cookie = APIKeyCookie(
-    name=SESSION_COOKIE,
-    auto_error=False,
-    scheme_name="dashboardSession",
-    description="The dashboard's signed session cookie; state-changing calls made with it "
-    f"also send the session's CSRF token in `{CSRF_HEADER}`.",
-)
-
-
-def web_deps(request: Request) -> WebDeps:
-    deps: WebDeps = request.app.state.deps
-    return deps
-
-
-def check_api_token(request: Request) -> str:
-    """The platform API's caller ("api"), or 401. Compared in constant time."""
-    if not tokens_match(bearer(request.headers.get("authorization")), web_deps(request).api_token):
-        raise unauthorized("API_TOKEN")
-    return PLATFORM_ACTOR
-
-
-def require_api(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(api_bearer)],
-) -> str:
-    """check_api_token as a dependency (HTTPBearer puts the scheme in the OpenAPI document)."""
-    return check_api_token(request)
-
-
-def require_admin(request: Request) -> str:
-    """Who is acting: "admin-token" for `Authorization: Bearer <ADMIN_TOKEN>`, or the name of
-    the dashboard session's user. 401 without either (a bearer token, when given, decides);
-    403 when a session-cookie call that changes state lacks the session's X-CSRF-Token."""
-    deps = web_deps(request)
-    given = bearer(request.headers.get("authorization"))
-    if given is not None:
-        if tokens_match(given, deps.admin_token):
-            return BEARER_ACTOR
-        raise unauthorized("ADMIN_TOKEN")
-    sessions: Sessions = request.app.state.sessions
-    session = sessions.read(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise unauthorized("ADMIN_TOKEN or a dashboard session")
-    if request.method not in SAFE_METHODS and not tokens_match(
-        request.headers.get(CSRF_HEADER), session.csrf
-    ):
-        raise ApiError(403, "CSRF_FAILED", f"missing or wrong {CSRF_HEADER} for this session")
-    return session.actor
-
-
-Admin = Annotated[str, Depends(require_admin)]
-
-
-class PlatformRoute(JsonErrorRoute):
-    authenticate = check_api_token
-
-
-class AdminRoute(JsonErrorRoute):
-    authenticate = require_admin
-
-
-# -- shared types ----------------------------------------------------------------------------
-
-
-def _storable(text: str) -> str:
-    """Text PostgreSQL can store: no NUL character, valid Unicode (no lone surrogates)."""
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode") from exc
-    return text
-
-
-#: No NUL anywhere (the same rule as _storable, stated in the OpenAPI document).
-NO_NUL = r"^[^\x00]*$"
-#: ...and at least one character that str.strip() keeps.
-VISIBLE = r"^[^\x00]*[^\s\x00-\x1f][^\x00]*$"
-Text = Annotated[str, StringConstraints(pattern=NO_NUL), AfterValidator(_storable)]
-#: Empty (no filter), or something with a digit to search for.
-PHONE_SEARCH = r"^$|^[^\x00]*[0-9][^\x00]*$"
-PhoneSearch = Annotated[
-    str, StringConstraints(max_length=40, pattern=PHONE_SEARCH), AfterValidator(_storable)
-]
-Reason = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_REASON, pattern=VISIBLE),
-    AfterValidator(_storable),
-]
-OrderIdText = Annotated[Text, Field(min_length=1, max_length=64)]
-StatusFilter = Literal[
-    "all", "pending", "processing", "success", "failed", "dead_lettered", "open_dead_letters"
-]
-
-
-class CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class ErrorInfo(BaseModel):
-    code: str = Field(examples=["ORDER_NOT_FOUND"])
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    success: Literal[False] = False
-    error: ErrorInfo
-
-
-_ERROR_TEXT = {
-    400: "The body could not be read (not UTF-8).",
-    401: "Missing or wrong bearer token (`WWW-Authenticate: Bearer`).",
-    403: "A dashboard-session call that changes state without the session's X-CSRF-Token.",
-    404: "No such order.",
-    409: "The order's state refuses the action (the code says why).",
-    413: "The body is too large.",
-    422: "Malformed request: body, query or id.",
-    503: "PostgreSQL or Redis is unavailable; try again.",
-}
-
-
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries of the JSON error shape."""
-    return {s: {"model": ErrorResponse, "description": _ERROR_TEXT[s]} for s in statuses}
 
 
 def _iso(value: object) -> str | None:
@@ -276,60 +93,6 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the platform API --------------------------------------------------------------------------
-
-
-class FulfillmentAction(CamelModel):
-    action: Literal["trigger", "retry"] = Field(
-        description="trigger: publish a pending order; retry: one more attempt for a failed "
-        "(or dead-lettered) order."
-    )
-    order_id: UUID
-    reason: Text | None = Field(
-        default=None, max_length=MAX_REASON, description="why (retry only; goes to the audit)"
-    )
-
-
-class FulfillmentRef(CamelModel):
-    order_id: str
-    status: str = Field(description="pending, processing, success, failed or dead_lettered")
-    reference: str = Field(description="the vendor reference (the order id)")
-
-
-class ActionResponse(BaseModel):
-    success: Literal[True] = True
-    message: str
-    fulfillment: FulfillmentRef
-
-
-class LatestAttempt(CamelModel):
-    attempt_number: int
-    action: str
-    status: str
-    error_code: str | None
-    error_message: str | None
-    http_status: int | None
-    latency_ms: int | None
-    retry_after: str | None
-    created_at: str | None
-
-
-class FulfillmentState(CamelModel):
-    order_id: str
-    reference: str
-    status: str
-    attempts: int | None
-    last_error_code: str | None
-    last_error_message: str | None
-    next_retry_at: str | None
-    dead_letter_reason: str | None
-    fulfilled_at: str | None
-    transaction_id: str | None
-    latest_attempt: LatestAttempt | None
-
-
-class StatusResponse(BaseModel):
-    success: Literal[True] = True
-    fulfillment: FulfillmentState
 
 
 platform = APIRouter(
@@ -400,171 +163,6 @@ method_not_allowed(platform, "/fulfillment", ("GET", "POST"))
 
 
 # -- the admin API -------------------------------------------------------------------------------
-
-
-class OrderView(BaseModel):
-    """An order as admins see it (admin.service.view_row): masked phone, ISO-8601 UTC times."""
-
-    id: str
-    created_at: str | None
-    phone: str | None
-    network: str | None
-    size_gb: str | None
-    package_name: str | None
-    status: str
-    attempts: int | None
-    last_error_code: str | None
-    last_error_message: str | None
-    next_retry_at: str | None
-    dead_letter_reason: str | None
-    dead_lettered_at: str | None
-    dismissed_at: str | None
-    fulfilled_at: str | None
-    vendor_transaction_id: str | None
-
-
-class OrderPage(BaseModel):
-    success: Literal[True] = True
-    orders: list[OrderView]
-    next_cursor: str | None = Field(
-        alias="nextCursor", description="pass as `cursor` for the next page; null on the last"
-    )
-
-
-class AttemptView(BaseModel):
-    """One fulfillment_logs row (phone masked)."""
-
-    id: int
-    action: str
-    status: str
-    attempt_number: int
-    max_attempts: int
-    http_status: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    latency_ms: int | None = None
-    retry_after: str | None = None
-    fulfilled_at: str | None = None
-    vendor_transaction_id: str | None = None
-    worker: str | None = None
-    phone: str | None = None
-    api_response: Any = Field(default=None, description="the vendor's raw answer")
-    created_at: str | None = None
-
-
-class AuditEntry(BaseModel):
-    id: int
-    actor: str
-    action: str
-    order_id: str | None = None
-    reason: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
-    created_at: str | None = None
-
-
-class NotificationView(BaseModel):
-    id: int
-    kind: str
-    message: str
-    details: dict[str, Any] = Field(default_factory=dict)
-    webhook_state: str
-    webhook_attempts: int
-    webhook_last_error: str | None = None
-    delivered_at: str | None = None
-    created_at: str | None = None
-
-
-class OrderDetail(BaseModel):
-    success: Literal[True] = True
-    order: OrderView
-    attempts: list[AttemptView]
-    audit: list[AuditEntry]
-    notifications: list[NotificationView]
-
-
-class Stats(BaseModel):
-    total: int
-    success: int
-    failed: int
-    processing: int
-    pending: int
-    dead_lettered: int
-    open_dead_letters: int
-    success_rate: float | None = Field(description="success / (success + dead-lettered)")
-    median_fulfil_s_24h: float | None = Field(
-        description="median seconds from order to delivery over the last 24 h"
-    )
-
-
-class StatsResponse(BaseModel):
-    success: Literal[True] = True
-    stats: Stats
-
-
-class FilterBody(BaseModel):
-    status: StatusFilter = "all"
-    phone: PhoneSearch | None = Field(default=None, description="any way typed")
-    network: Text | None = Field(default=None, max_length=32)
-
-
-class RetrySelected(CamelModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-    order_ids: list[OrderIdText] = Field(min_length=1, max_length=MAX_IDS)
-    reason: Reason
-
-
-class RetryFiltered(CamelModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-    all_filtered: FilterBody = Field(
-        description="retry every failed or dead-lettered order this filter matches"
-    )
-    reason: Reason
-
-
-class DismissBody(CamelModel):
-    order_ids: list[OrderIdText] = Field(min_length=1, max_length=MAX_IDS)
-    reason: Reason
-
-
-class ActionResultView(CamelModel):
-    order_id: str
-    ok: bool
-    code: str
-    message: str
-
-
-class ActionsResponse(BaseModel):
-    success: Literal[True] = True
-    total: int
-    succeeded: int
-    refused: int
-    results: list[ActionResultView] = Field(description=f"the first {MAX_RESULTS} results")
-
-
-class DeadMessageView(BaseModel):
-    id: str
-    queue: str
-    actor: str | None
-    args: Any
-    failed_at: str | None
-    body: str
-
-
-class DlqResponse(BaseModel):
-    success: Literal[True] = True
-    count: int
-    messages: list[DeadMessageView]
-
-
-class DlqIds(BaseModel):
-    ids: list[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(
-        min_length=1, max_length=MAX_IDS
-    )
-
-
-class DlqActionResponse(BaseModel):
-    success: Literal[True] = True
-    done: int = Field(description="messages requeued or deleted (unknown ids are skipped)")
 
 
 admin = APIRouter(

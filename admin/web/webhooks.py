@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from admin.service import view_status
-from admin.web.api import ApiError, JsonErrorRoute, Text, errors, web_deps
+from admin.web.api_auth import ApiError, JsonErrorRoute, web_deps
+from admin.web.api_models import Text, errors
 from admin.web.security import tokens_match
 from fulfillment.domain.order import parse_order_id
 from fulfillment.errors import ConfigurationError, MalformedMessage

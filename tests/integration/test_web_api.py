@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from admin.web.api import StatusFilter
+from admin.web.api_models import StatusFilter
 from admin.web.security import SESSION_COOKIE, Sessions
 from db.admin import VIEW_FILTERS
 from db.store import Store
