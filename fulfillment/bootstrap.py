@@ -231,7 +231,10 @@ def breaker() -> VendorBreaker:
             )
 
     client = redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
-    return VendorBreaker(client, s.redis_namespace, policy, on_open=opened)
+    # A probe nobody reports (its worker was killed) is handed on once a vendor call
+    # must have ended: connect + the client's whole-answer deadline, plus a margin.
+    probe_ttl = s.vendor_connect_timeout_s * 2 + 2 * s.vendor_read_timeout_s + 1
+    return VendorBreaker(client, s.redis_namespace, policy, on_open=opened, probe_ttl_s=probe_ttl)
 
 
 def balance_watch() -> BalanceWatch:

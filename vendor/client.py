@@ -7,6 +7,7 @@ answer is mapped onto fulfillment.errors here (see the tree drawn there).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from vendor.signing import signed_headers
 
 AnswerStatus = Literal["success", "pending", "failed", "not_found"]
 MAX_BODY_BYTES = 64 * 1024
+#: The longest Retry-After honoured; a vendor asking for more is waited on in steps.
+MAX_RETRY_AFTER_S = 3600.0
 _PERMANENT_CODES = frozenset({"INVALID_PHONE", "INVALID_PACKAGE", "INVALID_NETWORK"})
 
 
@@ -292,14 +295,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf", "nan", "1e400": not a wait anyone should honour as given
+        return None if math.isnan(seconds) else min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
 
 
 def _clip(body: object) -> object:

@@ -10,6 +10,7 @@ go through): the breaker protects the vendor and attempts, it must never stop th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class VendorBreaker:
         *,
         on_open: Callable[[float, str], None] | None = None,
         clock: Callable[[], float] = time.time,
-        probe_ttl_s: float = 30.0,
+        probe_ttl_s: float = 5.0,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -97,6 +98,7 @@ class VendorBreaker:
         self.probe_ttl_ms = int(probe_ttl_s * 1000)
         self.state_key = f"{namespace}:fulfillment:breaker:state"
         self.probe_key = f"{namespace}:fulfillment:breaker:probe"
+        self.pause_key = f"{namespace}:fulfillment:breaker:pause"
         self.bucket_prefix = f"{namespace}:fulfillment:breaker:bucket:"
         self._record = client.register_script(_RECORD)
 
@@ -106,6 +108,17 @@ class VendorBreaker:
         except RedisError:
             return {"state": "unknown"}
         data = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            paused = self.client.get(self.pause_key)
+        except RedisError:
+            paused = None
+        if paused is not None and float(_text(paused)) > self.clock():
+            return {
+                "state": "open",
+                "until": float(_text(paused)),
+                "openings": 0,
+                "reason": "paused",
+            }
         state = data.get("state", "closed")
         until = float(data.get("until", "0") or 0)
         if state == "open" and self.clock() >= until:
@@ -114,6 +127,11 @@ class VendorBreaker:
 
     def allow(self) -> Permit:
         try:
+            paused = self.client.get(self.pause_key)
+            if paused is not None:
+                wait = float(_text(paused)) - self.clock()
+                if wait > 0:  # a pause (429 Retry-After, 402) simply ends: no probe needed
+                    return Permit(False, retry_in_s=wait)
             raw = self.client.hmget(self.state_key, "state", "until")
             state = _text(raw[0] or b"closed")
             if state != "open":
@@ -161,28 +179,36 @@ class VendorBreaker:
         return self.state()["state"] in ("open", "half_open")
 
     def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None:
-        """Open now for `seconds` (an account problem such as INSUFFICIENT_BALANCE), unless
-        it is open already."""
-        until = self.clock() + seconds
+        """Pause every vendor call for `seconds` (a 429's Retry-After, INSUFFICIENT_BALANCE).
+
+        A pause is not an open circuit: it ends by itself, with no probe, and never lasts
+        longer than BREAKER_MAX_OPEN_S whatever the vendor asked for."""
+        if math.isnan(seconds) or seconds <= 0:
+            return
+        now = self.clock()
+        until = now + min(seconds, self.policy.max_open_s)
         try:
-            if self.client.hsetnx(self.state_key, "state", "open"):
-                self.client.hset(
-                    self.state_key,
-                    mapping={
-                        "until": str(until),
-                        "openings": 1,
-                        "reason": reason,
-                        "opened_at": str(self.clock()),
-                    },
-                )
-                log.error("breaker.tripped", reason=reason, until=until)
+            current = self.client.get(self.pause_key)
+            if current is not None and float(_text(current)) >= until:
+                return
+            ttl_ms = int((until - now) * 1000) + 1000
+            fresh = self.client.set(self.pause_key, repr(until), px=ttl_ms, get=True) is None
+            if fresh:
+                log.error("breaker.paused", reason=reason, until=until)
                 if alert and self.on_open is not None:
                     self.on_open(until, reason)
         except RedisError as exc:
             log.warning("breaker.redis_unavailable", error=type(exc).__name__)
 
+    def release_probe(self) -> None:
+        """The probe's holder made no vendor call after all: let another worker probe."""
+        try:
+            self.client.delete(self.probe_key)
+        except RedisError as exc:
+            log.warning("breaker.redis_unavailable", error=type(exc).__name__)
+
     def reset(self) -> None:
-        self.client.delete(self.state_key, self.probe_key)
+        self.client.delete(self.state_key, self.probe_key, self.pause_key)
 
 
 def _text(value: bytes | str) -> str:

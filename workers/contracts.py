@@ -31,6 +31,7 @@ class BreakerPort(Protocol):
     def record(self, *, success: bool, probe: bool = False) -> None: ...
     def is_open(self) -> bool: ...
     def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None: ...
+    def release_probe(self) -> None: ...
 
 
 class GatePort(Protocol):
@@ -59,6 +60,9 @@ class NoBreaker:
         return False
 
     def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None:
+        return None
+
+    def release_probe(self) -> None:
         return None
 
 

@@ -135,6 +135,8 @@ class _Attempt:
         self.policy = replace(deps.policy, max_attempts=self.max_attempts)
         #: set when a vendor-wide failure must not cost this order an attempt
         self.spare_attempt = False
+        self.probe_taken = False
+        self.probe_reported = False
         self.log = log.bind(
             order_id=self.order.id,
             network=self.order.network,
@@ -147,6 +149,11 @@ class _Attempt:
             return self._run(allow_purchase=allow_purchase)
         except _Deferred as deferred:
             return self._defer(deferred.delay_s)
+        finally:
+            if self.probe_taken and not self.probe_reported:
+                # We held the half-open probe but made no call (claim lost, database
+                # error): hand it on now rather than make the fleet wait for its expiry.
+                self.deps.breaker.release_probe()
 
     def _run(self, *, allow_purchase: bool) -> Outcome:
         try:
@@ -429,7 +436,12 @@ class _Attempt:
         permit = self.deps.breaker.allow()
         if not permit.allowed:
             raise _Deferred(permit.retry_in_s)
+        self.probe_taken = self.probe_taken or permit.probe
         return permit
+
+    def _report(self, *, success: bool, probe: bool) -> None:
+        self.deps.breaker.record(success=success, probe=probe)
+        self.probe_reported = self.probe_reported or probe
 
     def _vendor(self, call: Callable[[], VendorAnswer], *, permit: Any = None) -> VendorAnswer:
         permit = permit or self._permit()
@@ -443,7 +455,7 @@ class _Attempt:
             answer = call()
         except VendorError as exc:
             wide = _vendor_wide(exc)
-            self.deps.breaker.record(success=not wide, probe=permit.probe)
+            self._report(success=not wide, probe=permit.probe)
             if isinstance(exc, InsufficientBalance):
                 self.deps.breaker.trip(self.deps.balance_pause_s, "insufficient_balance")
             if isinstance(exc, RateLimited) and exc.retry_after_s:
@@ -454,7 +466,7 @@ class _Attempt:
             ):
                 self.spare_attempt = True
             raise
-        self.deps.breaker.record(success=True, probe=permit.probe)
+        self._report(success=True, probe=permit.probe)
         return answer
 
     def _defer(self, delay_s: float) -> Outcome:
@@ -523,6 +535,29 @@ class _Attempt:
                 latency_ms=exc.latency_ms,
             )
         decision = decide(attempt, exc, self.policy, deferrals=self.order.deferrals)
+        if isinstance(decision, DeadLetter) and isinstance(exc, OutcomeUnknown) and answer is None:
+            # The last attempt's outcome is unknown and the check after it failed too: the
+            # vendor may have delivered. Find out (status checks) before giving up on it.
+            checks = self.order.status_checks + 1
+            check = decide_status_check(checks, self.policy)
+            if not isinstance(check, DeadLetter):
+                ok = self._record(
+                    request,
+                    action="purchase",
+                    log_status="failed",
+                    attempt=attempt,
+                    status=OrderStatus.PROCESSING,
+                    attempts=attempt - 1,
+                    in_flight=attempt,
+                    status_checks=checks,
+                    delay_s=check.delay_s,
+                    error=exc,
+                )
+                if not ok:
+                    return Outcome.CLAIM_LOST
+                metrics.RETRIES.labels(reason="status_check").inc()
+                self.deps.publish_retry(self.order.id, check.delay_s)
+                return Outcome.PENDING
         consumed = exc.consumes_attempt if isinstance(exc, TransientVendorError) else True
         attempts = attempt if consumed else attempt - 1
         if isinstance(decision, DeadLetter):
