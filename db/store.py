@@ -6,6 +6,7 @@ Driver errors (psycopg, psycopg_pool) are translated to StoreError at this edge.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,10 +206,10 @@ class Store:
             "delay_s": record.delay_s,
             "http_status": record.http_status,
             "api_response": _jsonb(record.api_response),
-            "error_code": record.error_code,
-            "error_message": record.error_message,
+            "error_code": _opt_text(record.error_code),
+            "error_message": _opt_text(record.error_message),
             "latency_ms": record.latency_ms,
-            "transaction_id": record.transaction_id,
+            "transaction_id": _opt_text(record.transaction_id),
             "dead_letter_reason": record.dead_letter_reason,
             "worker": record.worker,
             "keep_claim": record.keep_claim,
@@ -368,10 +369,36 @@ def _sql(name: str) -> LiteralString:
 
 
 def _jsonb(value: object) -> Jsonb | None:
+    """A value PostgreSQL's jsonb accepts: no NaN or Infinity (JSON has none), no NUL
+    character (text cannot hold one); anything else unserialisable kept as its repr."""
     if value is None:
         return None
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        value = {"unserialisable": repr(value)[:2000]}
-    return Jsonb(value)
+        cleaned = _storable_json(value)
+        json.dumps(cleaned, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        cleaned = {"unserialisable": clean_text(repr(value)[:2000])}
+    return Jsonb(cleaned)
+
+
+def _storable_json(value: object, depth: int = 0) -> object:
+    if depth > 50:
+        raise ValueError("nested too deeply to store")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _storable_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable_json(v, depth + 1) for v in value]
+    return value
+
+
+def _opt_text(text: str | None) -> str | None:
+    return None if text is None else clean_text(text)
+
+
+def clean_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL characters."""
+    return text.replace("\x00", "\uFFFD")

@@ -272,7 +272,7 @@ def _decode(raw: bytes) -> object:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         return {"unparsed": raw[:500].decode("utf-8", "replace")}
 
 

@@ -1,7 +1,8 @@
 """What the chaos run found, each reduced to a deterministic reproduction.
 
 Every test states the behaviour the fleet should have; each was a strict xfail until the
-code under test was fixed, and now guards against the bug coming back. docs/RELIABILITY.md tells each story with the chaos run's evidence.
+code under test was fixed (f88f443), and now guards against the bug coming back.
+docs/RELIABILITY.md tells each story with the chaos run's evidence.
 """
 
 from __future__ import annotations

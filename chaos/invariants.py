@@ -1,0 +1,177 @@
+"""What must hold after the fleet converged, however many faults it went through.
+
+Each check reads the database (chaos/queries.sql) and, where the vendor is the witness,
+the simulator's ledger (`GET /_sim/ledger`: per reference its deliveries, transaction and
+purchase requests). A check returns a `Result`: how many things it looked at, how many broke
+the rule, and the order ids that broke it, for the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.db import rows
+from db.store import Store
+
+MAX_OFFENDERS = 1000  # order ids kept per invariant, for the evidence
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    checked: int
+    violations: int
+    detail: str
+    #: the orders that broke it (first MAX_OFFENDERS), for the evidence
+    offenders: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0
+
+
+def _offenders(ids: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(ids))[:MAX_OFFENDERS]
+
+
+def _parts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{what} {n}" for what, n in counts.items())
+
+
+def check_terminal(store: Store) -> Result:
+    """Every order ends delivered, or dead-lettered (dead_lettered_at) with its notification."""
+    orders = rows(store, "orders_final")
+    bad = rows(store, "not_terminal")
+    by_state: dict[str, int] = {}
+    for row in bad:
+        state = f"{row['status']}{' flagged-unnotified' if row['flagged'] else ''}"
+        by_state[state] = by_state.get(state, 0) + 1
+    return Result(
+        "every order: success, or dead-lettered + notified",
+        checked=len(orders),
+        violations=len(bad),
+        detail=_parts(by_state) if bad else "all final",
+        offenders=_offenders([r["id"] for r in bad]),
+    )
+
+
+def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
+    """The vendor delivered each order at most once; a success order exactly once, with the
+    transaction the vendor has; an order that is not a success never."""
+    refs: Mapping[str, Any] = ledger.get("references", {})
+    twice, missing, not_success, wrong_tx = [], [], [], []
+    orders = rows(store, "orders_final")
+    for order in orders:
+        entry = refs.get(order["id"], {})
+        delivered = int(entry.get("deliveries", 0))
+        if delivered > 1:
+            twice.append(order["id"])
+        if order["status"] == "success":
+            if delivered != 1:
+                missing.append(order["id"])
+            elif order["vendor_transaction_id"] != entry.get("transaction_id"):
+                wrong_tx.append(order["id"])
+        elif delivered > 0:
+            not_success.append(order["id"])
+    counts = {
+        "delivered twice+": len(twice),
+        "success without one delivery": len(missing),
+        "delivered but not success": len(not_success),
+        "success with another transaction id": len(wrong_tx),
+    }
+    bad = twice + missing + not_success + wrong_tx
+    total = sum(int(e.get("deliveries", 0)) for e in refs.values())
+    return Result(
+        "vendor delivered each order at most once; success <=> one delivery",
+        checked=len(orders),
+        violations=len(set(bad)),
+        detail=f"{total} deliveries; " + _parts({k: v for k, v in counts.items() if v})
+        if bad
+        else f"{total} deliveries, max 1 per order",
+        offenders=_offenders(bad),
+    )
+
+
+def check_attempt_log(store: Store, ledger: Mapping[str, Any]) -> Result:
+    """Every purchase attempt has its log row: attempt numbers per order are exactly {1..max}
+    and cover the attempts the order counts; the vendor saw no more purchase requests than
+    there are purchase rows; a success order has a success row."""
+    refs: Mapping[str, Any] = ledger.get("references", {})
+    gaps = [r["id"] for r in rows(store, "attempt_gaps")]
+    no_success_row = [r["id"] for r in rows(store, "success_without_success_row")]
+    logged = {r["id"]: int(r["n"]) for r in rows(store, "purchase_rows_per_order")}
+    unlogged = [
+        ref
+        for ref, entry in refs.items()
+        if int(entry.get("purchase_requests", 0)) > logged.get(ref, 0)
+    ]
+    counts = {
+        "attempt numbers not {1..max}": len(gaps),
+        "vendor requests without a row": len(unlogged),
+        "success without a success row": len(no_success_row),
+    }
+    bad = gaps + unlogged + no_success_row
+    return Result(
+        "every purchase attempt logged; attempt numbers {1..max}",
+        checked=sum(logged.values()),
+        violations=len(set(bad)),
+        detail=_parts({k: v for k, v in counts.items() if v})
+        if bad
+        else f"{sum(logged.values())} purchase rows for "
+        f"{sum(int(e.get('purchase_requests', 0)) for e in refs.values())} vendor requests",
+        offenders=_offenders(bad),
+    )
+
+
+def check_nothing_in_flight(store: Store) -> Result:
+    bad = rows(store, "left_in_flight")
+    processing = sum(1 for r in bad if r["status"] == "processing")
+    claimed = sum(1 for r in bad if r["claimed"])
+    pending = sum(1 for r in bad if r["status"] == "pending")
+    return Result(
+        "no order left pending/processing; no claim left",
+        checked=len(rows(store, "orders_final")),
+        violations=len(bad),
+        detail=f"processing {processing}, pending {pending}, claimed {claimed}" if bad else "none",
+        offenders=_offenders([r["id"] for r in bad]),
+    )
+
+
+def check_notifications(store: Store, malformed_sent: int) -> Result:
+    """No notification twice: dedupe keys unique, one dead_letter notification per order and
+    generation, none for an order that is not dead-lettered, and no more malformed-message
+    notifications than malformed messages were sent."""
+    keys = rows(store, "duplicate_dedupe_keys")
+    doubled = rows(store, "duplicate_dead_letter_notifications")
+    lies = rows(store, "dead_letter_notified_but_not_dead")
+    kinds = {r["kind"]: int(r["n"]) for r in rows(store, "notification_kinds")}
+    malformed = kinds.get("malformed_message", 0)
+    too_many_malformed = max(0, malformed - malformed_sent)
+    counts = {
+        "dedupe key repeated": len(keys),
+        "dead_letter notified twice": len(doubled),
+        "dead_letter for an order not dead-lettered": len(lies),
+        "malformed notifications beyond messages sent": too_many_malformed,
+    }
+    violations = len(keys) + len(doubled) + len(lies) + too_many_malformed
+    return Result(
+        "no admin notification duplicated",
+        checked=sum(kinds.values()),
+        violations=violations,
+        detail=_parts({k: v for k, v in counts.items() if v})
+        if violations
+        else ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "no notifications",
+        offenders=_offenders([r["id"] for r in doubled] + [r["id"] for r in lies]),
+    )
+
+
+def check_all(store: Store, ledger: Mapping[str, Any], *, malformed_sent: int) -> list[Result]:
+    return [
+        check_terminal(store),
+        check_deliveries(store, ledger),
+        check_attempt_log(store, ledger),
+        check_nothing_in_flight(store),
+        check_notifications(store, malformed_sent),
+    ]

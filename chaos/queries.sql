@@ -1,0 +1,125 @@
+-- The chaos run's queries, read-only. Each block starts with `-- name: NAME` and one line of why.
+-- Queries named like an invariant return the offending rows (none when it holds).
+
+-- name: orders_final
+-- Every order with what the checks need: final status, dead-letter mark, vendor transaction.
+SELECT id::text AS id, fulfillment_status AS status, dead_lettered_at IS NOT NULL AS dead_lettered,
+       dead_letter_reason, last_error_code, fulfillment_attempts AS attempts,
+       vendor_transaction_id, claim_token IS NOT NULL AS claimed
+FROM orders
+ORDER BY created_at;
+
+-- name: not_terminal
+-- Orders neither delivered nor dead-lettered with their admin notification.
+SELECT o.id::text AS id, o.fulfillment_status AS status, o.dead_lettered_at IS NOT NULL AS flagged,
+       o.dead_letter_reason, o.last_error_code, o.next_attempt_at
+FROM orders o
+WHERE NOT (
+        o.fulfillment_status = 'success'
+     OR (o.fulfillment_status = 'failed' AND o.dead_lettered_at IS NOT NULL
+         AND EXISTS (SELECT 1 FROM admin_notifications n
+                     WHERE n.kind = 'dead_letter' AND n.order_id = o.id))
+)
+ORDER BY o.created_at;
+
+-- name: attempt_gaps
+-- Purchase attempt numbers of an order must be exactly {1..max}, and cover every counted attempt.
+SELECT o.id::text AS id, o.fulfillment_status AS status, o.fulfillment_attempts AS attempts,
+       coalesce(array_agg(DISTINCT l.attempt_number ORDER BY l.attempt_number)
+                FILTER (WHERE l.attempt_number IS NOT NULL), '{}') AS numbers
+FROM orders o
+LEFT JOIN fulfillment_logs l ON l.order_id = o.id AND l.action = 'purchase'
+GROUP BY o.id
+HAVING coalesce(min(l.attempt_number), 1) <> 1
+    OR count(DISTINCT l.attempt_number) <> coalesce(max(l.attempt_number), 0)
+    OR o.fulfillment_attempts > coalesce(max(l.attempt_number), 0)
+ORDER BY o.id;
+
+-- name: success_without_success_row
+-- A delivered order must say so in its audit trail: one log row with status success.
+SELECT o.id::text AS id
+FROM orders o
+WHERE o.fulfillment_status = 'success'
+  AND NOT EXISTS (SELECT 1 FROM fulfillment_logs l
+                  WHERE l.order_id = o.id AND l.status = 'success')
+ORDER BY o.id;
+
+-- name: purchase_rows_per_order
+-- How many purchase rows each order has (compared with the vendor's count of requests).
+SELECT order_id::text AS id, count(*) AS n
+FROM fulfillment_logs
+WHERE action = 'purchase'
+GROUP BY order_id;
+
+-- name: left_in_flight
+-- Nothing may stay processing or claimed once the fleet has converged.
+SELECT id::text AS id, fulfillment_status AS status, claim_token IS NOT NULL AS claimed,
+       claim_expires_at, next_attempt_at
+FROM orders
+WHERE fulfillment_status IN ('pending', 'processing') OR claim_token IS NOT NULL
+ORDER BY id;
+
+-- name: duplicate_dedupe_keys
+-- One notification per dedupe key (the unique index says so; checked, not assumed).
+SELECT dedupe_key, count(*) AS n
+FROM admin_notifications
+GROUP BY dedupe_key
+HAVING count(*) > 1;
+
+-- name: duplicate_dead_letter_notifications
+-- At most one dead_letter notification per order and generation.
+SELECT order_id::text AS id, count(*) AS n,
+       array_agg(dedupe_key ORDER BY id) AS keys
+FROM admin_notifications
+WHERE kind = 'dead_letter'
+GROUP BY order_id, split_part(dedupe_key, ':', 3)
+HAVING count(*) > 1;
+
+-- name: dead_letter_notified_but_not_dead
+-- A dead_letter notification for an order that is not dead-lettered told an admin a lie.
+SELECT n.order_id::text AS id, o.fulfillment_status AS status, n.created_at
+FROM admin_notifications n
+LEFT JOIN orders o ON o.id = n.order_id
+WHERE n.kind = 'dead_letter'
+  AND (o.id IS NULL OR o.dead_lettered_at IS NULL OR o.fulfillment_status <> 'failed');
+
+-- name: notification_kinds
+-- Notifications per kind (the table; malformed ones are compared with what was injected).
+SELECT kind, count(*) AS n FROM admin_notifications GROUP BY kind ORDER BY kind;
+
+-- name: unfinished
+-- What convergence waits for: orders not yet final, and claims still held.
+SELECT count(*) FILTER (WHERE fulfillment_status IN ('pending', 'processing')
+                         OR (fulfillment_status = 'failed' AND dead_lettered_at IS NULL))
+           AS unfinished,
+       count(*) FILTER (WHERE claim_token IS NOT NULL) AS claimed,
+       count(*) FILTER (WHERE fulfillment_status = 'success') AS success,
+       count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_lettered,
+       count(*) AS total
+FROM orders;
+
+-- name: dead_letter_reasons
+-- Why orders were dead-lettered (the table).
+SELECT split_part(split_part(coalesce(dead_letter_reason, 'unknown'), ';', 1), ': +', 1) AS reason,
+       count(*) AS n
+FROM orders
+WHERE dead_lettered_at IS NOT NULL
+GROUP BY 1
+ORDER BY 2 DESC;
+
+-- name: order_trail
+-- One order and its audit trail, for the evidence printed under a failed invariant.
+SELECT l.id, l.created_at, l.action, l.status, l.attempt_number, l.http_status, l.error_code,
+       left(l.error_message, 120) AS error_message, l.vendor_transaction_id, l.worker
+FROM fulfillment_logs l
+WHERE l.order_id = %(order_id)s
+ORDER BY l.id;
+
+-- name: trap_ready
+-- Armed orders whose second attempt failed: the moment to set the vendor's trap for the third.
+SELECT id::text AS id
+FROM orders
+WHERE id = ANY(%(ids)s::uuid[])
+  AND fulfillment_status = 'failed'
+  AND fulfillment_attempts >= 2
+  AND dead_letter_reason IS NULL;

