@@ -99,6 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         refused = _publish_orders(store, redis_url, namespace, args)
         converged = _watch(store, started, args.timeout, fleet)
         ok = _summary(store, sim_url, refused, converged, time.monotonic() - started)
+        _metrics_scrape(
+            [
+                f"http://127.0.0.1:{int(env['PORT']) + 4000}/metrics",  # worker group (Procfile)
+                f"http://127.0.0.1:{web_port}/metrics",
+            ],  # admin process: the live collector
+            log_path.with_name("demo-metrics.txt"),
+        )
         if args.serve or (args.serve is None and sys.stdin.isatty()):
             _serve(store, sim_url, dashboard, env["ADMIN_TOKEN"], fleet)
     finally:
@@ -231,11 +238,11 @@ def _start_fleet(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
                 str(ROOT / "Procfile"),
                 "-d",
                 str(ROOT),
-                "start",
-                "sim",
+                "start",  # worker first: it gets honcho's base PORT (metrics on PORT + 4000)
                 "worker",
                 "deadletter",
                 "reconciler",
+                "sim",
                 "web",
             ],
             env=env,
@@ -374,6 +381,36 @@ def _summary(
     state = "every order reached a terminal state" if converged else "orders left unfinished"
     print(f"\nRESULT: {'OK' if ok else 'FAILED'} ({state})")
     return ok
+
+
+_SHOWN = (
+    "fulfillment_outcomes_total",
+    "fulfillment_attempts_total",
+    "fulfillment_retries_scheduled_total",
+    "fulfillment_dead_letters_total",
+    "fulfillment_time_to_success_seconds_count",
+    "fulfillment_orders",
+    "fulfillment_queue_depth",
+    "fulfillment_circuit_state",
+    "fulfillment_workers_alive",
+    "dramatiq_messages_total",
+)
+
+
+def _metrics_scrape(urls: list[str], out: Path) -> None:
+    """Print the headline series of the fleet's metrics; keep the whole scrape in a file."""
+    texts = []
+    for url in urls:
+        try:
+            texts.append(f"# {url}\n" + httpx.get(url, timeout=5).text)
+        except httpx.HTTPError as exc:
+            texts.append(f"# {url}: {type(exc).__name__}")
+    out.write_text("\n".join(texts), encoding="utf-8")
+    print(f"\nmetrics after the run (all of it: {out}):")
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith(_SHOWN) and not line.endswith(" 0.0"):
+                print(f"   {line}")
 
 
 def _reason_kind(reason: str | None) -> str:

@@ -647,6 +647,8 @@ class _Attempt:
             self.order.id, self.token, reason=reason, error_code=exc.code, error_message=str(exc)
         )
         self.log.warning("fulfillment.invalid_order", field=exc.field, error_code=exc.code)
+        metrics.OUTCOMES.labels(outcome="dead_lettered", network=self.order.network).inc()
+        metrics.DEAD_LETTERS.labels(reason="invalid_order").inc()
         self.deps.publish_dead_letter(
             DeadLetterNotice(
                 kind="dead_letter",
