@@ -104,6 +104,7 @@ def vendor() -> AtIshareClient:
                 connect_timeout_s=s.vendor_connect_timeout_s,
                 read_timeout_s=s.vendor_read_timeout_s,
                 observe=metrics.observe_vendor,
+                max_connections=s.vendor_max_connections,
             )
         return _vendor
 
