@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -339,9 +340,7 @@ class _Attempt:
         permit = self._permit()
         # The rate-limit slot comes before the attempt is marked in flight: an order that
         # cannot get one waits without an attempt to account for.
-        with self.deps.gate.slot() as admitted:
-            if not admitted:
-                raise _Deferred(random.uniform(0.5, 2.0))  # noqa: S311 - jitter
+        with self._slot():
             return self._purchase_now(request, attempt, permit)
 
     def _purchase_now(self, request: FulfillmentRequest, attempt: int, permit: Any) -> Outcome:
@@ -445,10 +444,16 @@ class _Attempt:
 
     def _vendor(self, call: Callable[[], VendorAnswer], *, permit: Any = None) -> VendorAnswer:
         permit = permit or self._permit()
+        with self._slot():
+            return self._call_and_record(call, permit)
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """A fleet-wide rate-limit slot held for one vendor call, or _Deferred."""
         with self.deps.gate.slot() as admitted:
             if not admitted:
                 raise _Deferred(random.uniform(0.5, 2.0))  # noqa: S311 - jitter
-            return self._call_and_record(call, permit)
+            yield
 
     def _call_and_record(self, call: Callable[[], VendorAnswer], permit: Any) -> VendorAnswer:
         try:
@@ -472,11 +477,7 @@ class _Attempt:
     def _defer(self, delay_s: float) -> Outcome:
         """The circuit is open: give the order back, due when it may close; nothing spent."""
         wait = max(delay_s, 0.5) + random.uniform(0, min(5.0, max(delay_s, 0.5)))  # noqa: S311
-        status = (
-            OrderStatus.PENDING
-            if self.claim.previous_status is OrderStatus.PENDING
-            else self.claim.previous_status
-        )
+        status = self.claim.previous_status  # pending stays pending, a retry stays failed
         if not self.deps.store.defer(self.order.id, self.token, status=status, delay_s=wait):
             return Outcome.CLAIM_LOST
         self.log.info("fulfillment.deferred", reason="circuit_open", delay_s=round(wait, 1))
