@@ -3,9 +3,13 @@
 
 -- name: claim_order
 -- Take a due order for one worker; returns the row with the claim and what it was before.
+-- With begin, an order never tried (pending, no attempt) is also marked as buying attempt 1,
+-- what begin_purchase does for the others: one statement instead of two on the common path.
 WITH prev AS (
     SELECT id, fulfillment_status AS previous_status,
-           (fulfillment_status = 'processing' AND claim_token IS NOT NULL) AS taken_over
+           (fulfillment_status = 'processing' AND claim_token IS NOT NULL) AS taken_over,
+           (%(begin)s::boolean AND fulfillment_status = 'pending' AND fulfillment_attempts = 0
+            AND fulfillment_in_flight_attempt IS NULL) AS purchase_begun
     FROM orders
     WHERE id = %(order_id)s
     FOR UPDATE
@@ -14,6 +18,8 @@ UPDATE orders o
 SET fulfillment_status = 'processing',
     claim_token = %(token)s,
     claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
+    fulfillment_in_flight_attempt = CASE WHEN prev.purchase_begun THEN 1
+                                         ELSE o.fulfillment_in_flight_attempt END,
     updated_at = now()
 FROM prev
 WHERE o.id = prev.id
@@ -28,7 +34,7 @@ WHERE o.id = prev.id
               OR o.next_attempt_at <= now() + make_interval(secs => %(early_s)s::float8)))
      OR (o.fulfillment_status = 'processing' AND o.claim_expires_at < now())
   )
-RETURNING o.*, prev.previous_status, prev.taken_over;
+RETURNING o.*, prev.previous_status, prev.taken_over, prev.purchase_begun;
 
 -- name: seconds_until_due
 -- How long until a waiting order (retry or status check) is due, by the database's clock.
@@ -97,9 +103,12 @@ WITH updated AS (
 SELECT (SELECT count(*) FROM updated) AS updated, (SELECT id FROM logged) AS log_id;
 
 -- name: defer_order
--- The vendor circuit is open: hand the order back, due later, nothing spent and nothing logged.
+-- The vendor circuit is open: hand the order back, due later, nothing spent and nothing logged
+-- (clear_in_flight: the claim marked attempt 1 and nothing was sent).
 UPDATE orders
 SET fulfillment_status = %(status)s,
+    fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
+                                         ELSE fulfillment_in_flight_attempt END,
     claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = now() + make_interval(secs => %(delay_s)s::float8),
@@ -110,15 +119,22 @@ WHERE id = %(order_id)s AND claim_token = %(token)s
 RETURNING id;
 
 -- name: release_claim
--- Give an order back untouched (fulfillment switched off while it was claimed).
+-- Give an order back untouched (clear_in_flight: its claim marked attempt 1, nothing was sent).
 UPDATE orders
-SET fulfillment_status = %(status)s, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+SET fulfillment_status = %(status)s,
+    fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
+                                         ELSE fulfillment_in_flight_attempt END,
+    claim_token = NULL,
+    claim_expires_at = NULL,
+    updated_at = now()
 WHERE id = %(order_id)s AND claim_token = %(token)s;
 
 -- name: request_dead_letter
 -- Fail an order that cannot be delivered (invalid data) without a vendor call; the consumer flags it.
 UPDATE orders
 SET fulfillment_status = 'failed',
+    fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
+                                         ELSE fulfillment_in_flight_attempt END,
     claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = NULL,

@@ -86,6 +86,9 @@ class Claim:
     previous_status: OrderStatus
     #: The order was processing under a claim that expired: a worker died mid-call.
     taken_over: bool
+    #: The claim also marked attempt 1 in flight (claim_order with begin, a fresh order):
+    #: no begin_purchase before that purchase.
+    purchase_begun: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +160,19 @@ class Store:
 
     # -- the worker ------------------------------------------------------------------------
 
-    def claim(self, order_id: str, token: str, *, ttl_s: float, early_s: float) -> Claim | None:
+    def claim(
+        self, order_id: str, token: str, *, ttl_s: float, early_s: float, begin: bool = False
+    ) -> Claim | None:
+        """begin: an order never tried is marked as buying attempt 1 by the same statement."""
         row = self._one(
             "claim_order",
-            {"order_id": order_id, "token": token, "ttl_s": ttl_s, "early_s": early_s},
+            {
+                "order_id": order_id,
+                "token": token,
+                "ttl_s": ttl_s,
+                "early_s": early_s,
+                "begin": begin,
+            },
         )
         if row is None:
             return None
@@ -168,6 +180,7 @@ class Store:
             order=_order(row),
             previous_status=OrderStatus(row["previous_status"]),
             taken_over=bool(row["taken_over"]),
+            purchase_begun=bool(row["purchase_begun"]),
         )
 
     def get_order(self, order_id: str) -> Order | None:
@@ -217,15 +230,46 @@ class Store:
         row = self._one("finish_call", params)
         return bool(row and row["updated"])
 
-    def defer(self, order_id: str, token: str, *, status: OrderStatus, delay_s: float) -> bool:
-        params = {"order_id": order_id, "token": token, "status": status.value, "delay_s": delay_s}
+    def defer(
+        self,
+        order_id: str,
+        token: str,
+        *,
+        status: OrderStatus,
+        delay_s: float,
+        clear_in_flight: bool = False,
+    ) -> bool:
+        params = {
+            "order_id": order_id,
+            "token": token,
+            "status": status.value,
+            "delay_s": delay_s,
+            "clear_in_flight": clear_in_flight,
+        }
         return self._one("defer_order", params) is not None
 
-    def release_claim(self, order_id: str, token: str, status: OrderStatus) -> None:
-        self._exec("release_claim", {"order_id": order_id, "token": token, "status": status.value})
+    def release_claim(
+        self, order_id: str, token: str, status: OrderStatus, *, clear_in_flight: bool = False
+    ) -> None:
+        self._exec(
+            "release_claim",
+            {
+                "order_id": order_id,
+                "token": token,
+                "status": status.value,
+                "clear_in_flight": clear_in_flight,
+            },
+        )
 
     def request_dead_letter(
-        self, order_id: str, token: str, *, reason: str, error_code: str, error_message: str
+        self,
+        order_id: str,
+        token: str,
+        *,
+        reason: str,
+        error_code: str,
+        error_message: str,
+        clear_in_flight: bool = False,
     ) -> None:
         self._exec(
             "request_dead_letter",
@@ -235,6 +279,7 @@ class Store:
                 "reason": reason,
                 "error_code": error_code,
                 "error_message": error_message,
+                "clear_in_flight": clear_in_flight,
             },
         )
 
@@ -401,4 +446,4 @@ def _opt_text(text: str | None) -> str | None:
 
 def clean_text(text: str) -> str:
     """PostgreSQL text cannot hold NUL characters."""
-    return text.replace("\x00", "\uFFFD")
+    return text.replace("\x00", "\ufffd")

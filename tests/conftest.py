@@ -127,8 +127,9 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
     published: list[tuple[str, float]] = []
     broker = build_broker(redis_url, redis_namespace)
     client = redis.Redis.from_url(redis_url)
-    service = AdminService(store=store, publish=lambda oid, d: published.append((oid, d)),
-                           max_attempts=3)
+    service = AdminService(
+        store=store, publish=lambda oid, d: published.append((oid, d)), max_attempts=3
+    )
 
     def no_fulfil_deps() -> Any:
         raise RuntimeError("this fixture has no vendor; see the webhook tests")
@@ -145,8 +146,9 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
         ping_redis=client.ping,
     )
     port = _free_port()
-    config = uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False)
+    config = uvicorn.Config(
+        create_app(deps), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -155,9 +157,15 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    yield WebServer(url=f"http://127.0.0.1:{port}", api_token="test-api-token",
-                    admin_token="test-admin-token", published=published,
-                    namespace=redis_namespace, vendor_key="it-key", vendor_secret="it-secret")
+    yield WebServer(
+        url=f"http://127.0.0.1:{port}",
+        api_token="test-api-token",
+        admin_token="test-admin-token",
+        published=published,
+        namespace=redis_namespace,
+        vendor_key="it-key",
+        vendor_secret="it-secret",
+    )
     server.should_exit = True
     thread.join(timeout=10)
     broker.close()

@@ -78,15 +78,18 @@ class _InSeconds:
     def __init__(self, histogram: Any) -> None:
         self.histogram = histogram
 
-    def labels(self, *labels: str) -> Any:
-        child = self.histogram.labels(*labels)
+    def labels(self, *labels: str) -> _SecondsChild:
+        return _SecondsChild(self.histogram.labels(*labels))
 
-        class _Child:
-            @staticmethod
-            def observe(milliseconds: float) -> None:
-                child.observe(milliseconds / 1000)
 
-        return _Child()
+class _SecondsChild:
+    __slots__ = ("child",)
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def observe(self, milliseconds: float) -> None:
+        self.child.observe(milliseconds / 1000)
 
 
 if not any(isinstance(m, CurrentMessage) for m in broker.middleware):

@@ -52,6 +52,10 @@ if probe then
              'openings', openings)
   return {'open', tostring(until_ts), '0'}
 end
+if success then
+  -- a success cannot raise the failure ratio: the window is read after failures only
+  return {state, '0', '0'}
+end
 if state ~= 'closed' then
   return {state, redis.call('HGET', state_key, 'until') or '0', '0'}
 end
@@ -127,12 +131,15 @@ class VendorBreaker:
 
     def allow(self) -> Permit:
         try:
-            paused = self.client.get(self.pause_key)
+            # the pause and the circuit's state in one round trip
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.pause_key)
+            pipe.hmget(self.state_key, "state", "until")
+            paused, raw = pipe.execute()
             if paused is not None:
                 wait = float(_text(paused)) - self.clock()
                 if wait > 0:  # a pause (429 Retry-After, 402) simply ends: no probe needed
                     return Permit(False, retry_in_s=wait)
-            raw = self.client.hmget(self.state_key, "state", "until")
             state = _text(raw[0] or b"closed")
             if state != "open":
                 return Permit(True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +47,14 @@ def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> O
         log.info("worker.fulfillment_disabled", order_id=order_id, network=NETWORK_AT_ISHARE)
         return Outcome.DISABLED
     token = str(uuid.uuid4())
-    claim = deps.store.claim(order_id, token, ttl_s=deps.claim_ttl_s, early_s=EARLY_TOLERANCE_S)
+    # A fresh order's attempt 1 is marked by the claim itself (one round trip less).
+    claim = deps.store.claim(
+        order_id,
+        token,
+        ttl_s=deps.claim_ttl_s,
+        early_s=EARLY_TOLERANCE_S,
+        begin=allow_purchase,
+    )
     if claim is None:
         return _not_claimed(order_id, deps)
     return _Attempt(claim, token, deps).run(allow_purchase=allow_purchase)
@@ -136,6 +143,9 @@ class _Attempt:
         self.policy = replace(deps.policy, max_attempts=self.max_attempts)
         #: set when a vendor-wide failure must not cost this order an attempt
         self.spare_attempt = False
+        #: the claim marked attempt 1 in flight and nothing was sent yet: an exit without a
+        #: purchase (deferred, invalid) clears the mark
+        self.begun_unsent = claim.purchase_begun
         self.probe_taken = False
         self.probe_reported = False
         self.log = log.bind(
@@ -150,6 +160,14 @@ class _Attempt:
             return self._run(allow_purchase=allow_purchase)
         except _Deferred as deferred:
             return self._defer(deferred.delay_s)
+        except BaseException:
+            if self.begun_unsent:
+                # Nothing was sent: attempt 1 must not look in flight to the next worker.
+                with suppress(Exception):
+                    self.deps.store.release_claim(
+                        self.order.id, self.token, self.claim.previous_status, clear_in_flight=True
+                    )
+            raise
         finally:
             if self.probe_taken and not self.probe_reported:
                 # We held the half-open probe but made no call (claim lost, database
@@ -166,7 +184,7 @@ class _Attempt:
             self.log.warning("worker.claim_taken_over", in_flight=self.order.in_flight_attempt)
         unknown = (
             self.order.attempts > 0
-            or self.order.in_flight_attempt is not None
+            or (self.order.in_flight_attempt is not None and not self.claim.purchase_begun)
             or self.claim.previous_status is OrderStatus.PROCESSING
         )
         if unknown:
@@ -338,13 +356,15 @@ class _Attempt:
                 log_status="failed",
             )
         permit = self._permit()
-        # The rate-limit slot comes before the attempt is marked in flight: an order that
-        # cannot get one waits without an attempt to account for.
+        # The rate-limit slot comes before a purchase is sent; an order that cannot get one
+        # waits without an attempt to account for (a fresh order's mark, set by its claim,
+        # is cleared again by _defer).
         with self._slot():
             return self._purchase_now(request, attempt, permit)
 
     def _purchase_now(self, request: FulfillmentRequest, attempt: int, permit: Any) -> Outcome:
-        if not self.deps.store.begin_purchase(
+        begun, self.begun_unsent = self.begun_unsent, False
+        if not begun and not self.deps.store.begin_purchase(
             self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
         ):
             self.log.warning("worker.claim_lost", stage="begin_purchase")
@@ -478,7 +498,13 @@ class _Attempt:
         """The circuit is open: give the order back, due when it may close; nothing spent."""
         wait = max(delay_s, 0.5) + random.uniform(0, min(5.0, max(delay_s, 0.5)))  # noqa: S311
         status = self.claim.previous_status  # pending stays pending, a retry stays failed
-        if not self.deps.store.defer(self.order.id, self.token, status=status, delay_s=wait):
+        if not self.deps.store.defer(
+            self.order.id,
+            self.token,
+            status=status,
+            delay_s=wait,
+            clear_in_flight=self.begun_unsent,
+        ):
             return Outcome.CLAIM_LOST
         self.log.info("fulfillment.deferred", reason="circuit_open", delay_s=round(wait, 1))
         metrics.RETRIES.labels(reason="circuit_open").inc()
@@ -628,34 +654,34 @@ class _Attempt:
         self.log.warning(
             "fulfillment.dead_lettered", reason=reason, error_code=error.code if error else None
         )
-        metrics.OUTCOMES.labels(outcome="dead_lettered", network=self.order.network).inc()
-        metrics.DEAD_LETTERS.labels(reason=metrics.dead_letter_kind(reason)).inc()
-        self.deps.publish_dead_letter(
-            DeadLetterNotice(
-                kind="dead_letter",
-                order_id=self.order.id,
-                reason=reason,
-                error_code=error.code if error else None,
-                generation=self.order.generation,
-            )
+        return self._announce_dead_letter(
+            reason, error.code if error else None, metrics.dead_letter_kind(reason)
         )
-        return Outcome.DEAD_LETTERED
 
     def _reject(self, exc: InvalidOrder) -> Outcome:
         """The order itself is invalid: no vendor call can help."""
         reason = f"invalid order: {exc}"
         self.deps.store.request_dead_letter(
-            self.order.id, self.token, reason=reason, error_code=exc.code, error_message=str(exc)
+            self.order.id,
+            self.token,
+            reason=reason,
+            error_code=exc.code,
+            error_message=str(exc),
+            clear_in_flight=self.begun_unsent,
         )
         self.log.warning("fulfillment.invalid_order", field=exc.field, error_code=exc.code)
+        return self._announce_dead_letter(reason, exc.code, "invalid_order")
+
+    def _announce_dead_letter(self, reason: str, error_code: str | None, kind: str) -> Outcome:
+        """The order is marked for a dead letter: count it and tell the dead-letter consumer."""
         metrics.OUTCOMES.labels(outcome="dead_lettered", network=self.order.network).inc()
-        metrics.DEAD_LETTERS.labels(reason="invalid_order").inc()
+        metrics.DEAD_LETTERS.labels(reason=kind).inc()
         self.deps.publish_dead_letter(
             DeadLetterNotice(
                 kind="dead_letter",
                 order_id=self.order.id,
                 reason=reason,
-                error_code=exc.code,
+                error_code=error_code,
                 generation=self.order.generation,
             )
         )

@@ -74,6 +74,28 @@ def test_few_calls_or_old_failures_do_not_open(breaker: tuple) -> None:
     assert opened == []
 
 
+def test_a_success_never_opens_the_circuit(breaker: tuple) -> None:
+    """Only a failure can tip the window: a success that brings it up to min_calls while
+    failures are already at the ratio leaves it closed; the next failure opens it."""
+    b, _clock, opened = breaker
+    for _ in range(4):
+        b.record(success=False)
+    b.record(success=True)  # 4 of 5 failed, but a success is no evidence of an outage
+    assert opened == [] and b.allow().allowed
+    b.record(success=False)
+    assert len(opened) == 1 and not b.allow().allowed
+
+
+def test_a_pause_and_the_circuit_are_read_together(breaker: tuple) -> None:
+    b, clock, opened = breaker
+    b.trip(2.0, "rate_limited", alert=False)
+    denied = b.allow()
+    assert not denied.allowed and denied.retry_in_s == pytest.approx(2)
+    clock.now += 2.1
+    assert b.allow().allowed  # a pause ends by itself: no probe
+    assert opened == []
+
+
 def test_redis_down_fails_open() -> None:
     b = VendorBreaker(redis.Redis(port=1, socket_connect_timeout=0.2, retry=None), "x", POLICY)
     assert b.allow().allowed

@@ -12,7 +12,7 @@ import pytest
 from db.store import Store
 from fulfillment.errors import OrderNotFound
 from vendor.simulator.server import Simulator
-from workers.contracts import FulfilDeps, Outcome
+from workers.contracts import FulfilDeps, NoBreaker, Outcome
 from workers.fulfil import fulfil
 
 from .conftest import Sent
@@ -208,13 +208,20 @@ def test_worker_killed_mid_call_is_recovered_from_the_vendor(
     assert sim.ledger.deliveries(oid) == 1
 
 
+@pytest.mark.parametrize("marked_by", ["claim", "begin_purchase"])
 def test_worker_killed_before_the_vendor_got_it_is_bought_again(
-    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, marked_by: str
 ) -> None:
+    """A fresh order's attempt 1 is marked in flight by its claim; a retry's by begin_purchase.
+    Either way a worker killed before the POST left a mark the next worker must check."""
     oid = new_order()
     token = "00000000-0000-0000-0000-000000000002"
-    assert store.claim(oid, token, ttl_s=0.1, early_s=0) is not None
-    assert store.begin_purchase(oid, token, 1, ttl_s=0.1)
+    claim = store.claim(oid, token, ttl_s=0.1, early_s=0, begin=marked_by == "claim")
+    assert claim is not None and claim.purchase_begun is (marked_by == "claim")
+    if marked_by == "begin_purchase":
+        assert store.begin_purchase(oid, token, 1, ttl_s=0.1)
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_in_flight_attempt"] == 1
     time.sleep(0.2)
     assert fulfil(oid, make_deps()) is Outcome.SUCCESS
     assert purchases(store, oid) == [(1, "failed", "WORKER_LOST"), (2, "success", None)]
@@ -252,3 +259,100 @@ def test_kill_switch_leaves_orders_pending(
     assert fulfil(oid, make_deps(enabled=False)) is Outcome.DISABLED
     row = store.order_row(oid)
     assert row is not None and row["fulfillment_status"] == "pending"
+
+
+class _CountingStore:
+    """The real store, counting which of its statements the service runs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._store, name)
+        if callable(attr):
+
+            def counted(*args: object, **kwargs: object) -> object:
+                self.calls.append(name)
+                return attr(*args, **kwargs)
+
+            return counted
+        return attr
+
+
+def test_a_fresh_order_costs_two_statements(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
+    """The claim marks attempt 1 in flight itself; the answer is one statement too."""
+    oid = new_order()
+    counting = _CountingStore(store)
+    assert fulfil(oid, make_deps(store=counting)) is Outcome.SUCCESS
+    assert counting.calls == ["claim", "finish_call"]
+    # A retry still marks its attempt just before the POST.
+    retry = new_order()
+    script(sim, retry, ["error"])
+    assert fulfil(retry, make_deps()) is Outcome.RETRY_SCHEDULED
+    make_due(store, retry)
+    counting.calls.clear()
+    assert fulfil(retry, make_deps(store=counting)) is Outcome.SUCCESS
+    assert counting.calls == ["claim", "finish_call", "begin_purchase", "finish_call"]
+
+
+class _Denied:
+    allowed = False
+    probe = False
+    retry_in_s = 3.0
+
+
+class _ClosedCircuit(NoBreaker):
+    def __init__(self, *, deny: bool = False, fail: bool = False) -> None:
+        self.deny, self.fail = deny, fail
+
+    def allow(self) -> object:
+        if self.fail:
+            raise RuntimeError("breaker broke")
+        return _Denied() if self.deny else super().allow()
+
+
+def _fresh_again(store: Store, order_id: str) -> None:
+    row = store.order_row(order_id)
+    assert row is not None
+    assert (row["fulfillment_in_flight_attempt"], row["fulfillment_attempts"]) == (None, 0)
+    assert row["claim_token"] is None and row["fulfillment_status"] == "pending"
+
+
+@pytest.mark.parametrize("breaker", [_ClosedCircuit(deny=True), _ClosedCircuit(fail=True)])
+def test_a_fresh_order_that_leaves_before_the_purchase_keeps_no_mark(
+    store: Store,
+    sim: Simulator,
+    make_deps: Deps,
+    new_order: NewOrder,
+    sent: Sent,
+    breaker: _ClosedCircuit,
+) -> None:
+    """Deferred by the circuit, or an unexpected error before the POST: nothing was sent, so
+    the next worker buys at once (no WORKER_LOST attempt, no status check first)."""
+    oid = new_order()
+    if breaker.fail:
+        with pytest.raises(RuntimeError):
+            fulfil(oid, make_deps(breaker=breaker))
+    else:
+        assert fulfil(oid, make_deps(breaker=breaker)) is Outcome.DEFERRED
+        assert sent.retries and sent.retries[0][0] == oid
+        make_due(store, oid)
+    _fresh_again(store, oid)
+    assert fulfil(oid, make_deps()) is Outcome.SUCCESS
+    assert [(r["action"], r["status"], r["attempt_number"]) for r in store.order_logs(oid)] == [
+        ("purchase", "success", 1)
+    ]
+    assert sim.ledger.deliveries(oid) == 1
+
+
+def test_an_invalid_fresh_order_is_dead_lettered_with_no_attempt_in_flight(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
+    oid = new_order(phone="12345")
+    assert fulfil(oid, make_deps()) is Outcome.DEAD_LETTERED
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_in_flight_attempt"] is None
+    assert row["fulfillment_attempts"] == 0
