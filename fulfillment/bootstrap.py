@@ -289,4 +289,5 @@ def fulfil_deps() -> FulfilDeps:
         breaker=breaker(),
         gate=gate(),
         balance_pause_s=s.balance_pause_s,
+        wait_in_place_s=s.breaker_wait_in_place_s,
     )

@@ -387,6 +387,7 @@ _SHOWN = (
     "fulfillment_outcomes_total",
     "fulfillment_attempts_total",
     "fulfillment_retries_scheduled_total",
+    "fulfillment_pause_waits_total",
     "fulfillment_dead_letters_total",
     "fulfillment_time_to_success_seconds_count",
     "fulfillment_orders",

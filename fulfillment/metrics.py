@@ -27,6 +27,11 @@ RETRIES = Counter(
     "circuit_open).",
     ["reason"],
 )
+PAUSE_WAITS = Counter(
+    "fulfillment_pause_waits_total",
+    "Vendor pauses short enough that a worker waited them out holding its order "
+    "(BREAKER_WAIT_IN_PLACE_S) instead of re-enqueueing it.",
+)
 DEAD_LETTERS = Counter(
     "fulfillment_dead_letters_total",
     "Orders or messages dead-lettered, by reason kind.",

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     breaker_max_open_s: float = Field(default=300.0, gt=0)
     #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
     balance_pause_s: float = Field(default=60.0, gt=0)
+    #: a pause this short (a 429's Retry-After) is waited out by the worker holding the order
+    #: instead of handing the order back (0: always hand it back)
+    breaker_wait_in_place_s: float = Field(default=2.0, ge=0, le=10)
 
     #: fleet-wide vendor limits (0: none): requests per second, and requests at once
     vendor_rate_limit_per_s: int = Field(default=0, ge=0)

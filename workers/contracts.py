@@ -150,6 +150,8 @@ class FulfilDeps:
     gate: GatePort = field(default_factory=NoGate)
     #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
     balance_pause_s: float = 60.0
+    #: a pause or open circuit ending within this is waited out in place (no deferral)
+    wait_in_place_s: float = 0.0
 
 
 class Outcome(StrEnum):

@@ -8,10 +8,13 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+import redis
 
 from db.store import Store
+from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.errors import OrderNotFound
 from vendor.simulator.server import Simulator
+from workers.breaker import VendorBreaker
 from workers.contracts import FulfilDeps, NoBreaker, Outcome
 from workers.fulfil import fulfil
 
@@ -356,3 +359,33 @@ def test_an_invalid_fresh_order_is_dead_lettered_with_no_attempt_in_flight(
     row = store.order_row(oid)
     assert row is not None and row["fulfillment_in_flight_attempt"] is None
     assert row["fulfillment_attempts"] == 0
+
+
+@pytest.mark.parametrize(("pause_s", "outcome"), [(0.3, Outcome.SUCCESS), (5.0, Outcome.DEFERRED)])
+def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_order_back(
+    store: Store,
+    sim: Simulator,
+    make_deps: Deps,
+    new_order: NewOrder,
+    sent: Sent,
+    redis_url: str,
+    redis_namespace: str,
+    pause_s: float,
+    outcome: Outcome,
+) -> None:
+    """A 429's Retry-After of a second: the worker waits and buys (no re-enqueue churn)."""
+    breaker = VendorBreaker(
+        redis.Redis.from_url(redis_url),
+        redis_namespace,
+        BreakerPolicy(window_s=10, min_calls=5, failure_ratio=0.5, open_s=4, max_open_s=10),
+    )
+    breaker.trip(pause_s, "rate_limited", alert=False)
+    oid = new_order()
+    started = time.monotonic()
+    assert fulfil(oid, make_deps(breaker=breaker, wait_in_place_s=2.0)) is outcome
+    if outcome is Outcome.SUCCESS:
+        assert time.monotonic() - started >= pause_s
+        assert sent.retries == [] and sim.ledger.deliveries(oid) == 1
+    else:
+        assert [oid for oid, _ in sent.retries] == [oid] and sim.ledger.deliveries(oid) == 0
+        _fresh_again(store, oid)
