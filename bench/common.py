@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from db.migrate import migrate  # noqa: E402
+from fulfillment.embedded import free_port  # noqa: E402
+from fulfillment.processes import base_env  # noqa: E402
 
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -76,13 +77,6 @@ def install_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(
@@ -315,17 +309,6 @@ class Sandbox:
         return int(self.redis.info("memory")["used_memory"])
 
 
-def _base_env() -> dict[str, str]:
-    from fulfillment.settings import Settings
-
-    ours = {name.upper() for name in Settings.model_fields}
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k.upper() not in ours and not k.upper().startswith(_FLEET_PREFIXES)
-    }
-
-
 @contextlib.contextmanager
 def sandbox(
     name: str, *, sim_latency_ms: float = 0.0, env: dict[str, str] | None = None
@@ -337,7 +320,7 @@ def sandbox(
     tmp = Path(tempfile.mkdtemp(prefix=f"fulfillment-bench-{name}-"))
     client = redis.Redis.from_url(REDIS_URL)
     full_env = {
-        **_base_env(),
+        **base_env(_FLEET_PREFIXES),
         "DATABASE_URL": db_url,
         "REDIS_URL": REDIS_URL,
         "REDIS_NAMESPACE": namespace,

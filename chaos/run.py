@@ -41,14 +41,16 @@ import psycopg
 from chaos import invariants, report
 from chaos.db import rows
 from chaos.faults import Injector, LastAttemptTrap, schedule, script_vendor_scenarios
-from chaos.fleet import Fleet, base_env, free_port
+from chaos.fleet import Fleet
 from chaos.orders import VENDOR_REJECTS_SUFFIX, Publisher, make_orders
 from chaos.servers import EmbeddedServers
 from db.migrate import migrate
 from db.store import Store, open_pool
 from fulfillment import logs
 from fulfillment.bootstrap import build_broker
+from fulfillment.embedded import free_port
 from fulfillment.errors import StoreError
+from fulfillment.processes import base_env
 
 DATABASE = "chaos"
 NAMESPACE = "chaos"

@@ -12,26 +12,24 @@ the test's tmp_path; a failed test prints the tail of each.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 import redis
 
 from db.store import Row, Store
+from fulfillment import processes
 from fulfillment.bootstrap import build_broker
-from fulfillment.settings import Settings
+from fulfillment.embedded import free_port as _free_port
+from fulfillment.processes import STOP_TIMEOUT_S, base_env
 from producers.publish import publish_fulfillment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +40,6 @@ KEY, SECRET = "e2e-key", "e2e-secret"
 PHONE = "+233241234567"
 POLL_S = 0.2
 START_TIMEOUT_S = 45.0  # a cold interpreter on a loaded 2-core machine
-STOP_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
 LOG_TAIL_LINES = 60
 
@@ -71,122 +68,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class Proc(processes.Proc):
+    """A process of the test, started at once. Where a wait for its output gives up, the test
+    fails, with the tail of the log."""
 
-
-def _base_env() -> dict[str, str]:
-    """The test process's environment without anything that configures the fleet."""
-    ours = {name.upper() for name in Settings.model_fields}
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k.upper() not in ours and not k.upper().startswith(("SIM_", "DRAMATIQ_"))
-    }
-
-
-class Proc:
-    """One started process (the leader of its own process group) and its log file."""
+    tail_lines = LOG_TAIL_LINES
 
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
+        super().__init__(name, argv)
         self.env = env
-        self.log_path = log_path
-        self._log: IO[bytes] = log_path.open("wb")
-        try:
-            self.popen = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except BaseException:
-            self._log.close()
-            raise
-        self.pgid = self.popen.pid  # start_new_session: the leader's pid is the group id
+        self.launch(env, log_path)
 
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
-
-    def await_output(self, needle: str, timeout: float = START_TIMEOUT_S) -> str | None:
-        """The first log line containing `needle`; None if the process exits first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.text().splitlines():
-                if needle in line:
-                    return line
-            if not self.alive:
-                return None
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{self.name} did not print {needle!r} within {timeout} s:\n{self.tail()}"
-                )
-            time.sleep(0.1)
+    def fail(self, problem: str) -> NoReturn:
+        pytest.fail(f"{problem}:\n{self.tail()}")
 
     def wait_for_output(self, needle: str, timeout: float = START_TIMEOUT_S) -> str:
-        """The first log line containing `needle`; fails if the process exits first."""
-        line = self.await_output(needle, timeout)
-        if line is None:
-            pytest.fail(
-                f"{self.name} exited with {self.popen.returncode} before printing "
-                f"{needle!r}:\n{self.tail()}"
-            )
-        return line
-
-    def signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
-
-    def _group_exists(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def reap(self, deadline: float) -> None:
-        """Wait for the group to exit until `deadline`, then SIGKILL whatever is left of it."""
-        try:
-            self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.signal_group(signal.SIGKILL)
-            self.popen.wait(timeout=STOP_TIMEOUT_S)
-        # The leader is gone; a pgid stays reserved while any member lives, so these are ours.
-        while self._group_exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._group_exists():
-            self.signal_group(signal.SIGKILL)
-        self._log.close()
-
-    def kill(self) -> None:
-        """SIGKILL the whole group at once, as a crashed host or the OOM killer would."""
-        self.signal_group(signal.SIGKILL)
-        self.reap(time.monotonic() + STOP_TIMEOUT_S)
-
-    def terminate(self) -> None:
-        """SIGTERM the leader only, as a process manager does: dramatiq's main process then
-        stops its workers gracefully (a second SIGTERM would make them hard-kill themselves)."""
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        self.terminate()
-        self.reap(time.monotonic() + STOP_TIMEOUT_S)
+        return super().wait_for_output(needle, timeout)
 
 
 class Fleet:
@@ -207,7 +104,7 @@ class Fleet:
         self.redis = redis.Redis.from_url(redis_url)
         self.http = httpx.Client(timeout=10)
         self.env = {
-            **_base_env(),
+            **base_env(),
             "PYTHONUNBUFFERED": "1",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
@@ -239,7 +136,7 @@ class Fleet:
         for _ in range(3):  # the free port may be taken between the probe and the bind
             argv = [str(BIN / "fulfillment"), "sim", "--port", str(_free_port())]
             proc = self.spawn("sim", argv)
-            line = proc.await_output(SIM_READY)
+            line = proc.await_output(SIM_READY, START_TIMEOUT_S)
             if line is not None:
                 break
         else:
