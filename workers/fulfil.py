@@ -147,6 +147,10 @@ class _Attempt:
         #: the claim marked attempt 1 in flight and nothing was sent yet: an exit without a
         #: purchase (deferred, invalid) clears the mark
         self.begun_unsent = claim.purchase_begun
+        #: waits that hold the claim (a pause waited out, a rate-limit slot) stay well inside
+        #: its lease; after a longer stretch the lease is renewed before a purchase
+        self.lease_slack_s = deps.claim_ttl_s / 4
+        self.claimed_at = time.monotonic()
         self.probe_taken = False
         self.probe_reported = False
         self.log = log.bind(
@@ -365,6 +369,8 @@ class _Attempt:
 
     def _purchase_now(self, request: FulfillmentRequest, attempt: int, permit: Any) -> Outcome:
         begun, self.begun_unsent = self.begun_unsent, False
+        if begun and time.monotonic() - self.claimed_at > self.lease_slack_s:
+            begun = False  # the claim's lease has run a while: begin_purchase renews it
         if not begun and not self.deps.store.begin_purchase(
             self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
         ):
@@ -454,7 +460,9 @@ class _Attempt:
 
     def _permit(self) -> Any:
         permit = self.deps.breaker.allow()
-        if not permit.allowed and permit.retry_in_s <= self.deps.wait_in_place_s:
+        if not permit.allowed and permit.retry_in_s <= min(
+            self.deps.wait_in_place_s, self.lease_slack_s
+        ):
             # A short pause (a 429's Retry-After): waiting here costs less than handing the
             # order back and taking it again, and keeps its place in the line.
             time.sleep(permit.retry_in_s + random.uniform(0.0, 0.2))  # noqa: S311 - jitter

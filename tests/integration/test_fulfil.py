@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -361,7 +362,10 @@ def test_an_invalid_fresh_order_is_dead_lettered_with_no_attempt_in_flight(
     assert row["fulfillment_attempts"] == 0
 
 
-@pytest.mark.parametrize(("pause_s", "outcome"), [(0.3, Outcome.SUCCESS), (5.0, Outcome.DEFERRED)])
+@pytest.mark.parametrize(
+    ("pause_s", "claim_ttl_s", "outcome"),
+    [(0.3, 30.0, Outcome.SUCCESS), (5.0, 30.0, Outcome.DEFERRED), (0.3, 1.0, Outcome.DEFERRED)],
+)
 def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_order_back(
     store: Store,
     sim: Simulator,
@@ -371,9 +375,11 @@ def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_order_back(
     redis_url: str,
     redis_namespace: str,
     pause_s: float,
+    claim_ttl_s: float,
     outcome: Outcome,
 ) -> None:
-    """A 429's Retry-After of a second: the worker waits and buys (no re-enqueue churn)."""
+    """A 429's Retry-After of a second: the worker waits and buys (no re-enqueue churn).
+    Longer than BREAKER_WAIT_IN_PLACE_S, or than a quarter of the claim's lease: handed back."""
     breaker = VendorBreaker(
         redis.Redis.from_url(redis_url),
         redis_namespace,
@@ -382,10 +388,36 @@ def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_order_back(
     breaker.trip(pause_s, "rate_limited", alert=False)
     oid = new_order()
     started = time.monotonic()
-    assert fulfil(oid, make_deps(breaker=breaker, wait_in_place_s=2.0)) is outcome
+    deps = make_deps(breaker=breaker, wait_in_place_s=2.0, claim_ttl_s=claim_ttl_s)
+    assert fulfil(oid, deps) is outcome
     if outcome is Outcome.SUCCESS:
         assert time.monotonic() - started >= pause_s
         assert sent.retries == [] and sim.ledger.deliveries(oid) == 1
     else:
         assert [oid for oid, _ in sent.retries] == [oid] and sim.ledger.deliveries(oid) == 0
         _fresh_again(store, oid)
+
+
+class _SlowGate:
+    """A rate-limit slot that takes a while to come (a busy fleet)."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        time.sleep(self.wait_s)
+        yield True
+
+
+def test_a_claim_held_a_while_before_the_purchase_has_its_lease_renewed(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder
+) -> None:
+    """The claim marked attempt 1 but its lease has run (waiting for a slot): begin_purchase
+    renews it before the POST, so a reconciler cannot take the order over mid-call."""
+    oid = new_order()
+    counting = _CountingStore(store)
+    deps = make_deps(store=counting, gate=_SlowGate(0.3), claim_ttl_s=1.0)
+    assert fulfil(oid, deps) is Outcome.SUCCESS
+    assert counting.calls == ["claim", "begin_purchase", "finish_call"]
+    assert sim.ledger.deliveries(oid) == 1
