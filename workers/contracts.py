@@ -37,7 +37,7 @@ class BreakerPort(Protocol):
 class GatePort(Protocol):
     """The fleet-wide vendor rate limit (workers/ratelimit.py)."""
 
-    def slot(self) -> AbstractContextManager[bool]: ...
+    def slot(self, max_wait_s: float | None = None) -> AbstractContextManager[bool]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ class _Open:
 
 
 class NoGate:
-    def slot(self) -> AbstractContextManager[bool]:
+    def slot(self, max_wait_s: float | None = None) -> AbstractContextManager[bool]:
         return _Open()
 
 

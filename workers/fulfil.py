@@ -40,6 +40,8 @@ log = get_logger("fulfillment.worker")
 EARLY_TOLERANCE_S = 2.0
 #: An early message (clock skew) due within this is sent again for when it is due.
 MAX_EARLY_REPUBLISH_S = 120.0
+#: Spread of the wake-ups after a pause waited out in place.
+PAUSE_JITTER_S = 0.2
 
 
 def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> Outcome:
@@ -147,10 +149,10 @@ class _Attempt:
         #: the claim marked attempt 1 in flight and nothing was sent yet: an exit without a
         #: purchase (deferred, invalid) clears the mark
         self.begun_unsent = claim.purchase_begun
-        #: waits that hold the claim (a pause waited out, a rate-limit slot) stay well inside
-        #: its lease; after a longer stretch the lease is renewed before a purchase
+        #: Waits that hold the claim (a pause waited out, a rate-limit slot) end within half
+        #: its lease, all together; a purchase after more than a quarter of it renews the lease.
         self.lease_slack_s = deps.claim_ttl_s / 4
-        self.claimed_at = time.monotonic()
+        self.leased_at = time.monotonic()
         self.probe_taken = False
         self.probe_reported = False
         self.log = log.bind(
@@ -162,12 +164,14 @@ class _Attempt:
 
     def run(self, *, allow_purchase: bool) -> Outcome:
         try:
-            return self._run(allow_purchase=allow_purchase)
-        except _Deferred as deferred:
-            return self._defer(deferred.delay_s)
+            try:
+                return self._run(allow_purchase=allow_purchase)
+            except _Deferred as deferred:
+                return self._defer(deferred.delay_s)
         except BaseException:
             if self.begun_unsent:
-                # Nothing was sent: attempt 1 must not look in flight to the next worker.
+                # Nothing was sent (the error came before the POST, or handing the order
+                # back failed): attempt 1 must not look in flight to the next worker.
                 with suppress(Exception):
                     self.deps.store.release_claim(
                         self.order.id, self.token, self.claim.previous_status, clear_in_flight=True
@@ -368,14 +372,16 @@ class _Attempt:
             return self._purchase_now(request, attempt, permit)
 
     def _purchase_now(self, request: FulfillmentRequest, attempt: int, permit: Any) -> Outcome:
-        begun, self.begun_unsent = self.begun_unsent, False
-        if begun and time.monotonic() - self.claimed_at > self.lease_slack_s:
-            begun = False  # the claim's lease has run a while: begin_purchase renews it
-        if not begun and not self.deps.store.begin_purchase(
-            self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
-        ):
-            self.log.warning("worker.claim_lost", stage="begin_purchase")
-            return Outcome.CLAIM_LOST
+        # Marked by the claim (a fresh order) and the lease still young: straight to the POST.
+        # Otherwise begin_purchase marks the attempt and renews the lease.
+        if not self.begun_unsent or time.monotonic() - self.leased_at > self.lease_slack_s:
+            if not self.deps.store.begin_purchase(
+                self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
+            ):
+                self.log.warning("worker.claim_lost", stage="begin_purchase")
+                return Outcome.CLAIM_LOST
+            self.leased_at = time.monotonic()
+        self.begun_unsent = False  # from here a purchase may be sent: the mark stays
         self.log = self.log.bind(attempt=attempt)
         try:
             answer = self._call_and_record(lambda: self.deps.vendor.purchase(request), permit)
@@ -460,12 +466,12 @@ class _Attempt:
 
     def _permit(self) -> Any:
         permit = self.deps.breaker.allow()
-        if not permit.allowed and permit.retry_in_s <= min(
-            self.deps.wait_in_place_s, self.lease_slack_s
+        if not permit.allowed and permit.retry_in_s + PAUSE_JITTER_S <= min(
+            self.deps.wait_in_place_s, self._wait_budget()
         ):
             # A short pause (a 429's Retry-After): waiting here costs less than handing the
             # order back and taking it again, and keeps its place in the line.
-            time.sleep(permit.retry_in_s + random.uniform(0.0, 0.2))  # noqa: S311 - jitter
+            time.sleep(permit.retry_in_s + random.uniform(0.0, PAUSE_JITTER_S))  # noqa: S311
             metrics.PAUSE_WAITS.inc()
             permit = self.deps.breaker.allow()
         if not permit.allowed:
@@ -482,10 +488,15 @@ class _Attempt:
         with self._slot():
             return self._call_and_record(call, permit)
 
+    def _wait_budget(self) -> float:
+        """How much longer this message may wait before a vendor call: waits end within half
+        the lease (the other half covers the call and recording its answer)."""
+        return self.deps.claim_ttl_s / 2 - (time.monotonic() - self.leased_at)
+
     @contextmanager
     def _slot(self) -> Iterator[None]:
         """A fleet-wide rate-limit slot held for one vendor call, or _Deferred."""
-        with self.deps.gate.slot() as admitted:
+        with self.deps.gate.slot(max_wait_s=self._wait_budget()) as admitted:
             if not admitted:
                 raise _Deferred(random.uniform(0.5, 2.0))  # noqa: S311 - jitter
             yield
@@ -521,6 +532,7 @@ class _Attempt:
             clear_in_flight=self.begun_unsent,
         ):
             return Outcome.CLAIM_LOST
+        self.begun_unsent = False
         self.log.info("fulfillment.deferred", reason="circuit_open", delay_s=round(wait, 1))
         metrics.RETRIES.labels(reason="circuit_open").inc()
         self.deps.publish_retry(self.order.id, wait)
@@ -684,6 +696,7 @@ class _Attempt:
             error_message=str(exc),
             clear_in_flight=self.begun_unsent,
         )
+        self.begun_unsent = False
         self.log.warning("fulfillment.invalid_order", field=exc.field, error_code=exc.code)
         return self._announce_dead_letter(reason, exc.code, "invalid_order")
 

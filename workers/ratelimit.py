@@ -56,9 +56,11 @@ class VendorGate:
         )
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[bool]:
-        """Yields True with a slot held for the call, or False when none came within the wait."""
-        deadline = time.monotonic() + self.max_wait_s
+    def slot(self, max_wait_s: float | None = None) -> Iterator[bool]:
+        """Yields True with a slot held for the call, or False when none came within the wait
+        (max_wait_s, when shorter than the gate's own: the caller's lease allows no more)."""
+        wait = self.max_wait_s if max_wait_s is None else min(self.max_wait_s, max_wait_s)
+        deadline = time.monotonic() + max(wait, 0.0)
         with contextlib.ExitStack() as stack:
             try:
                 if self.concurrency is not None and not self._wait(

@@ -13,7 +13,7 @@ import redis
 
 from db.store import Store
 from fulfillment.domain.breaker import BreakerPolicy
-from fulfillment.errors import OrderNotFound
+from fulfillment.errors import OrderNotFound, StoreError
 from vendor.simulator.server import Simulator
 from workers.breaker import VendorBreaker
 from workers.contracts import FulfilDeps, NoBreaker, Outcome
@@ -357,7 +357,7 @@ def test_a_fresh_order_that_leaves_before_the_purchase_keeps_no_mark(
 
 @pytest.mark.parametrize(
     ("pause_s", "claim_ttl_s", "outcome"),
-    [(0.3, 30.0, Outcome.SUCCESS), (5.0, 30.0, Outcome.DEFERRED), (0.3, 1.0, Outcome.DEFERRED)],
+    [(0.3, 30.0, Outcome.SUCCESS), (5.0, 30.0, Outcome.DEFERRED), (0.45, 1.0, Outcome.DEFERRED)],
 )
 def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_order_back(
     store: Store,
@@ -372,7 +372,7 @@ def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_order_back(
     outcome: Outcome,
 ) -> None:
     """A 429's Retry-After of a second: the worker waits and buys (no re-enqueue churn).
-    Longer than BREAKER_WAIT_IN_PLACE_S, or than a quarter of the claim's lease: handed back."""
+    Longer than BREAKER_WAIT_IN_PLACE_S, or than half the claim's lease: handed back."""
     breaker = VendorBreaker(
         redis.Redis.from_url(redis_url),
         redis_namespace,
@@ -398,7 +398,7 @@ class _SlowGate:
         self.wait_s = wait_s
 
     @contextmanager
-    def slot(self) -> Iterator[bool]:
+    def slot(self, max_wait_s: float | None = None) -> Iterator[bool]:
         time.sleep(self.wait_s)
         yield True
 
@@ -414,3 +414,39 @@ def test_a_claim_held_a_while_before_the_purchase_has_its_lease_renewed(
     assert fulfil(oid, deps) is Outcome.SUCCESS
     assert counting.calls == ["claim", "begin_purchase", "finish_call"]
     assert sim.ledger.deliveries(oid) == 1
+
+
+class _FailingStore(_CountingStore):
+    """The real store, with one statement failing as if the database went away."""
+
+    def __init__(self, store: Store, failing: str) -> None:
+        super().__init__(store)
+        self.failing = failing
+
+    def __getattr__(self, name: str) -> object:
+        if name == self.failing:
+
+            def fail(*_args: object, **_kwargs: object) -> object:
+                raise StoreError("database went away")
+
+            return fail
+        return super().__getattr__(name)
+
+
+@pytest.mark.parametrize("failing", ["begin_purchase", "defer"])
+def test_a_database_error_before_the_purchase_keeps_no_mark(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, failing: str
+) -> None:
+    """The lease renewal (begin_purchase) or the hand-back (defer) fails: nothing was sent,
+    so the claim is released with attempt 1 unmarked, and the next message buys at once."""
+    oid = new_order()
+    broken = _FailingStore(store, failing)
+    if failing == "defer":
+        deps = make_deps(store=broken, breaker=_ClosedCircuit(deny=True))
+    else:  # the lease has run past a quarter while waiting for a slot: it is renewed
+        deps = make_deps(store=broken, gate=_SlowGate(0.3), claim_ttl_s=1.0)
+    with pytest.raises(StoreError):
+        fulfil(oid, deps)
+    _fresh_again(store, oid)
+    assert fulfil(oid, make_deps()) is Outcome.SUCCESS
+    assert purchases(store, oid) == [(1, "success", None)]
