@@ -104,6 +104,8 @@ class WebServer:
     namespace: str
     vendor_key: str
     vendor_secret: str
+    #: the FastAPI app served (its state: sessions, the token-guessing throttle)
+    app: Any = None
 
 
 def _free_port() -> int:
@@ -146,9 +148,8 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
         ping_redis=client.ping,
     )
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(deps), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
+    app = create_app(deps)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -165,6 +166,7 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
         namespace=redis_namespace,
         vendor_key="it-key",
         vendor_secret="it-secret",
+        app=app,
     )
     server.should_exit = True
     thread.join(timeout=10)

@@ -100,7 +100,7 @@ platform = APIRouter(
     tags=["platform API"],
     route_class=PlatformRoute,
     dependencies=[Depends(require_api)],
-    responses=errors(401, 503),
+    responses=errors(401, 429, 503),
 )
 
 
@@ -171,7 +171,7 @@ admin = APIRouter(
     route_class=AdminRoute,
     # Security schemes for the OpenAPI document; require_admin does the checking.
     dependencies=[Security(admin_bearer), Security(session_cookie), Depends(require_admin)],
-    responses=errors(401, 503),
+    responses=errors(401, 429, 503),
 )
 
 

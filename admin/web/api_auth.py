@@ -20,7 +20,14 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from admin.web.app import WebDeps, error_body
-from admin.web.security import SESSION_COOKIE, Sessions, bearer, tokens_match
+from admin.web.security import (
+    SESSION_COOKIE,
+    AuthThrottle,
+    Sessions,
+    bearer,
+    client_address,
+    tokens_match,
+)
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -120,10 +127,30 @@ def web_deps(request: Request) -> WebDeps:
     return deps
 
 
+def check_bearer(request: Request, given: str | None, expected: str, which: str) -> None:
+    """401 for a missing or wrong token; 429 once this address has guessed wrong too often
+    (admin/web/security.py: AuthThrottle), even when the token is right."""
+    if given is None:
+        raise unauthorized(which)
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = client_address(request)
+    wait = throttle.retry_after(client)
+    if wait:
+        raise ApiError(
+            429,
+            "TOO_MANY_ATTEMPTS",
+            f"too many wrong tokens from this address; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    if not tokens_match(given, expected):
+        throttle.failed(client)
+        raise unauthorized(which)
+
+
 def check_api_token(request: Request) -> str:
     """The platform API's caller ("api"), or 401. Compared in constant time."""
-    if not tokens_match(bearer(request.headers.get("authorization")), web_deps(request).api_token):
-        raise unauthorized("API_TOKEN")
+    given = bearer(request.headers.get("authorization"))
+    check_bearer(request, given, web_deps(request).api_token, "API_TOKEN")
     return PLATFORM_ACTOR
 
 
@@ -142,9 +169,8 @@ def require_admin(request: Request) -> str:
     deps = web_deps(request)
     given = bearer(request.headers.get("authorization"))
     if given is not None:
-        if tokens_match(given, deps.admin_token):
-            return BEARER_ACTOR
-        raise unauthorized("ADMIN_TOKEN")
+        check_bearer(request, given, deps.admin_token, "ADMIN_TOKEN")
+        return BEARER_ACTOR
     sessions: Sessions = request.app.state.sessions
     session = sessions.read(request.cookies.get(SESSION_COOKIE))
     if session is None:

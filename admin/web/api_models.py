@@ -85,6 +85,8 @@ _ERROR_TEXT = {
     409: "The order's state refuses the action (the code says why).",
     413: "The body is too large.",
     422: "Malformed request: body, query or id.",
+    429: "Too many wrong tokens from this address: every token is refused from it until "
+    "`Retry-After` seconds have passed.",
     503: "PostgreSQL or Redis is unavailable; try again.",
 }
 

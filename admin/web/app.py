@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from admin.dlq import DeadMessageQueue
 from admin.service import AdminService
-from admin.web.security import Sessions
+from admin.web.security import AuthThrottle, Sessions
 from db.store import Store
 from fulfillment.errors import (
     ActionRefused,
@@ -68,6 +68,7 @@ def create_app(deps: WebDeps) -> FastAPI:
     )
     app.state.deps = deps
     app.state.sessions = Sessions(deps.admin_token)
+    app.state.auth_throttle = AuthThrottle()
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)

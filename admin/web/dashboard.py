@@ -35,7 +35,14 @@ from admin.web.dashboard_forms import (
     session_of,
     sessions_of,
 )
-from admin.web.security import SESSION_COOKIE, SESSION_MAX_AGE_S, Session, tokens_match
+from admin.web.security import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    AuthThrottle,
+    Session,
+    client_address,
+    tokens_match,
+)
 from fulfillment.domain.order import parse_order_id
 from fulfillment.errors import InvalidOrder, MalformedMessage, PublishError
 from fulfillment.logs import get_logger
@@ -74,6 +81,24 @@ def login_form(request: Request, next: str = "") -> Response:
 def login(request: Request, name: Text = "", token: Text = "", next: Text = "") -> Response:
     deps = deps_of(request)
     who = name.strip()
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = client_address(request)
+    wait = throttle.retry_after(client)
+    if wait:
+        log.warning("dashboard.login_throttled", actor=who[:80], retry_after_s=wait)
+        response = render(
+            request,
+            "login.html",
+            None,
+            status_code=429,
+            next=safe_next(next, ""),
+            error=f"Too many wrong tokens from this address. Try again in {wait} s.",
+            name=who[:80],
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if token and not tokens_match(token, deps.admin_token):
+        throttle.failed(client)
     if not tokens_match(token, deps.admin_token) or not who:
         error = "Say who you are." if tokens_match(token, deps.admin_token) else "Wrong token."
         log.warning("dashboard.login_refused", actor=who[:80], reason=error)

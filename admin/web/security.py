@@ -5,13 +5,21 @@
 - Dashboard: a login form (name + ADMIN_TOKEN) sets a signed, HttpOnly, SameSite=Strict
   cookie carrying who logged in and a CSRF token; every state-changing form sends that CSRF
   token back. Tokens are compared in constant time.
+- Guessing: after AUTH_FAILURES_MAX wrong tokens (login form or bearer) from one address within
+  AUTH_FAILURES_WINDOW_S, that address is refused (429) until the oldest leaves the window,
+  even with the right token (AuthThrottle, per admin process).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +27,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 SESSION_COOKIE = "fulfillment_session"
 SESSION_MAX_AGE_S = 12 * 3600
+AUTH_FAILURES_MAX = 10
+AUTH_FAILURES_WINDOW_S = 300.0
 
 
 def tokens_match(given: str | None, expected: str | None) -> bool:
@@ -66,3 +76,52 @@ class Sessions:
         if not isinstance(actor, str) or not isinstance(csrf, str):
             return None
         return Session(actor=actor, csrf=csrf)
+
+
+def client_address(request: Any) -> str:
+    """The caller's address (behind a proxy: what uvicorn's --proxy-headers made of it)."""
+    client = getattr(request, "client", None)
+    return str(client.host) if client is not None else "unknown"
+
+
+class AuthThrottle:
+    """Wrong tokens per client address, in a sliding window. Thread-safe; bounded memory (the
+    addresses seen longest ago are forgotten first)."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(
+        self,
+        limit: int = AUTH_FAILURES_MAX,
+        window_s: float = AUTH_FAILURES_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until `client` may try again; 0: it may now."""
+        with self._lock:
+            failures = self._recent(client)
+            if len(failures) < self.limit:
+                return 0
+            return max(1, math.ceil(failures[0] + self.window_s - self.clock()))
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            failures = self._recent(client)
+            failures.append(self.clock())
+            self._failures[client] = failures
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.MAX_CLIENTS:
+                self._failures.popitem(last=False)
+
+    def _recent(self, client: str) -> deque[float]:
+        failures = self._failures.get(client, deque())
+        horizon = self.clock() - self.window_s
+        while failures and failures[0] <= horizon:
+            failures.popleft()
+        return failures

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from admin.web.security import AUTH_FAILURES_MAX
 from db.store import Store
 from tests.conftest import REDIS_URL, WebServer
 
@@ -120,6 +121,17 @@ def test_wrong_token_shows_the_form_again_with_401(client: httpx.Client) -> None
     assert "set-cookie" not in answer.headers
     assert client.post(f"{PREFIX}/login", data={"name": "Eve"}).status_code == 401
     assert client.get(PREFIX).status_code == 303
+
+
+def test_too_many_wrong_tokens_lock_the_address_out_of_the_login(client: httpx.Client) -> None:
+    for n in range(AUTH_FAILURES_MAX):
+        answer = client.post(f"{PREFIX}/login", data={"name": "Eve", "token": f"guess-{n}"})
+        assert answer.status_code == 401
+    answer = client.post(f"{PREFIX}/login", data={"name": "Eve", "token": "test-admin-token"})
+    assert answer.status_code == 429
+    assert "Too many wrong tokens" in answer.text and 'id="login-form"' in answer.text
+    assert int(answer.headers["Retry-After"]) > 0
+    assert "set-cookie" not in answer.headers
 
 
 def test_login_sets_an_httponly_samesite_strict_cookie_and_goes_to_next(

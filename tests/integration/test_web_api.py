@@ -18,7 +18,12 @@ import pytest
 import redis
 
 from admin.web.api_models import StatusFilter
-from admin.web.security import SESSION_COOKIE, Sessions
+from admin.web.security import (
+    AUTH_FAILURES_MAX,
+    AUTH_FAILURES_WINDOW_S,
+    SESSION_COOKIE,
+    Sessions,
+)
 from db.admin import VIEW_FILTERS
 from db.store import Store
 from notifications.service import Notifier
@@ -698,3 +703,23 @@ def test_demo_mode_generates_tokens_prints_the_login_url_and_serves(
     process.stderr.close()
     process.stdout.close()
     assert token not in stderr and "given-api-token" not in stderr  # never logged
+
+
+def test_an_address_that_guesses_wrong_too_often_is_refused_even_with_the_right_token(
+    web: WebServer,
+) -> None:
+    """Ten wrong bearer tokens (either audience) from one address: every token is refused
+    from it for the window, with 429 and Retry-After; no token at all is still a plain 401."""
+    with httpx.Client(base_url=web.url, timeout=10) as client:
+        for n in range(AUTH_FAILURES_MAX):
+            path = "/api/admin/stats" if n % 2 else f"/api/orders/fulfillment?orderId={UNKNOWN}"
+            response = client.get(path, headers={"Authorization": f"Bearer guess-{n}"})
+            assert_error(response, 401, "UNAUTHORIZED")
+        for path, token in (
+            ("/api/admin/stats", web.admin_token),
+            (f"/api/orders/fulfillment?orderId={UNKNOWN}", web.api_token),
+        ):
+            refused = client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert_error(refused, 429, "TOO_MANY_ATTEMPTS")
+            assert 290 <= int(refused.headers["Retry-After"]) <= AUTH_FAILURES_WINDOW_S
+        assert_error(client.get("/api/admin/stats"), 401, "UNAUTHORIZED")
