@@ -28,6 +28,9 @@ from admin.web.security import (
     client_address,
     tokens_match,
 )
+from fulfillment.logs import get_logger
+
+log = get_logger("fulfillment.web")
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -136,6 +139,7 @@ def check_bearer(request: Request, given: str | None, expected: str, which: str)
     client = client_address(request)
     wait = throttle.retry_after(client)
     if wait:
+        log.warning("web.token_throttled", client=client, token=which, retry_after_s=wait)
         raise ApiError(
             429,
             "TOO_MANY_ATTEMPTS",
@@ -144,6 +148,7 @@ def check_bearer(request: Request, given: str | None, expected: str, which: str)
         )
     if not tokens_match(given, expected):
         throttle.failed(client)
+        log.warning("web.wrong_token", client=client, token=which, path=request.url.path)
         raise unauthorized(which)
 
 
