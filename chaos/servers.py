@@ -11,20 +11,21 @@ stays valid too.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from fulfillment.embedded import embedded_postgres_url, embedded_redis_url, stop_embedded
+from fulfillment.embedded import (
+    embedded_postgres_url,
+    embedded_redis_url,
+    locked,
+    redis_pid,
+    stop_embedded,
+)
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -58,12 +59,12 @@ class EmbeddedServers:
         """Kill Redis (SIGKILL: nothing saved, as a crashed host) and start it again, empty,
         on the same port after `down_s` seconds."""
         port = self.redis_port
-        with _locked(self.redis_dir / ".lock"):
-            pid = _redis_pid(port)
+        with locked(self.redis_dir / ".lock"):
+            pid = redis_pid(port)
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                _wait(lambda: _redis_pid(port) is None, "Redis to stop")
+                _wait(lambda: redis_pid(port) is None, "Redis to stop")
             time.sleep(down_s)
             self._start_redis(port)
 
@@ -84,7 +85,7 @@ class EmbeddedServers:
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, timeout=STARTUP_TIMEOUT_S,
         )  # fmt: skip
-        _wait(lambda: _redis_pid(port) is not None, f"Redis to answer on port {port}")
+        _wait(lambda: redis_pid(port) is not None, f"Redis to answer on port {port}")
 
     # -- PostgreSQL --------------------------------------------------------------------------
 
@@ -104,27 +105,6 @@ class EmbeddedServers:
         url = embedded_postgres_url(self.state_dir)  # pg_ctl start, with pgserver's options
         if url != self.postgres_url:
             raise RuntimeError(f"PostgreSQL came back elsewhere: {url} != {self.postgres_url}")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """The lock fulfillment.embedded takes around starting and stopping Redis."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def _redis_pid(port: int) -> int | None:
-    client = redis.Redis(
-        host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 0),
-    )  # fmt: skip
-    try:
-        return int(client.info("server")["process_id"])
-    except (redis.RedisError, OSError, KeyError, ValueError):
-        return None
-    finally:
-        client.close()
 
 
 def _wait(condition: Callable[[], bool], what: str) -> None:

