@@ -22,9 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from admin.web.app import WebDeps, error_body
 from admin.web.security import (
     SESSION_COOKIE,
-    AuthThrottle,
     Sessions,
+    TooManyAttempts,
     bearer,
+    check_token,
     client_address,
     tokens_match,
 )
@@ -135,19 +136,19 @@ def check_bearer(request: Request, given: str | None, expected: str, which: str)
     (admin/web/security.py: AuthThrottle), even when the token is right."""
     if given is None:
         raise unauthorized(which)
-    throttle: AuthThrottle = request.app.state.auth_throttle
     client = client_address(request)
-    wait = throttle.retry_after(client)
-    if wait:
+    try:
+        right = check_token(request, given, expected)
+    except TooManyAttempts as exc:
+        wait = exc.retry_after_s
         log.warning("web.token_throttled", client=client, token=which, retry_after_s=wait)
         raise ApiError(
             429,
             "TOO_MANY_ATTEMPTS",
             f"too many wrong tokens from this address; try again in {wait} s",
             headers={"Retry-After": str(wait)},
-        )
-    if not tokens_match(given, expected):
-        throttle.failed(client)
+        ) from None
+    if not right:
         log.warning("web.wrong_token", client=client, token=which, path=request.url.path)
         raise unauthorized(which)
 

@@ -38,10 +38,9 @@ from admin.web.dashboard_forms import (
 from admin.web.security import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
-    AuthThrottle,
     Session,
-    client_address,
-    tokens_match,
+    TooManyAttempts,
+    check_token,
 )
 from fulfillment.domain.order import parse_order_id
 from fulfillment.errors import InvalidOrder, MalformedMessage, PublishError
@@ -81,10 +80,10 @@ def login_form(request: Request, next: str = "") -> Response:
 def login(request: Request, name: Text = "", token: Text = "", next: Text = "") -> Response:
     deps = deps_of(request)
     who = name.strip()
-    throttle: AuthThrottle = request.app.state.auth_throttle
-    client = client_address(request)
-    wait = throttle.retry_after(client)
-    if wait:
+    try:
+        right = check_token(request, token, deps.admin_token)
+    except TooManyAttempts as exc:
+        wait = exc.retry_after_s
         log.warning("dashboard.login_throttled", actor=who[:80], retry_after_s=wait)
         response = render(
             request,
@@ -97,10 +96,8 @@ def login(request: Request, name: Text = "", token: Text = "", next: Text = "") 
         )
         response.headers["Retry-After"] = str(wait)
         return response
-    if token and not tokens_match(token, deps.admin_token):
-        throttle.failed(client)
-    if not tokens_match(token, deps.admin_token) or not who:
-        error = "Say who you are." if tokens_match(token, deps.admin_token) else "Wrong token."
+    if not right or not who:
+        error = "Say who you are." if right else "Wrong token."
         log.warning("dashboard.login_refused", actor=who[:80], reason=error)
         return render(
             request,

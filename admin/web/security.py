@@ -78,6 +78,30 @@ class Sessions:
         return Session(actor=actor, csrf=csrf)
 
 
+class TooManyAttempts(Exception):
+    """This address guessed wrong too often: refused whatever it sends for retry_after_s."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many wrong tokens; try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def check_token(request: Any, given: str | None, expected: str) -> bool:
+    """Whether `given` is the token. A wrong one counts against the caller's address (the
+    app's AuthThrottle); an address that guessed wrong too often gets TooManyAttempts, even
+    with the right token."""
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = client_address(request)
+    wait = throttle.retry_after(client)
+    if wait:
+        raise TooManyAttempts(wait)
+    if tokens_match(given, expected):
+        return True
+    if given:
+        throttle.failed(client)
+    return False
+
+
 def client_address(request: Any) -> str:
     """The caller's address (behind a proxy: what uvicorn's --proxy-headers made of it)."""
     client = getattr(request, "client", None)
