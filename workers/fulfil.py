@@ -151,7 +151,6 @@ class _Attempt:
         self.begun_unsent = claim.purchase_begun
         #: Waits that hold the claim (a pause waited out, a rate-limit slot) end within half
         #: its lease, all together; a purchase after more than a quarter of it renews the lease.
-        self.lease_slack_s = deps.claim_ttl_s / 4
         self.leased_at = time.monotonic()
         self.probe_taken = False
         self.probe_reported = False
@@ -374,7 +373,7 @@ class _Attempt:
     def _purchase_now(self, request: FulfillmentRequest, attempt: int, permit: Any) -> Outcome:
         # Marked by the claim (a fresh order) and the lease still young: straight to the POST.
         # Otherwise begin_purchase marks the attempt and renews the lease.
-        if not self.begun_unsent or time.monotonic() - self.leased_at > self.lease_slack_s:
+        if not self.begun_unsent or self._lease_age() > self.deps.claim_ttl_s / 4:
             if not self.deps.store.begin_purchase(
                 self.order.id, self.token, attempt, ttl_s=self.deps.claim_ttl_s
             ):
@@ -488,10 +487,13 @@ class _Attempt:
         with self._slot():
             return self._call_and_record(call, permit)
 
+    def _lease_age(self) -> float:
+        return time.monotonic() - self.leased_at
+
     def _wait_budget(self) -> float:
         """How much longer this message may wait before a vendor call: waits end within half
         the lease (the other half covers the call and recording its answer)."""
-        return self.deps.claim_ttl_s / 2 - (time.monotonic() - self.leased_at)
+        return self.deps.claim_ttl_s / 2 - self._lease_age()
 
     @contextmanager
     def _slot(self) -> Iterator[None]:
