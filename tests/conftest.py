@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import dramatiq
 import psycopg
 import pytest
 import redis
@@ -106,6 +107,28 @@ class WebServer:
     vendor_secret: str
     #: the FastAPI app served (its state: sessions, the token-guessing throttle)
     app: Any = None
+
+
+def park_dead_messages(
+    namespace: str, order_ids: list[str], options: dict[str, Any] | None = None
+) -> list[str]:
+    """Put fulfill_order messages into Dramatiq's dead-letter queue (XQ) as its Redis broker
+    keeps them when it gives up; their message ids, in order."""
+    client = redis.Redis.from_url(REDIS_URL)
+    ids = []
+    for oid in order_ids:
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name="fulfillment",
+            actor_name="fulfill_order",
+            args=(oid,),
+            kwargs={},
+            options=dict(options or {}),
+        )
+        client.zadd(f"{namespace}:fulfillment.XQ", {message.message_id: time.time() * 1000})
+        client.hset(f"{namespace}:fulfillment.XQ.msgs", message.message_id, message.encode())
+        ids.append(message.message_id)
+    client.close()
+    return ids
 
 
 def _free_port() -> int:

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import dramatiq
 import httpx
 import pytest
-import redis
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from db.store import Store
 from notifications.service import Notifier
-from tests.conftest import IN_CI, REDIS_URL, WebServer
+from tests.conftest import IN_CI, WebServer, park_dead_messages
 
 # The integration tier's fixtures, shared here (pytest finds fixtures by name in a conftest).
 from tests.integration.conftest import Sent, make_deps, new_order, sent, sim
@@ -128,17 +124,4 @@ def dead_letter(
 
 def seed_dlq(namespace: str, order_ids: list[str]) -> list[str]:
     """Put messages into Dramatiq's dead-letter queue as the Redis broker keeps it."""
-    client = redis.Redis.from_url(REDIS_URL)
-    ids = []
-    for oid in order_ids:
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name="fulfillment",
-            actor_name="fulfill_order",
-            args=(oid,),
-            kwargs={},
-            options={},
-        )
-        client.zadd(f"{namespace}:fulfillment.XQ", {message.message_id: time.time() * 1000})
-        client.hset(f"{namespace}:fulfillment.XQ.msgs", message.message_id, message.encode())
-        ids.append(message.message_id)
-    return ids
+    return park_dead_messages(namespace, order_ids)

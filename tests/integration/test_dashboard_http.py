@@ -6,10 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qs, quote, urlsplit
 
 import dramatiq
@@ -19,7 +18,7 @@ import redis
 
 from admin.web.security import AUTH_FAILURES_MAX
 from db.store import Store
-from tests.conftest import REDIS_URL, WebServer
+from tests.conftest import REDIS_URL, WebServer, park_dead_messages
 
 pytestmark = pytest.mark.integration
 
@@ -297,20 +296,7 @@ def test_dead_letters_requeue_and_dismiss(
 
 
 def _seed_dlq(web: WebServer, order_ids: list[str]) -> list[str]:
-    client = redis.Redis.from_url(REDIS_URL)
-    ids = []
-    for oid in order_ids:
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name="fulfillment",
-            actor_name="fulfill_order",
-            args=(oid,),
-            kwargs={},
-            options={},
-        )
-        client.zadd(f"{web.namespace}:fulfillment.XQ", {message.message_id: time.time() * 1000})
-        client.hset(f"{web.namespace}:fulfillment.XQ.msgs", message.message_id, message.encode())
-        ids.append(message.message_id)
-    return ids
+    return park_dead_messages(web.namespace, order_ids)
 
 
 def test_dramatiq_dlq_requeue_and_delete_are_audited(

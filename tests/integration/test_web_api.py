@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, get_args
 
-import dramatiq
 import httpx
 import pytest
 import redis
@@ -27,7 +26,7 @@ from admin.web.security import (
 from db.admin import VIEW_FILTERS
 from db.store import Store
 from notifications.service import Notifier
-from tests.conftest import WebServer, _free_port
+from tests.conftest import WebServer, _free_port, park_dead_messages
 from vendor.simulator.server import Simulator
 from workers.contracts import FulfilDeps, Outcome
 from workers.deadletter import handle_dead_letter
@@ -549,18 +548,12 @@ def test_dismiss_takes_a_dead_letter_off_the_list(
 # -- Dramatiq's dead-letter queue -----------------------------------------------------------------
 
 
-def put_dead_message(web: WebServer, client: redis.Redis, order_id: str) -> str:
+def put_dead_message(web: WebServer, order_id: str) -> str:
     """Park a message in Dramatiq's XQ as its Redis broker does when it gives up."""
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name="fulfillment",
-        actor_name="fulfill_order",
-        args=(order_id,),
-        kwargs={},
-        options={"retries": 20, "max_retries": 20},
+    (message_id,) = park_dead_messages(
+        web.namespace, [order_id], options={"retries": 20, "max_retries": 20}
     )
-    client.zadd(f"{web.namespace}:fulfillment.XQ", {message.message_id: time.time() * 1000})
-    client.hset(f"{web.namespace}:fulfillment.XQ.msgs", message.message_id, message.encode())
-    return message.message_id
+    return message_id
 
 
 def test_dlq_list_requeue_and_delete_over_redis(
@@ -568,8 +561,8 @@ def test_dlq_list_requeue_and_delete_over_redis(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    requeue_id = put_dead_message(web, client, first)
-    delete_id = put_dead_message(web, client, second)
+    requeue_id = put_dead_message(web, first)
+    delete_id = put_dead_message(web, second)
 
     listing = admin.get("/api/admin/dlq", params={"limit": 10}).json()
     assert listing["count"] == 2
