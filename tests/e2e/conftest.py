@@ -241,6 +241,13 @@ class Fleet:
         )
         assert result.published, result.reason
 
+    def publish_new_orders(self, count: int) -> list[str]:
+        """Commit `count` orders and publish each, as the purchase path does."""
+        orders = [self.new_order() for _ in range(count)]
+        for oid in orders:
+            self.publish(oid)
+        return orders
+
     def order(self, order_id: str) -> Row:
         row = self.store.order_row(order_id)
         assert row is not None, f"no order {order_id}"

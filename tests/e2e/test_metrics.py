@@ -92,9 +92,7 @@ def test_admin_process_serves_live_fleet_metrics_and_readiness(fleet: Fleet) -> 
     vendor; /metrics has the scrape-time collector, current with the database."""
     refused = fleet.cli("web", "--port", "1")
     assert refused.returncode == 2 and "ADMIN_TOKEN" in refused.stderr  # no tokens: no start
-    ok = [fleet.new_order() for _ in range(3)]
-    for oid in ok:
-        fleet.publish(oid)
+    ok = fleet.publish_new_orders(3)
     for oid in ok:
         fleet.wait_for_status(oid, "success")
     waiting = fleet.new_order()  # committed, never published: pending

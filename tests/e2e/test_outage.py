@@ -30,9 +30,7 @@ def test_outage_longer_than_the_retry_table_dead_letters_nothing(fleet: Fleet) -
     fleet.start_reconciler_loop()
     fleet.vendor_down(OUTAGE_S)
     down_until = time.monotonic() + OUTAGE_S
-    orders = [fleet.new_order() for _ in range(ORDERS)]
-    for oid in orders:
-        fleet.publish(oid)
+    orders = fleet.publish_new_orders(ORDERS)
 
     def settled() -> bool:
         rows = [fleet.order(oid) for oid in orders]

@@ -199,9 +199,7 @@ def test_graceful_stop_lets_the_call_in_flight_finish_and_record_it(fleet: Fleet
 
 def test_orders_lost_with_redis_are_recovered_by_the_reconciler(fleet: Fleet) -> None:
     fleet.stop_consumers()
-    orders = [fleet.new_order() for _ in range(30)]
-    for oid in orders:
-        fleet.publish(oid)
+    orders = fleet.publish_new_orders(30)
     assert fleet.unfinished_messages() == 30
     assert fleet.flush_namespace() > 0
     assert fleet.redis_keys() == []

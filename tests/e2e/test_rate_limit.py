@@ -31,9 +31,7 @@ def test_two_worker_processes_stay_under_the_fleet_wide_limit(fleet: Fleet) -> N
     )
     fleet.workers.wait_for_output(WORKER_READY)
     fleet.start_deadletter()
-    orders = [fleet.new_order() for _ in range(ORDERS)]
-    for oid in orders:
-        fleet.publish(oid)
+    orders = fleet.publish_new_orders(ORDERS)
     fleet.wait_until(
         lambda: all(fleet.status(o) == "success" for o in orders),
         60,

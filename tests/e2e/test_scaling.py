@@ -58,9 +58,7 @@ def test_two_worker_groups_share_the_work_and_deliver_once(fleet: Fleet) -> None
     # A vendor slow enough that one group cannot drain all 40 orders (about 2.5 s alone) before
     # the other's consumer, polling an empty queue once a second, fetches its share.
     fleet.faults(latency_ms=250)
-    orders = [fleet.new_order() for _ in range(ORDERS)]
-    for oid in orders:
-        fleet.publish(oid)
+    orders = fleet.publish_new_orders(ORDERS)
     fleet.wait_until(
         lambda: all(fleet.status(o) == "success" for o in orders),
         60,
