@@ -197,6 +197,7 @@ def breaker() -> VendorBreaker:
         window_s=s.breaker_window_s,
         min_calls=s.breaker_min_calls,
         failure_ratio=s.breaker_failure_ratio,
+        quiet_failures=s.breaker_quiet_failures,
         open_s=s.breaker_open_s,
         max_open_s=s.breaker_max_open_s,
     )
@@ -269,6 +270,8 @@ def gate() -> Any:
         s.redis_namespace,
         per_second=s.vendor_rate_limit_per_s,
         concurrent=s.vendor_max_concurrency,
+        # a killed worker's slot is freed when its claim's lease would have ended
+        call_ttl_s=s.claim_ttl_s,
     )
 
 

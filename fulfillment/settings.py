@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     breaker_window_s: int = Field(default=60, ge=1)
     breaker_min_calls: int = Field(default=20, ge=1)
     breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    #: also open, at any volume, on this many vendor-wide failures when no call in the
+    #: window succeeded
+    breaker_quiet_failures: int = Field(default=2, ge=1)
     breaker_open_s: float = Field(default=30.0, gt=0)
     breaker_max_open_s: float = Field(default=300.0, gt=0)
     #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
