@@ -129,6 +129,17 @@ CREATE INDEX IF NOT EXISTS admin_notifications_order_idx ON admin_notifications 
 CREATE INDEX IF NOT EXISTS admin_notifications_undelivered_idx ON admin_notifications (webhook_state)
     WHERE webhook_state IN ('pending', 'failed');
 
+-- Vendor callbacks seen, by a digest of their signed bytes: a replay (same body, timestamp and
+-- signature) is answered without any work. Kept a day (the reconciler prunes), far past the
+-- 300 s in which a signature is accepted.
+CREATE TABLE IF NOT EXISTS vendor_callbacks (
+    digest text PRIMARY KEY,
+    order_id uuid,
+    status text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS vendor_callbacks_received_idx ON vendor_callbacks (received_at);
+
 -- Admin surface ---------------------------------------------------------------------------
 
 
@@ -169,3 +180,9 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 
 CREATE INDEX IF NOT EXISTS admin_audit_order_idx ON admin_audit (order_id, id);
 CREATE INDEX IF NOT EXISTS admin_audit_created_at_idx ON admin_audit (created_at);
+
+-- Outcome unknown (processing, held for a person with its dead_letter_reason): the filter's
+-- keyset pages, the stats' count and the scrape-time gauge, all on a handful of rows.
+CREATE INDEX IF NOT EXISTS orders_outcome_unknown_idx
+    ON orders (created_at DESC, id DESC) INCLUDE (dead_lettered_at, dead_letter_dismissed_at)
+    WHERE fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL;

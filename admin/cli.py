@@ -1,5 +1,8 @@
 """`fulfillment orders|retry|dlq|export|stats`: the admin surface at a terminal.
 
+An order whose vendor outcome stayed unknown (status outcome_unknown) is decided with
+`orders recheck`, `orders mark-delivered` or `orders mark-not-delivered`, each with --reason.
+
 The same AdminService as the web process, so the same rules and the same audit rows; tables
 for people, `--json` for scripts. Phones are masked in every output.
 
@@ -18,6 +21,7 @@ from typing import Any
 
 from admin.cli_commands import (
     EXIT_REFUSED,
+    cmd_decide,
     cmd_dlq_delete,
     cmd_dlq_dismiss,
     cmd_dlq_list,
@@ -29,7 +33,7 @@ from admin.cli_commands import (
     cmd_stats,
 )
 from admin.cli_output import fail
-from admin.service import MAX_PAGE, MAX_REASON, search_key
+from admin.service import MAX_PAGE, MAX_REASON, MAX_TRANSACTION_ID, search_key
 from db.admin import VIEW_FILTERS
 from fulfillment import bootstrap
 from fulfillment.cli import EXIT_NOT_FOUND, EXIT_USAGE
@@ -96,6 +100,22 @@ def _orders_and_retry(sub: Any) -> None:
     p.add_argument("order_id", metavar="ORDER_ID")
     _json_flag(p)
     p.set_defaults(func=cmd_orders_show)
+    for name, help_text in (
+        ("recheck", "outcome unknown: ask the vendor again (it is looked up before any purchase)"),
+        ("mark-delivered", "outcome unknown: the vendor did deliver (checked by hand)"),
+        ("mark-not-delivered", "outcome unknown: nothing was delivered (checked by hand)"),
+    ):
+        p = orders.add_parser(name, help=help_text)
+        p.add_argument("order_id", metavar="ORDER_ID")
+        if name == "mark-delivered":
+            p.add_argument(
+                "--transaction-id",
+                type=_transaction_id,
+                help="the vendor's transaction id, when its dashboard shows one",
+            )
+        _reason_flag(p)
+        _json_flag(p)
+        p.set_defaults(func=cmd_decide, decision=name)
 
     p = sub.add_parser("retry", help="one more attempt for failed or dead-lettered orders")
     p.add_argument("order_ids", nargs="*", metavar="ORDER_ID")
@@ -181,6 +201,12 @@ def _phone(text: str) -> str:
     if search_key(text) is None:
         raise argparse.ArgumentTypeError(f"no digits in {text!r}; type a phone number")
     return text
+
+
+def _transaction_id(text: str) -> str:
+    if not text.strip() or len(text.strip()) > MAX_TRANSACTION_ID:
+        raise argparse.ArgumentTypeError(f"1 to {MAX_TRANSACTION_ID} characters")
+    return text.strip()
 
 
 def _reason(text: str) -> str:

@@ -1,4 +1,5 @@
-"""The admin CLI's commands (`orders list|show`, `retry`, `dlq ...`, `export`, `stats`).
+"""The admin CLI's commands (`orders list|show|recheck|mark-delivered|mark-not-delivered`,
+`retry`, `dlq ...`, `export`, `stats`).
 
 One function per subcommand, each handed the parsed arguments by admin/cli.py and returning
 the exit status: it reads or acts through the same AdminService as the web process (so the
@@ -30,7 +31,7 @@ from admin.cli_output import (
 from fulfillment import bootstrap
 from fulfillment.cli import EXIT_NOT_FOUND, _table
 from fulfillment.domain.order import parse_order_id
-from fulfillment.errors import MalformedMessage
+from fulfillment.errors import ActionRefused, MalformedMessage, OrderNotFound
 
 if TYPE_CHECKING:
     from admin.dlq import DeadMessageQueue
@@ -215,6 +216,24 @@ def cmd_retry(args: argparse.Namespace) -> int:
             args.parser.error("--network and --since select orders for --all-failed")
         results = service.retry(_order_ids(args.order_ids), actor=_actor(), reason=args.reason)
     return _report([r.as_dict() for r in results], args.json)
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    """recheck / mark-delivered / mark-not-delivered one outcome-unknown order."""
+    service, oid, actor = _service(), parse_order_id(args.order_id), _actor()
+    try:
+        if args.decision == "recheck":
+            result = service.recheck(oid, actor=actor, reason=args.reason)
+        elif args.decision == "mark-delivered":
+            result = service.mark_delivered(
+                oid, actor=actor, reason=args.reason, transaction_id=args.transaction_id
+            )
+        else:
+            result = service.mark_not_delivered(oid, actor=actor, reason=args.reason)
+    except (ActionRefused, OrderNotFound) as exc:
+        refused = {"orderId": oid, "ok": False, "code": exc.code, "message": str(exc)}
+        return _report([refused], args.json)
+    return _report([result.as_dict()], args.json)
 
 
 def cmd_dlq_requeue(args: argparse.Namespace) -> int:

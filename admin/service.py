@@ -1,4 +1,5 @@
-"""Admin use cases: list, search, stats, detail, retry, trigger, dismiss, export.
+"""Admin use cases: list, search, stats, detail, retry, trigger, dismiss, export, and the
+three decisions on an outcome unknown (recheck, mark delivered, mark not delivered).
 
 The web process and the CLI call these, so both follow the same rules and leave the same
 audit rows. No SQL here (db/admin.py), no HTTP (admin/web/).
@@ -25,6 +26,7 @@ log = get_logger("fulfillment.admin")
 
 MAX_PAGE = 500
 MAX_REASON = 500
+MAX_TRANSACTION_ID = 128
 
 
 def search_key(typed: str) -> str | None:
@@ -141,6 +143,14 @@ class AdminService:
             "notifications": self.admin.notifications(oid),
         }
 
+    def order(self, order_id: str) -> dict[str, Any]:
+        """One order as admins see it (view_row)."""
+        oid = _order_id(order_id)
+        row = self.store.order_row(oid)
+        if row is None:
+            raise OrderNotFound(oid)
+        return view_row(row)
+
     def latest(self, order_id: str) -> dict[str, Any]:
         """The platform API's view: the order's state and its latest attempt."""
         oid = _order_id(order_id)
@@ -177,11 +187,18 @@ class AdminService:
     # -- acting ------------------------------------------------------------------------
 
     def retry(
-        self, order_ids: Sequence[str], *, actor: str, reason: str
+        self, order_ids: Sequence[str], *, actor: str, reason: str, platform: bool = False
     ) -> builtins.list[ActionResult]:
-        """One more attempt for each failed or dead-lettered order; others are refused."""
+        """One more attempt for each failed or dead-lettered order; others are refused.
+
+        platform: the purchase platform asks (the API_TOKEN API). For it a dead letter resolved
+        by hand (dismissed: perhaps refunded) is final, refused as ORDER_RESOLVED; an admin
+        (ADMIN_TOKEN, the dashboard, the CLI) may still reopen one."""
         why = _reason(reason)
-        return [self._retry_one(oid, actor=actor, reason=why) for oid in order_ids]
+        return [
+            self._retry_one(oid, actor=actor, reason=why, allow_resolved=not platform)
+            for oid in order_ids
+        ]
 
     def retry_filtered(
         self, flt: OrderFilter, *, actor: str, reason: str
@@ -209,12 +226,14 @@ class AdminService:
             results += [self._retry_one(oid, actor=actor, reason=why) for oid in ids]
         return results
 
-    def _retry_one(self, order_id: str, *, actor: str, reason: str) -> ActionResult:
+    def _retry_one(
+        self, order_id: str, *, actor: str, reason: str, allow_resolved: bool = True
+    ) -> ActionResult:
         try:
             oid = _order_id(order_id)
         except InvalidOrder as exc:
             return ActionResult(str(order_id)[:64], False, "INVALID_ORDER_ID", str(exc))
-        row = self.admin.retry(oid, max_attempts=self.max_attempts)
+        row = self.admin.retry(oid, max_attempts=self.max_attempts, allow_resolved=allow_resolved)
         if row is None:
             return self._refusal(oid, "retry")
         self.admin.record(
@@ -270,12 +289,29 @@ class AdminService:
             "pending": ("ORDER_PENDING", "the order has not been attempted; use trigger"),
             "failed": ("ORDER_RETRYING", "the order is failed and waiting for its retry"),
             "dead_lettered": ("ORDER_DEAD_LETTERED", "the order is dead-lettered; use retry"),
+            "outcome_unknown": (
+                "ORDER_OUTCOME_UNKNOWN",
+                "the vendor may have delivered it; recheck, mark delivered or mark not delivered",
+            ),
             "unmanaged": ("ORDER_NOT_MANAGED", "the order predates or is outside the fleet"),
         }
         if row["network"] != "at-ishare":
             code, text = "UNSUPPORTED_NETWORK", f"{row['network']} orders are not ours"
         elif row["claim_token"] is not None:
             code, text = messages["processing"]
+        elif status == "outcome_unknown":
+            code, text = messages["outcome_unknown"]
+        elif (
+            action == "retry"
+            and status == "dead_lettered"
+            and row["dead_letter_dismissed_at"] is not None
+        ):
+            # a failed, unclaimed order refused by admin_retry: the platform's, resolved
+            code, text = (
+                "ORDER_RESOLVED",
+                "the dead letter was resolved by hand (perhaps refunded); only an admin can "
+                "reopen it",
+            )
         elif action == "dismiss" and row["dead_letter_dismissed_at"] is not None:
             code, text = "ALREADY_DISMISSED", "the dead letter was already resolved by hand"
         elif action == "dismiss" and status != "dead_lettered":
@@ -283,6 +319,92 @@ class AdminService:
         else:
             code, text = messages.get(status, ("ACTION_REFUSED", status))
         return ActionResult(oid, False, code, f"cannot {action}: {text}")
+
+    # -- outcome unknown: a person decides ------------------------------------------------
+
+    def recheck(self, order_id: str, *, actor: str, reason: str) -> ActionResult:
+        """Ask the vendor again: the order goes back to a worker, due now, with fresh status
+        check and deferral budgets; its attempt stays in flight, so the worker looks the
+        reference up before any purchase."""
+        oid, why = _order_id(order_id), _reason(reason)
+        row = self.admin.recheck(oid)
+        if row is None:
+            raise self._not_outcome_unknown(oid, "recheck")
+        self.admin.record(
+            actor=actor,
+            action="recheck",
+            order_id=oid,
+            reason=why,
+            details={
+                "generation": row["fulfillment_generation"],
+                "in_flight_attempt": row["fulfillment_in_flight_attempt"],
+            },
+        )
+        self.publish(oid, 0.0)
+        log.info("admin.rechecked", order_id=oid, actor=actor, attempt=row["fulfillment_attempts"])
+        return ActionResult(
+            oid, True, "RECHECK_SCHEDULED", "the vendor will be asked again for this reference"
+        )
+
+    def mark_delivered(
+        self, order_id: str, *, actor: str, reason: str, transaction_id: str | None = None
+    ) -> ActionResult:
+        """A person confirmed the delivery (the vendor's dashboard, the customer): success."""
+        oid, why = _order_id(order_id), _reason(reason)
+        tx = _transaction_id(transaction_id)
+        row = self.admin.mark_delivered(oid, transaction_id=tx)
+        if row is None:
+            raise self._not_outcome_unknown(oid, "mark delivered")
+        self.admin.record(
+            actor=actor,
+            action="mark_delivered",
+            order_id=oid,
+            reason=why,
+            details={"transaction_id": row["vendor_transaction_id"]},
+        )
+        log.info("admin.marked_delivered", order_id=oid, actor=actor)
+        return ActionResult(oid, True, "MARKED_DELIVERED", "the order is recorded as delivered")
+
+    def mark_not_delivered(self, order_id: str, *, actor: str, reason: str) -> ActionResult:
+        """A person confirmed nothing was delivered: failed, an open dead letter from which
+        retry or dismiss work as on any other. The attempt stays marked in flight, so a retry
+        still asks the vendor about the reference before buying."""
+        oid, why = _order_id(order_id), _reason(reason)
+        flagged = f"not delivered, confirmed by hand: {why}"[:MAX_REASON]
+        row = self.admin.mark_not_delivered(oid, reason=flagged)
+        if row is None:
+            raise self._not_outcome_unknown(oid, "mark not delivered")
+        self.admin.record(
+            actor=actor,
+            action="mark_not_delivered",
+            order_id=oid,
+            reason=why,
+            details={"in_flight_attempt": row["fulfillment_in_flight_attempt"]},
+        )
+        log.info("admin.marked_not_delivered", order_id=oid, actor=actor)
+        return ActionResult(
+            oid, True, "MARKED_NOT_DELIVERED", "the order is failed: retry it or dismiss it"
+        )
+
+    def _not_outcome_unknown(self, oid: str, action: str) -> ActionRefused | OrderNotFound:
+        """Why a decision on an outcome unknown was refused (it changed nothing)."""
+        row = self.store.order_row(oid)
+        if row is None:
+            return OrderNotFound(oid)
+        status = view_status(row)
+        if status == "outcome_unknown" and row["network"] != "at-ishare":
+            return ActionRefused(
+                "UNSUPPORTED_NETWORK", f"cannot {action}: {row['network']} orders are not ours"
+            )
+        if status == "outcome_unknown":  # in that state, so a live claim refused it
+            return ActionRefused(
+                "ORDER_IN_FLIGHT",
+                f"cannot {action}: a worker or a vendor callback holds the order; try again",
+            )
+        return ActionRefused(
+            "ORDER_NOT_OUTCOME_UNKNOWN",
+            f"cannot {action}: the order is {status}, not outcome unknown",
+        )
 
     # -- export --------------------------------------------------------------------------
 
@@ -316,6 +438,8 @@ EXPORT_COLUMNS = (
 def view_status(row: Row) -> str:
     if row.get("fulfillment_status") is None:
         return "unmanaged"
+    if row.get("fulfillment_status") == "processing" and row.get("dead_letter_reason"):
+        return "outcome_unknown"  # the vendor may have delivered: a human decides, no refund
     if row.get("dead_lettered_at") is not None:
         return "dead_lettered"
     return str(row["fulfillment_status"])
@@ -362,6 +486,15 @@ def _order_id(value: str) -> str:
         return parse_order_id(value)
     except MalformedMessage as exc:
         raise InvalidOrder("orderId", str(exc)) from exc
+
+
+def _transaction_id(value: str | None) -> str | None:
+    text = (value or "").strip()
+    if len(text) > MAX_TRANSACTION_ID:
+        raise InvalidOrder("transactionId", f"at most {MAX_TRANSACTION_ID} characters")
+    if "\x00" in text:
+        raise InvalidOrder("transactionId", "must not contain NUL characters")
+    return text or None
 
 
 def _reason(reason: str) -> str:

@@ -22,6 +22,7 @@ VIEW_FILTERS: dict[str, str | None] = {
     "all": None,
     "pending": "filter_pending",
     "processing": "filter_processing",
+    "outcome_unknown": "filter_outcome_unknown",
     "success": "filter_success",
     "failed": "filter_failed",
     "dead_lettered": "filter_dead_lettered",
@@ -132,14 +133,34 @@ class AdminStore:
             },
         )
 
-    def retry(self, order_id: str, *, max_attempts: int) -> Row | None:
-        return self.store._one("admin_retry", {"order_id": order_id, "max_attempts": max_attempts})
+    def retry(self, order_id: str, *, max_attempts: int, allow_resolved: bool) -> Row | None:
+        return self.store._one(
+            "admin_retry",
+            {"order_id": order_id, "max_attempts": max_attempts, "allow_resolved": allow_resolved},
+        )
 
     def trigger(self, order_id: str) -> Row | None:
         return self.store._one("admin_trigger", {"order_id": order_id})
 
     def dismiss(self, order_id: str, *, actor: str) -> Row | None:
         return self.store._one("admin_dismiss", {"order_id": order_id, "actor": actor})
+
+    # -- an outcome unknown: each returns no row unless the order was in that state
+
+    def recheck(self, order_id: str) -> Row | None:
+        return self.store._one("admin_recheck", {"order_id": order_id})
+
+    def mark_delivered(self, order_id: str, *, transaction_id: str | None) -> Row | None:
+        return self.store._one(
+            "admin_mark_delivered", {"order_id": order_id, "transaction_id": transaction_id}
+        )
+
+    def mark_not_delivered(self, order_id: str, *, reason: str) -> Row | None:
+        return self.store._one("admin_mark_not_delivered", {"order_id": order_id, "reason": reason})
+
+    def outcome_unknown_count(self) -> int:
+        row = self.store._one("outcome_unknown_count", {})
+        return int(row["n"]) if row else 0
 
     def orders(self, order_ids: Sequence[str]) -> list[Row]:
         return [r for oid in order_ids if (r := self.store.order_row(oid)) is not None]

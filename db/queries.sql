@@ -20,16 +20,20 @@ SET fulfillment_status = 'processing',
     claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
     fulfillment_in_flight_attempt = CASE WHEN prev.purchase_begun THEN 1
                                          ELSE o.fulfillment_in_flight_attempt END,
+    fulfillment_attempts = CASE WHEN prev.purchase_begun THEN 1 ELSE o.fulfillment_attempts END,
     updated_at = now()
 FROM prev
 WHERE o.id = prev.id
   AND o.network = 'at-ishare'
   AND (
         o.fulfillment_status = 'pending'
-     OR (o.fulfillment_status = 'failed' AND o.dead_letter_reason IS NULL
+     OR (o.fulfillment_status = 'failed'
+         AND (o.dead_letter_reason IS NULL OR %(in_review)s::boolean)
          AND coalesce(o.next_attempt_at, '-infinity')
              <= now() + make_interval(secs => %(early_s)s::float8))
+     -- an order a human holds as outcome unknown is taken only in_review (callback, dead letter)
      OR (o.fulfillment_status = 'processing' AND o.claim_token IS NULL
+         AND (o.dead_letter_reason IS NULL OR %(in_review)s::boolean)
          AND (o.next_attempt_at IS NULL
               OR o.next_attempt_at <= now() + make_interval(secs => %(early_s)s::float8)))
      OR (o.fulfillment_status = 'processing' AND o.claim_expires_at < now())
@@ -51,9 +55,11 @@ WHERE id = %(order_id)s
 SELECT * FROM orders WHERE id = %(order_id)s;
 
 -- name: begin_purchase
--- Mark attempt N as under way before the vendor call, so a killed worker is detectable.
+-- Mark attempt N as under way before the vendor call, so a killed worker is detectable; the
+-- attempt counts from here (a vendor-wide failure may give it back, see domain/decision.py).
 UPDATE orders
 SET fulfillment_in_flight_attempt = %(attempt)s,
+    fulfillment_attempts = %(attempt)s,
     claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
     updated_at = now()
 WHERE id = %(order_id)s AND claim_token = %(token)s
@@ -77,6 +83,9 @@ WITH updated AS (
         dead_letter_reason = %(dead_letter_reason)s,
         dead_letter_requested_at = CASE WHEN %(dead_letter_reason)s::text IS NULL THEN NULL
                                         ELSE now() END,
+        -- back in a worker's hands (a callback confirmed an order in review): off the list
+        dead_lettered_at = CASE WHEN %(dead_letter_reason)s::text IS NULL THEN NULL
+                                ELSE dead_lettered_at END,
         fulfilled_at = CASE WHEN %(status)s = 'success' THEN now() ELSE fulfilled_at END,
         -- only a live transaction (success, pending) is the order's; a failed one stays in the log
         vendor_transaction_id = CASE WHEN %(log_status)s IN ('success', 'pending')
@@ -109,6 +118,9 @@ UPDATE orders
 SET fulfillment_status = %(status)s,
     fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
                                          ELSE fulfillment_in_flight_attempt END,
+    fulfillment_attempts = CASE WHEN %(clear_in_flight)s::boolean
+                                THEN greatest(fulfillment_attempts - 1, 0)
+                                ELSE fulfillment_attempts END,
     claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = now() + make_interval(secs => %(delay_s)s::float8),
@@ -124,6 +136,9 @@ UPDATE orders
 SET fulfillment_status = %(status)s,
     fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
                                          ELSE fulfillment_in_flight_attempt END,
+    fulfillment_attempts = CASE WHEN %(clear_in_flight)s::boolean
+                                THEN greatest(fulfillment_attempts - 1, 0)
+                                ELSE fulfillment_attempts END,
     claim_token = NULL,
     claim_expires_at = NULL,
     updated_at = now()
@@ -135,6 +150,9 @@ UPDATE orders
 SET fulfillment_status = 'failed',
     fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
                                          ELSE fulfillment_in_flight_attempt END,
+    fulfillment_attempts = CASE WHEN %(clear_in_flight)s::boolean
+                                THEN greatest(fulfillment_attempts - 1, 0)
+                                ELSE fulfillment_attempts END,
     claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = NULL,
@@ -150,7 +168,11 @@ WHERE id = %(order_id)s AND claim_token = %(token)s;
 -- between them cannot leave a flagged order that nobody was told about.
 WITH flagged AS (
     UPDATE orders
-    SET fulfillment_status = 'failed',
+    -- an order the vendor may hold (an attempt in flight, or pending there) is never failed:
+    -- it stays processing, in a human's queue as outcome unknown
+    SET fulfillment_status = CASE WHEN fulfillment_in_flight_attempt IS NOT NULL
+                                    OR fulfillment_status = 'processing'
+                                  THEN 'processing' ELSE 'failed' END,
         dead_letter_reason = coalesce(dead_letter_reason, %(reason)s),
         dead_letter_requested_at = coalesce(dead_letter_requested_at, now()),
         dead_lettered_at = now(),
@@ -184,6 +206,18 @@ WITH flagged AS (
 SELECT f.id AS order_id, f.dead_letter_reason, f.fulfillment_attempts, f.last_error_code,
        n.id AS notification_id, n.message, n.details
 FROM flagged f LEFT JOIN noted n ON true;
+
+-- name: record_callback
+-- Remember a signed vendor callback; no row back means it is a replay of one already seen.
+INSERT INTO vendor_callbacks (digest, order_id, status)
+VALUES (%(digest)s, %(order_id)s, %(status)s)
+ON CONFLICT (digest) DO NOTHING
+RETURNING digest;
+
+-- name: prune_callbacks
+-- Forget callbacks long past their signature's window (the reconciler's pass).
+DELETE FROM vendor_callbacks
+WHERE received_at < now() - make_interval(secs => %(keep_s)s::float8);
 
 -- name: insert_notification
 -- Store an admin notification once per dedupe key; nothing is returned for a repeat.
@@ -226,8 +260,8 @@ WITH due AS (
            CASE
                WHEN fulfillment_status = 'pending' THEN 'pending_unstarted'
                WHEN fulfillment_status = 'processing' AND claim_token IS NOT NULL THEN 'claim_expired'
-               WHEN fulfillment_status = 'processing' THEN 'status_check_overdue'
                WHEN dead_letter_reason IS NOT NULL THEN 'dead_letter_unflagged'
+               WHEN fulfillment_status = 'processing' THEN 'status_check_overdue'
                ELSE 'retry_overdue'
            END AS reason
     FROM orders
@@ -239,11 +273,13 @@ WITH due AS (
          OR (fulfillment_status = 'processing' AND claim_token IS NOT NULL
              AND claim_expires_at < now())
          OR (fulfillment_status = 'processing' AND claim_token IS NULL
+             AND dead_letter_reason IS NULL
              AND next_attempt_at < now() - make_interval(secs => %(grace_s)s::float8))
          OR (fulfillment_status = 'failed' AND dead_letter_reason IS NULL
              AND coalesce(next_attempt_at, '-infinity')
                  < now() - make_interval(secs => %(grace_s)s::float8))
-         OR (fulfillment_status = 'failed' AND dead_letter_reason IS NOT NULL
+         OR (fulfillment_status IN ('failed', 'processing') AND claim_token IS NULL
+             AND dead_letter_reason IS NOT NULL
              AND dead_lettered_at IS NULL
              AND dead_letter_requested_at < now() - make_interval(secs => %(grace_s)s::float8))
       )
@@ -271,8 +307,10 @@ INSERT INTO orders (id, phone_number, network, size_gb, package_name)
 VALUES (%(id)s, %(phone_number)s, %(network)s, %(size_gb)s, %(package_name)s);
 
 -- name: status_counts
--- Orders per fulfillment status, dead-lettered counted apart (demo summary, CLI).
-SELECT CASE WHEN dead_lettered_at IS NOT NULL THEN 'dead_lettered'
+-- Orders per fulfillment status, dead-lettered and outcome unknown counted apart (demo, CLI).
+SELECT CASE WHEN fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL
+                 THEN 'outcome_unknown'
+            WHEN dead_lettered_at IS NOT NULL THEN 'dead_lettered'
             ELSE coalesce(fulfillment_status, 'unmanaged') END AS status,
        count(*) AS n
 FROM orders
@@ -300,7 +338,7 @@ LIMIT %(limit)s;
 -- Orders not yet in a terminal state (success, or failed and flagged): the demo waits for zero.
 SELECT count(*) AS n
 FROM orders
-WHERE fulfillment_status IN ('pending', 'processing')
+WHERE (fulfillment_status IN ('pending', 'processing') AND dead_lettered_at IS NULL)
    OR (fulfillment_status = 'failed' AND dead_lettered_at IS NULL);
 
 -- name: notifications
@@ -328,8 +366,13 @@ LIMIT %(limit)s
 AND o.fulfillment_status = 'pending'
 
 -- name: filter_processing
--- Orders a worker holds or the vendor is still working on.
-AND o.fulfillment_status = 'processing'
+-- Orders a worker holds or the vendor is still working on (outcome unknown is its own filter).
+AND o.fulfillment_status = 'processing' AND o.dead_letter_reason IS NULL
+AND o.dead_lettered_at IS NULL
+
+-- name: filter_outcome_unknown
+-- Orders the vendor may have delivered, held for a person to decide (orders_outcome_unknown_idx).
+AND o.fulfillment_status = 'processing' AND o.dead_letter_reason IS NOT NULL
 
 -- name: filter_success
 -- Delivered orders.
@@ -340,12 +383,14 @@ AND o.fulfillment_status = 'success'
 AND o.fulfillment_status = 'failed' AND o.dead_lettered_at IS NULL
 
 -- name: filter_dead_lettered
--- Orders the dead-letter consumer flagged, dismissed or not.
+-- Orders the dead-letter consumer flagged, dismissed or not; never an outcome unknown.
 AND o.dead_lettered_at IS NOT NULL
+AND NOT (o.fulfillment_status = 'processing' AND o.dead_letter_reason IS NOT NULL)
 
 -- name: filter_open_dead_letters
--- The dead-letter list: flagged and not resolved by hand.
+-- The dead-letter list: flagged and not resolved by hand; never an outcome unknown.
 AND o.dead_lettered_at IS NOT NULL AND o.dead_letter_dismissed_at IS NULL
+AND NOT (o.fulfillment_status = 'processing' AND o.dead_letter_reason IS NOT NULL)
 
 -- name: filter_phone
 -- Search by phone number, typed any way (the msisdn index).
@@ -365,15 +410,32 @@ AND (o.created_at, o.id) < (%(after_created)s, %(after_id)s)
 
 -- name: order_stats
 -- The dashboard's cards: counts per view status and the median time to fulfil over 24 h.
+-- The main scan reads only orders_status_counts_idx's columns (an index-only scan); outcome
+-- unknown needs dead_letter_reason, so it is counted apart on its small partial index and
+-- taken out of the processing and dead-letter counts it would otherwise fall into.
+WITH unknown AS (
+    SELECT count(*) AS n,
+           count(*) FILTER (WHERE dead_lettered_at IS NULL) AS unflagged,
+           count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS flagged,
+           count(*) FILTER (WHERE dead_lettered_at IS NOT NULL
+                            AND dead_letter_dismissed_at IS NULL) AS open_flagged
+    FROM orders
+    WHERE fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL
+)
 SELECT count(*) AS total,
        count(*) FILTER (WHERE fulfillment_status = 'success') AS success,
        count(*) FILTER (WHERE fulfillment_status = 'failed' AND dead_lettered_at IS NULL)
            AS failed,
-       count(*) FILTER (WHERE fulfillment_status = 'processing') AS processing,
+       count(*) FILTER (WHERE fulfillment_status = 'processing' AND dead_lettered_at IS NULL)
+           - (SELECT unflagged FROM unknown) AS processing,
        count(*) FILTER (WHERE fulfillment_status = 'pending') AS pending,
-       count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_lettered,
+       (SELECT n FROM unknown) AS outcome_unknown,
+       count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) - (SELECT flagged FROM unknown)
+           AS dead_lettered,
        count(*) FILTER (WHERE dead_lettered_at IS NOT NULL
-                        AND dead_letter_dismissed_at IS NULL) AS open_dead_letters,
+                        AND dead_letter_dismissed_at IS NULL)
+           - (SELECT open_flagged FROM unknown)
+           AS open_dead_letters,
        (SELECT extract(epoch FROM percentile_cont(0.5)
                        WITHIN GROUP (ORDER BY fulfilled_at - created_at))
         FROM orders
@@ -398,7 +460,8 @@ RETURNING id;
 
 -- name: admin_retry
 -- Grant a failed (or dead-lettered) order one more attempt, due now; refused (no row) for
--- any other state. A new generation, so its next dead letter notifies again.
+-- any other state. A new generation, so its next dead letter notifies again. A dead letter
+-- resolved by hand (dismissed: perhaps refunded) is reopened only when allow_resolved.
 UPDATE orders
 SET fulfillment_extra_attempts = greatest(fulfillment_extra_attempts,
                                           fulfillment_attempts + 1 - %(max_attempts)s),
@@ -417,6 +480,7 @@ WHERE id = %(order_id)s
   AND network = 'at-ishare'
   AND fulfillment_status = 'failed'
   AND claim_token IS NULL
+  AND (%(allow_resolved)s::boolean OR dead_letter_dismissed_at IS NULL)
 RETURNING id, fulfillment_attempts, fulfillment_extra_attempts, fulfillment_generation;
 
 -- name: admin_trigger
@@ -427,11 +491,91 @@ WHERE id = %(order_id)s AND network = 'at-ishare' AND fulfillment_status = 'pend
 RETURNING id;
 
 -- name: admin_dismiss
--- Resolve a dead letter by hand: it leaves the dead-letter list, the order stays failed.
+-- Resolve a dead letter by hand: it leaves the dead-letter list, the order stays failed. An
+-- outcome unknown (processing) is never dismissed: it may have been delivered; decide first.
 UPDATE orders
 SET dead_letter_dismissed_at = now(), dead_letter_dismissed_by = %(actor)s, updated_at = now()
 WHERE id = %(order_id)s AND dead_lettered_at IS NOT NULL AND dead_letter_dismissed_at IS NULL
+  AND fulfillment_status <> 'processing'
 RETURNING id;
+
+-- The three decisions on an outcome unknown (processing, dead_letter_reason set): each takes
+-- the order only in that state and with no live claim, so a callback or a worker that holds
+-- it, or a second admin, makes the other refused (no row).
+
+-- name: admin_recheck
+-- Ask the vendor again: back to a worker, due now, with fresh budgets and a new generation;
+-- still processing and the attempt still in flight, so the worker looks the reference up first.
+UPDATE orders
+SET fulfillment_generation = fulfillment_generation + 1,
+    fulfillment_status_checks = 0,
+    fulfillment_deferrals = 0,
+    next_attempt_at = now(),
+    last_enqueued_at = now(),
+    claim_token = NULL,
+    claim_expires_at = NULL,
+    dead_letter_reason = NULL,
+    dead_letter_requested_at = NULL,
+    dead_lettered_at = NULL,
+    dead_letter_dismissed_at = NULL,
+    dead_letter_dismissed_by = NULL,
+    updated_at = now()
+WHERE id = %(order_id)s
+  AND network = 'at-ishare'
+  AND fulfillment_status = 'processing'
+  AND dead_letter_reason IS NOT NULL
+  AND (claim_token IS NULL OR claim_expires_at < now())
+RETURNING id, fulfillment_generation, fulfillment_attempts, fulfillment_in_flight_attempt;
+
+-- name: admin_mark_delivered
+-- A person confirmed delivery (the vendor's dashboard, the customer): success, off review.
+UPDATE orders
+SET fulfillment_status = 'success',
+    fulfilled_at = now(),
+    vendor_transaction_id = coalesce(%(transaction_id)s, vendor_transaction_id),
+    fulfillment_in_flight_attempt = NULL,
+    next_attempt_at = NULL,
+    claim_token = NULL,
+    claim_expires_at = NULL,
+    dead_letter_reason = NULL,
+    dead_letter_requested_at = NULL,
+    dead_lettered_at = NULL,
+    dead_letter_dismissed_at = NULL,
+    dead_letter_dismissed_by = NULL,
+    updated_at = now()
+WHERE id = %(order_id)s
+  AND network = 'at-ishare'
+  AND fulfillment_status = 'processing'
+  AND dead_letter_reason IS NOT NULL
+  AND (claim_token IS NULL OR claim_expires_at < now())
+RETURNING id, fulfillment_attempts, vendor_transaction_id, fulfilled_at;
+
+-- name: admin_mark_not_delivered
+-- A person confirmed nothing was delivered: failed, an open dead letter (retry or dismiss
+-- from there). The in-flight mark stays, so a later retry still looks the reference up first.
+UPDATE orders
+SET fulfillment_status = 'failed',
+    dead_letter_reason = %(reason)s,
+    dead_letter_requested_at = coalesce(dead_letter_requested_at, now()),
+    dead_lettered_at = coalesce(dead_lettered_at, now()),
+    dead_letter_dismissed_at = NULL,
+    dead_letter_dismissed_by = NULL,
+    next_attempt_at = NULL,
+    claim_token = NULL,
+    claim_expires_at = NULL,
+    updated_at = now()
+WHERE id = %(order_id)s
+  AND network = 'at-ishare'
+  AND fulfillment_status = 'processing'
+  AND dead_letter_reason IS NOT NULL
+  AND (claim_token IS NULL OR claim_expires_at < now())
+RETURNING id, fulfillment_attempts, fulfillment_in_flight_attempt, dead_lettered_at;
+
+-- name: outcome_unknown_count
+-- Orders held as outcome unknown (the fulfillment_outcome_unknown_orders gauge, at scrape time).
+SELECT count(*) AS n
+FROM orders
+WHERE fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL;
 
 -- name: latest_log
 -- The latest attempt of an order (platform API GET).

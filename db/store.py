@@ -161,9 +161,18 @@ class Store:
     # -- the worker ------------------------------------------------------------------------
 
     def claim(
-        self, order_id: str, token: str, *, ttl_s: float, early_s: float, begin: bool = False
+        self,
+        order_id: str,
+        token: str,
+        *,
+        ttl_s: float,
+        early_s: float,
+        begin: bool = False,
+        in_review: bool = False,
     ) -> Claim | None:
-        """begin: an order never tried is marked as buying attempt 1 by the same statement."""
+        """begin: an order never tried is marked as buying attempt 1 by the same statement.
+        in_review: an order a human holds as outcome unknown may be taken too (a callback, a
+        dead letter's last look), never by a fulfill_order message."""
         row = self._one(
             "claim_order",
             {
@@ -172,6 +181,7 @@ class Store:
                 "ttl_s": ttl_s,
                 "early_s": early_s,
                 "begin": begin,
+                "in_review": in_review,
             },
         )
         if row is None:
@@ -282,6 +292,14 @@ class Store:
                 "clear_in_flight": clear_in_flight,
             },
         )
+
+    def record_callback(self, digest: str, order_id: str, status: str) -> bool:
+        """True the first time this signed callback is seen, False for a replay."""
+        params = {"digest": digest, "order_id": order_id, "status": status[:32]}
+        return self._one("record_callback", params) is not None
+
+    def prune_callbacks(self, *, keep_s: float) -> int:
+        return self._exec("prune_callbacks", {"keep_s": keep_s})
 
     def mark_enqueued(self, order_id: str) -> None:
         self._exec("mark_enqueued", {"order_id": order_id})

@@ -108,7 +108,8 @@ def serve_group_metrics() -> int:
 
 class FleetCollector:
     """Live figures read at scrape time: queue depths, orders per status, the oldest pending
-    order, the circuit breaker, the vendor balance, live workers."""
+    order, orders held as outcome unknown, the circuit breaker, the vendor balance, live
+    workers."""
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class FleetCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
+        from db.admin import AdminStore
         from fulfillment.errors import StoreError
 
         depth = GaugeMetricFamily(
@@ -191,6 +193,13 @@ class FleetCollector:
             )
             pending.add_metric([], oldest)
             yield pending
+            unknown = GaugeMetricFamily(
+                "fulfillment_outcome_unknown_orders",
+                "Orders whose vendor outcome stayed unknown, held for a person to decide "
+                "(processing, never failed).",
+            )
+            unknown.add_metric([], AdminStore(self.store).outcome_unknown_count())
+            yield unknown
             up.add_metric(["postgresql"], 1)
         except StoreError:
             up.add_metric(["postgresql"], 0)

@@ -69,7 +69,9 @@ def session_store(database_url: str) -> Iterator[Store]:
 def store(session_store: Store) -> Store:
     """The run's store, emptied before each test."""
     with session_store.pool.connection() as conn:
-        conn.execute("TRUNCATE orders, fulfillment_logs, admin_notifications, admin_audit")
+        conn.execute(
+            "TRUNCATE orders, fulfillment_logs, admin_notifications, admin_audit, vendor_callbacks"
+        )
     return session_store
 
 

@@ -179,7 +179,13 @@ def dead_letter_order(notice: dict[str, Any]) -> None:
 def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Dramatiq's on_retry_exhausted hook for fulfill_order."""
     from workers.deadletter import handle_gave_up, notice_for_gave_up
+    from workers.fulfil import settle_for_dead_letter
 
     notice = notice_for_gave_up(message_data, retry_info, bootstrap.store())
     if notice is not None:
-        handle_gave_up(notice, bootstrap.store(), bootstrap.notifier())
+        handle_gave_up(
+            notice,
+            bootstrap.store(),
+            bootstrap.notifier(),
+            settle=lambda order_id: settle_for_dead_letter(order_id, bootstrap.fulfil_deps()),
+        )

@@ -19,15 +19,20 @@ from vendor.client import VendorAnswer
 
 
 class Permit(Protocol):
-    allowed: bool
-    probe: bool
-    retry_in_s: float
+    """A breaker's answer (read-only: frozen dataclasses satisfy it)."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def probe(self) -> bool: ...
+    @property
+    def retry_in_s(self) -> float: ...
 
 
 class BreakerPort(Protocol):
     """The fleet-wide circuit breaker around the vendor (workers/breaker.py)."""
 
-    def allow(self) -> Any: ...
+    def allow(self) -> Permit: ...
     def record(self, *, success: bool, probe: bool = False) -> None: ...
     def is_open(self) -> bool: ...
     def trip(self, seconds: float, reason: str, *, alert: bool = True) -> None: ...
@@ -50,7 +55,7 @@ class _Always:
 class NoBreaker:
     """Every call goes through (tests of one unit, tools that must never be held back)."""
 
-    def allow(self) -> Any:
+    def allow(self) -> Permit:
         return _Always()
 
     def record(self, *, success: bool, probe: bool = False) -> None:

@@ -7,16 +7,17 @@ invalid orders, malformed messages, and messages Dramatiq itself gave up on.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from db.store import Store
 from fulfillment import metrics
-from fulfillment.domain.order import order_id_from_message
+from fulfillment.domain.order import OrderStatus, order_id_from_message
 from fulfillment.errors import FulfillmentError, MalformedMessage
 from fulfillment.logs import get_logger
 from notifications.service import Notifier
-from workers.contracts import DeadLetterNotice
+from workers.contracts import DeadLetterNotice, Outcome
 
 log = get_logger("fulfillment.deadletter")
 
@@ -79,14 +80,43 @@ def handle_dead_letter(notice: DeadLetterNotice, store: Store, notifier: Notifie
     )
 
 
+#: What settle may leave for the flag: the order goes to a human (as the vendor has it).
+_FOR_A_HUMAN = frozenset({Outcome.DEAD_LETTERED, Outcome.NOT_DUE, Outcome.CLAIM_LOST})
+
+
+def _may_be_bought(order_id: str, store: Store) -> bool:
+    """An attempt in flight or the vendor's pending: flagging it failed could refund a
+    delivered order. One a worker still holds raises OrderBusy (Dramatiq retries later)."""
+    order = store.get_order(order_id)
+    if order is None or order.dead_letter_reason is not None:
+        return False
+    if order.in_flight_attempt is None and order.status is not OrderStatus.PROCESSING:
+        return False
+    if order.claim_expires_at is not None and order.claim_expires_at > datetime.now(UTC):
+        raise OrderBusy(f"order {order_id} is held by a worker until its claim ends")
+    return True
+
+
 class OrderBusy(FulfillmentError):
     """The order is under a live claim: the dead letter waits for it (Dramatiq retries)."""
 
     code = "ORDER_BUSY"
 
 
-def handle_gave_up(notice: DeadLetterNotice, store: Store, notifier: Notifier) -> bool:
-    """Like handle_dead_letter, but an order a worker still holds is retried later, not lost."""
+def handle_gave_up(
+    notice: DeadLetterNotice,
+    store: Store,
+    notifier: Notifier,
+    settle: Callable[[str], Outcome] | None = None,
+) -> bool:
+    """Like handle_dead_letter, but an order a worker still holds is retried later, not lost,
+    and one the vendor may hold is first looked up (`settle`: workers.fulfil's
+    settle_for_dead_letter), so that it is flagged only as what the vendor says it is."""
+    if settle is not None and notice.order_id and _may_be_bought(notice.order_id, store):
+        outcome = settle(notice.order_id)
+        if outcome not in _FOR_A_HUMAN:
+            log.warning("deadletter.settled_by_vendor", order_id=notice.order_id, outcome=outcome)
+            return False
     if handle_dead_letter(notice, store, notifier):
         return True
     if notice.order_id:

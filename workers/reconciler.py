@@ -23,6 +23,10 @@ from workers.fulfil import fulfil
 
 log = get_logger("fulfillment.reconciler")
 
+#: How long a vendor callback's digest is kept to recognise its replays (signatures are
+#: accepted for 300 s).
+CALLBACK_MEMORY_S = 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileReport:
@@ -73,6 +77,7 @@ def reconcile_once(
                 reason=item.reason,
                 error=str(exc),
             )
+    deps.store.prune_callbacks(keep_s=CALLBACK_MEMORY_S)
     resent = _resend_notifications(
         deps.store, notifier, grace_s=grace_s, max_attempts=webhook_max_attempts
     )

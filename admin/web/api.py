@@ -3,7 +3,8 @@
 - `/api/orders/fulfillment` (bearer API_TOKEN): the purchase platform triggers, retries and
   reads an order's fulfillment.
 - `/api/admin/...` (bearer ADMIN_TOKEN, or the dashboard's session cookie; with the cookie, a
-  state-changing call also sends `X-CSRF-Token`): list, detail, stats, retry, dismiss and
+  state-changing call also sends `X-CSRF-Token`): list, detail, stats, retry, dismiss, the
+  three decisions on an outcome unknown (recheck, mark delivered, mark not delivered) and
   Dramatiq's own dead-letter queue.
 
 Routes are sync functions (FastAPI runs them in its threadpool: the store and Redis block).
@@ -43,6 +44,8 @@ from admin.web.api_models import (
     AttemptView,
     AuditEntry,
     DeadMessageView,
+    DecisionBody,
+    DecisionResponse,
     DismissBody,
     DlqActionResponse,
     DlqIds,
@@ -50,6 +53,7 @@ from admin.web.api_models import (
     FulfillmentAction,
     FulfillmentRef,
     FulfillmentState,
+    MarkDeliveredBody,
     NotificationView,
     OrderDetail,
     OrderPage,
@@ -118,7 +122,7 @@ def act_on_fulfillment(body: FulfillmentAction, request: Request) -> ActionRespo
         result = service.trigger(oid, actor=PLATFORM_ACTOR)
     else:
         reason = (body.reason or "").strip() or DEFAULT_PLATFORM_RETRY_REASON
-        (result,) = service.retry([oid], actor=PLATFORM_ACTOR, reason=reason)
+        (result,) = service.retry([oid], actor=PLATFORM_ACTOR, reason=reason, platform=True)
     if not result.ok:
         raise ApiError(
             404 if result.code == "ORDER_NOT_FOUND" else 409, result.code, result.message
@@ -249,6 +253,58 @@ def order_detail(order_id: UUID, request: Request) -> OrderDetail:
         audit=[AuditEntry.model_validate(_plain(r)) for r in detail["audit"]],
         notifications=[NotificationView.model_validate(_plain(r)) for r in detail["notifications"]],
     )
+
+
+def _decision(request: Request, result: ActionResult) -> DecisionResponse:
+    order = web_deps(request).service.order(result.order_id)
+    return DecisionResponse(
+        code=result.code, message=result.message, order=OrderView.model_validate(order)
+    )
+
+
+_DECISION_ERRORS = errors(400, 403, 404, 409, 422)
+
+
+@admin.post(
+    "/orders/{order_id}/recheck",
+    response_model=DecisionResponse,
+    responses=_DECISION_ERRORS,
+    summary="Outcome unknown: ask the vendor again (a worker looks the reference up first)",
+)
+def recheck_order(
+    order_id: UUID, body: DecisionBody, request: Request, actor: Admin
+) -> DecisionResponse:
+    service = web_deps(request).service
+    return _decision(request, service.recheck(str(order_id), actor=actor, reason=body.reason))
+
+
+@admin.post(
+    "/orders/{order_id}/mark-delivered",
+    response_model=DecisionResponse,
+    responses=_DECISION_ERRORS,
+    summary="Outcome unknown: the vendor did deliver (checked by hand); the order succeeds",
+)
+def mark_delivered(
+    order_id: UUID, body: MarkDeliveredBody, request: Request, actor: Admin
+) -> DecisionResponse:
+    result = web_deps(request).service.mark_delivered(
+        str(order_id), actor=actor, reason=body.reason, transaction_id=body.transaction_id
+    )
+    return _decision(request, result)
+
+
+@admin.post(
+    "/orders/{order_id}/mark-not-delivered",
+    response_model=DecisionResponse,
+    responses=_DECISION_ERRORS,
+    summary="Outcome unknown: nothing was delivered (checked by hand); the order fails",
+)
+def mark_not_delivered(
+    order_id: UUID, body: DecisionBody, request: Request, actor: Admin
+) -> DecisionResponse:
+    service = web_deps(request).service
+    result = service.mark_not_delivered(str(order_id), actor=actor, reason=body.reason)
+    return _decision(request, result)
 
 
 @admin.get("/stats", response_model=StatsResponse, summary="The dashboard's counts")

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from admin.service import MAX_REASON
+from admin.service import MAX_REASON, MAX_TRANSACTION_ID
 
 #: Order ids one retry or dismiss call may name (allFiltered names none: the service walks it).
 MAX_IDS = 1000
@@ -59,7 +59,14 @@ Reason = Annotated[
 ]
 OrderIdText = Annotated[Text, Field(min_length=1, max_length=64)]
 StatusFilter = Literal[
-    "all", "pending", "processing", "success", "failed", "dead_lettered", "open_dead_letters"
+    "all",
+    "pending",
+    "processing",
+    "outcome_unknown",
+    "success",
+    "failed",
+    "dead_lettered",
+    "open_dead_letters",
 ]
 
 
@@ -112,7 +119,10 @@ class FulfillmentAction(CamelModel):
 
 class FulfillmentRef(CamelModel):
     order_id: str
-    status: str = Field(description="pending, processing, success, failed or dead_lettered")
+    status: str = Field(
+        description="pending, processing, outcome_unknown (the vendor may have delivered: a "
+        "person decides, never refund it), success, failed or dead_lettered"
+    )
     reference: str = Field(description="the vendor reference (the order id)")
 
 
@@ -240,8 +250,11 @@ class Stats(BaseModel):
     total: int
     success: int
     failed: int
-    processing: int
+    processing: int = Field(description="a worker or the vendor is on it (not outcome unknown)")
     pending: int
+    outcome_unknown: int = Field(
+        description="the vendor may have delivered; held for a person (never failed)"
+    )
     dead_lettered: int
     open_dead_letters: int
     success_rate: float | None = Field(description="success / (success + dead-lettered)")
@@ -278,6 +291,28 @@ class RetryFiltered(CamelModel):
 class DismissBody(CamelModel):
     order_ids: list[OrderIdText] = Field(min_length=1, max_length=MAX_IDS)
     reason: Reason
+
+
+class DecisionBody(CamelModel):
+    """A decision on an outcome unknown: why, for the audit trail."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    reason: Reason
+
+
+class MarkDeliveredBody(DecisionBody):
+    transaction_id: Text | None = Field(
+        default=None,
+        max_length=MAX_TRANSACTION_ID,
+        description="the vendor's transaction id, when its dashboard shows one",
+    )
+
+
+class DecisionResponse(CamelModel):
+    success: Literal[True] = True
+    code: str = Field(examples=["RECHECK_SCHEDULED"])
+    message: str
+    order: OrderView = Field(description="the order after the decision")
 
 
 class ActionResultView(CamelModel):

@@ -1,7 +1,8 @@
 """The admin dashboard: server-rendered HTML pages at /dashboard/admin/fulfillment.
 
 Pages: orders (stats, filters, phone search, keyset pages, retry), one order's detail
-(attempts, vendor answers, notifications, audit), open dead letters (requeue, dismiss) and
+(attempts, vendor answers, notifications, audit; for an outcome unknown the three decisions:
+recheck, mark delivered, mark not delivered), open dead letters (requeue, dismiss) and
 Dramatiq's own dead-letter queue (requeue, delete). A login form (name + ADMIN_TOKEN) sets
 the signed session cookie; every form carries the session's CSRF token. All rules and audit
 rows come from AdminService, the same as the API and the CLI. The plumbing (gates,
@@ -10,6 +11,7 @@ rendering, flash messages) is in dashboard_forms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -43,7 +45,7 @@ from admin.web.security import (
     check_token,
 )
 from fulfillment.domain.order import parse_order_id
-from fulfillment.errors import InvalidOrder, MalformedMessage, PublishError
+from fulfillment.errors import ActionRefused, InvalidOrder, MalformedMessage, PublishError
 from fulfillment.logs import get_logger
 
 log = get_logger("fulfillment.dashboard")
@@ -236,6 +238,80 @@ def order_detail(request: Request, session: Session, order_id: str) -> Response:
     except InvalidOrder:
         return error_page(request, 404, "Order not found", "That is not an order id.")
     return render(request, "detail.html", session, active="orders", **detail)
+
+
+# -- outcome unknown: the three decisions, from the order's detail page ----------------
+
+
+def _decide(
+    request: Request, label: str, back: str, decide: Callable[[], ActionResult]
+) -> Response:
+    """One decision on an outcome unknown, flashed on the page it came from."""
+    try:
+        result = decide()
+    except (ActionRefused, InvalidOrder) as exc:
+        return back_to(request, back, flash("error", f"{label} refused: {exc}"))
+    return back_to(request, back, flash("ok", f"{label}: {result.message}."))
+
+
+@router.post(PREFIX + "/orders/{order_id}/recheck")
+@form_action
+def recheck(
+    request: Request,
+    session: Session,
+    order_id: str,
+    csrf: Text = "",
+    reason: Text = "",
+    back: Text = "",
+) -> Response:
+    service = deps_of(request).service
+    return _decide(
+        request,
+        "Recheck",
+        back or f"{PREFIX}/orders/{order_id}",
+        lambda: service.recheck(order_id, actor=session.actor, reason=reason),
+    )
+
+
+@router.post(PREFIX + "/orders/{order_id}/mark-delivered")
+@form_action
+def mark_delivered(
+    request: Request,
+    session: Session,
+    order_id: str,
+    csrf: Text = "",
+    reason: Text = "",
+    transaction_id: Text = "",
+    back: Text = "",
+) -> Response:
+    service = deps_of(request).service
+    return _decide(
+        request,
+        "Mark delivered",
+        back or f"{PREFIX}/orders/{order_id}",
+        lambda: service.mark_delivered(
+            order_id, actor=session.actor, reason=reason, transaction_id=transaction_id
+        ),
+    )
+
+
+@router.post(PREFIX + "/orders/{order_id}/mark-not-delivered")
+@form_action
+def mark_not_delivered(
+    request: Request,
+    session: Session,
+    order_id: str,
+    csrf: Text = "",
+    reason: Text = "",
+    back: Text = "",
+) -> Response:
+    service = deps_of(request).service
+    return _decide(
+        request,
+        "Mark not delivered",
+        back or f"{PREFIX}/orders/{order_id}",
+        lambda: service.mark_not_delivered(order_id, actor=session.actor, reason=reason),
+    )
 
 
 # -- dead letters ----------------------------------------------------------------------

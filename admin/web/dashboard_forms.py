@@ -233,6 +233,7 @@ STATUS_TABS = (
     ("failed", "Failed"),
     ("pending", "Pending"),
     ("processing", "Processing"),
+    ("outcome_unknown", "Outcome unknown"),
     ("dead_lettered", "Dead-lettered"),
 )
 SECURITY_HEADERS = {

@@ -2,13 +2,22 @@
 
 The vendor signs it like our requests: `X-API-Key`, `X-Timestamp` (within 300 s) and
 `X-Signature` = hex(HMAC-SHA256(secret, "<ts>\\nPOST\\n/webhooks/at-ishare\\n<raw body>")).
-A signed callback is only a hint: workers.fulfil.confirm_delivery asks the vendor's status
-endpoint before completing the order, and never buys. Replays are harmless: a finished order
-cannot be claimed again.
+A signed callback is only a hint, and changes nothing twice:
+
+- a replay (the same body, timestamp and signature) is answered 200 without any work;
+- one that reports success is confirmed with the vendor's status endpoint
+  (workers.fulfil.confirm_delivery), which completes the order at once and never buys;
+  anything short of a confirmed delivery leaves the order exactly as it was;
+- one that reports anything else is recorded and the order keeps its schedule (its backoff,
+  its status checks): its own worker looks the reference up when it is due.
+
+No breaker or rate-limit state makes it answer 5xx: a confirmation that cannot be made now
+leaves the order to its schedule and answers 202.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Annotated, Any, Final
 
@@ -20,7 +29,7 @@ from admin.web.api_auth import ApiError, JsonErrorRoute, web_deps
 from admin.web.api_models import Text, errors
 from admin.web.security import tokens_match
 from fulfillment.domain.order import parse_order_id
-from fulfillment.errors import ConfigurationError, MalformedMessage
+from fulfillment.errors import ConfigurationError, MalformedMessage, OrderNotFound
 from fulfillment.logs import get_logger
 from vendor.signing import verify
 from workers.contracts import Outcome
@@ -41,8 +50,9 @@ class VendorCallback(BaseModel):
 class WebhookAck(BaseModel):
     success: bool = True
     status: str = Field(
-        description="success; the order's status when there was nothing to do (a replay); "
-        "or what confirmation led to (pending, retry_scheduled, dead_lettered) with 202"
+        description="the order's status after the callback (as the dashboard names it): "
+        "200 when nothing more comes of it (confirmed, a replay, nothing to do), 202 while "
+        "the order is still under way"
     )
 
 
@@ -117,6 +127,18 @@ def at_ishare_callback(
         raise ApiError(422, "VALIDATION_ERROR", message) from exc
     except MalformedMessage as exc:
         raise ApiError(422, "VALIDATION_ERROR", f"reference: {exc}") from exc
+    signed_bytes = f"{x_timestamp}\n{x_signature}\n".encode() + raw
+    digest = hashlib.sha256(signed_bytes).hexdigest()
+    if not deps.store.record_callback(digest, order_id, callback.status):
+        log.info("webhook.replayed", order_id=order_id, vendor_status=callback.status)
+        return WebhookAck(status=_current_status(deps.store.order_row(order_id), order_id))
+    if callback.status != "success":
+        # Recorded above; the order's own schedule looks it up (a callback never hurries a
+        # retry or spends a status check).
+        log.info("webhook.recorded", order_id=order_id, vendor_status=callback.status)
+        current = _current_status(deps.store.order_row(order_id), order_id)
+        response.status_code = 202
+        return WebhookAck(status=current)
     try:
         fulfil_deps = deps.fulfil_deps()
     except ConfigurationError as exc:
@@ -130,8 +152,13 @@ def at_ishare_callback(
     )
     if outcome is Outcome.SUCCESS:
         return WebhookAck(status="success")
-    if outcome is Outcome.NOT_DUE:
-        row = deps.store.order_row(order_id)
-        return WebhookAck(status=view_status(row) if row is not None else "unknown")
-    response.status_code = 202
-    return WebhookAck(status=outcome.value)
+    current = _current_status(deps.store.order_row(order_id), order_id)
+    if outcome is not Outcome.NOT_DUE:
+        response.status_code = 202  # still under way; NOT_DUE: there was nothing to do
+    return WebhookAck(status=current)
+
+
+def _current_status(row: dict[str, Any] | None, order_id: str) -> str:
+    if row is None:
+        raise OrderNotFound(order_id)
+    return view_status(row)

@@ -392,7 +392,9 @@ def _assert_valid_state(
         assert row["fulfilled_at"] is not None
         assert any(r["status"] == "success" for r in logs)
         return True
-    if status == "failed" and row["dead_letter_reason"]:
+    # failed (the vendor confirmed nothing delivered) or outcome unknown (processing): either
+    # way a human's, never a refund the vendor may contradict
+    if status in ("failed", "processing") and row["dead_letter_reason"]:
         assert any(n.order_id == order_id and n.kind == "dead_letter" for n in dead_letters)
         return True
     if status in ("failed", "processing"):  # a retry, or a status check, is scheduled

@@ -83,7 +83,8 @@ def test_worker_group_metrics_match_the_database(fleet: Fleet) -> None:
     )
     assert total(samples, "dramatiq_messages_total", actor_name="fulfill_order") >= 8
     for line in text.splitlines():  # low cardinality: no order id, no phone number
-        assert rejected not in line and "233" not in line.split("}")[0]
+        series = line.split("}")[0] if "}" in line else line.split(" ")[0]  # not the value
+        assert rejected not in line and "233" not in series
     promtool_check(text)
 
 
@@ -111,6 +112,8 @@ def test_admin_process_serves_live_fleet_metrics_and_readiness(fleet: Fleet) -> 
     assert total(samples, "fulfillment_orders", status="success") == 3
     assert total(samples, "fulfillment_orders", status="pending") == 1
     assert total(samples, "fulfillment_oldest_pending_seconds") >= 0
+    assert ("fulfillment_outcome_unknown_orders", ()) in samples
+    assert total(samples, "fulfillment_outcome_unknown_orders") == 0
     assert total(samples, "fulfillment_circuit_state", state="closed") == 1
     assert total(samples, "fulfillment_workers_alive") >= 1
     assert ("fulfillment_queue_depth", (("queue", "fulfillment"), ("state", "ready"))) in samples

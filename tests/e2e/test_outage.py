@@ -57,3 +57,35 @@ def test_outage_longer_than_the_retry_table_dead_letters_nothing(fleet: Fleet) -
     assert max(attempts) <= 2
     assert attempts[1] >= ORDERS - 3
     assert len(vendor_alerts) >= 1
+
+
+QUIET_OUTAGE_S = 40
+
+
+def test_one_order_in_a_quiet_hour_rides_out_an_outage_spending_nothing(fleet: Fleet) -> None:
+    """Issue 9: with one order there are never BREAKER_MIN_CALLS calls in the window, yet the
+    fleet must see the vendor is down (every recent call failed) and spare the order's attempt
+    and its status checks (3 s apart, a budget of 4: the outage would burn them all)."""
+    fleet.stop_consumers()
+    fleet.env.update(
+        {
+            "STATUS_CHECK_DELAY_S": "3",
+            "MAX_STATUS_CHECKS": "4",
+            "BREAKER_OPEN_S": "5",
+            "BREAKER_MAX_OPEN_S": "10",
+        }
+    )
+    fleet.start_consumers()
+    fleet.start_reconciler_loop()
+    fleet.vendor_down(QUIET_OUTAGE_S)
+    down_until = time.monotonic() + QUIET_OUTAGE_S
+    (oid,) = fleet.publish_new_orders(1)
+    fleet.wait_for_status(oid, "success", timeout=QUIET_OUTAGE_S + 40)
+    assert time.monotonic() >= down_until - 1
+    row = fleet.order(oid)
+    assert row["dead_lettered_at"] is None
+    # no attempt and no status check spent on the outage
+    assert (row["fulfillment_attempts"], row["fulfillment_status_checks"]) == (1, 0)
+    assert [p for p in fleet.purchases(oid) if p[1] == "success"] == [(1, "success", None)]
+    vendor = fleet.vendor_entry(oid)
+    assert vendor["deliveries"] == 1

@@ -115,6 +115,9 @@ ROUTES: list[tuple[str, str, str, Any]] = [
     ("GET", "/api/admin/stats", "admin", None),
     ("POST", "/api/admin/orders/retry", "admin", {"orderIds": [UNKNOWN], "reason": "x"}),
     ("POST", "/api/admin/dead-letters/dismiss", "admin", {"orderIds": [UNKNOWN], "reason": "x"}),
+    ("POST", f"/api/admin/orders/{UNKNOWN}/recheck", "admin", {"reason": "x"}),
+    ("POST", f"/api/admin/orders/{UNKNOWN}/mark-delivered", "admin", {"reason": "x"}),
+    ("POST", f"/api/admin/orders/{UNKNOWN}/mark-not-delivered", "admin", {"reason": "x"}),
     ("GET", "/api/admin/dlq", "admin", None),
     ("POST", "/api/admin/dlq/requeue", "admin", {"ids": ["some-id"]}),
     ("POST", "/api/admin/dlq/delete", "admin", {"ids": ["some-id"]}),
@@ -422,15 +425,24 @@ def test_stats_count_each_status(admin: httpx.Client, store: Store, new_order: N
         failed,
     )
     new_order(network="mtn")  # not ours: counted with the rest (the fleet sees it pending)
+    unknown = new_order()  # outcome unknown: processing, in review; neither processing nor dead
+    sql(
+        store,
+        "UPDATE orders SET fulfillment_status = 'processing', fulfillment_in_flight_attempt = 1,"
+        " dead_letter_reason = 'vendor outcome still unknown', dead_lettered_at = now()"
+        " WHERE id = %s",
+        unknown,
+    )
     response = admin.get("/api/admin/stats")
     assert response.status_code == 200, response.text
     stats = response.json()["stats"]
     assert stats == {
-        "total": 7,
+        "total": 8,
         "success": 1,
         "failed": 1,
         "processing": 1,
         "pending": len(pending) + 1,
+        "outcome_unknown": 1,
         "dead_lettered": 1,
         "open_dead_letters": 1,
         "success_rate": 0.5,

@@ -31,14 +31,32 @@ NewOrder = Callable[..., str]
 
 
 @pytest.fixture
-def hook_url(
+def hook_url(start_hook: Callable[..., str], make_deps: Callable[..., FulfilDeps]) -> str:
+    """The admin app under uvicorn, its webhook confirming with the simulator."""
+    return start_hook(make_deps)
+
+
+@pytest.fixture
+def start_hook(store: Store, redis_url: str, redis_namespace: str) -> Iterator[Callable[..., str]]:
+    """Start the admin app with the given fulfil deps factory; its webhook URL."""
+    stops: list[Callable[[], None]] = []
+
+    def start(fulfil_deps: Callable[[], FulfilDeps]) -> str:
+        url, stop = _serve(store, fulfil_deps, redis_url, redis_namespace)
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in stops:
+        stop()
+
+
+def _serve(
     store: Store,
-    sim: Simulator,
-    make_deps: Callable[..., FulfilDeps],
+    make_deps: Callable[[], FulfilDeps],
     redis_url: str,
     redis_namespace: str,
-) -> Iterator[str]:
-    """The admin app under uvicorn, its webhook confirming with the simulator."""
+) -> tuple[str, Callable[[], None]]:
     import uvicorn
 
     from admin.dlq import DeadMessageQueue
@@ -71,11 +89,14 @@ def hook_url(
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}{PATH}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    broker.close()
-    client.close()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        broker.close()
+        client.close()
+
+    return f"http://127.0.0.1:{port}{PATH}", stop
 
 
 def callback(reference: str, status: str = "success", transaction_id: str = "ATX-1") -> bytes:
@@ -219,7 +240,7 @@ def test_a_callback_before_the_vendor_finished_is_accepted_and_waits(
     oid = pending_purchase(sim, store, make_deps, new_order)
     response = post(hook_url, callback(oid))
     assert response.status_code == 202, response.text
-    assert response.json() == {"success": True, "status": "pending"}
+    assert response.json() == {"success": True, "status": "processing"}
     row = store.order_row(oid)
     assert row is not None and row["fulfillment_status"] == "processing"
     assert row["claim_token"] is None  # handed back for its scheduled status check
