@@ -33,7 +33,7 @@ from admin.cli_commands import (
     cmd_stats,
 )
 from admin.cli_output import fail
-from admin.service import MAX_PAGE, MAX_REASON, MAX_TRANSACTION_ID, search_key
+from admin.service import MAX_PAGE, MAX_REASON, MAX_TRANSACTION_ID, Decision, search_key
 from db.admin import VIEW_FILTERS
 from fulfillment import bootstrap
 from fulfillment.cli import EXIT_NOT_FOUND, EXIT_USAGE
@@ -100,14 +100,17 @@ def _orders_and_retry(sub: Any) -> None:
     p.add_argument("order_id", metavar="ORDER_ID")
     _json_flag(p)
     p.set_defaults(func=cmd_orders_show)
-    for name, help_text in (
-        ("recheck", "outcome unknown: ask the vendor again (it is looked up before any purchase)"),
-        ("mark-delivered", "outcome unknown: the vendor did deliver (checked by hand)"),
-        ("mark-not-delivered", "outcome unknown: nothing was delivered (checked by hand)"),
+    for decision, help_text in (
+        (
+            Decision.RECHECK,
+            "outcome unknown: ask the vendor again (it is looked up before any purchase)",
+        ),
+        (Decision.MARK_DELIVERED, "outcome unknown: the vendor did deliver (checked by hand)"),
+        (Decision.MARK_NOT_DELIVERED, "outcome unknown: nothing was delivered (checked by hand)"),
     ):
-        p = orders.add_parser(name, help=help_text)
+        p = orders.add_parser(decision.slug, help=help_text)
         p.add_argument("order_id", metavar="ORDER_ID")
-        if name == "mark-delivered":
+        if decision is Decision.MARK_DELIVERED:
             p.add_argument(
                 "--transaction-id",
                 type=_transaction_id,
@@ -115,7 +118,7 @@ def _orders_and_retry(sub: Any) -> None:
             )
         _reason_flag(p)
         _json_flag(p)
-        p.set_defaults(func=cmd_decide, decision=name)
+        p.set_defaults(func=cmd_decide, decision=decision, transaction_id=None)
 
     p = sub.add_parser("retry", help="one more attempt for failed or dead-lettered orders")
     p.add_argument("order_ids", nargs="*", metavar="ORDER_ID")

@@ -222,14 +222,13 @@ def cmd_decide(args: argparse.Namespace) -> int:
     """recheck / mark-delivered / mark-not-delivered one outcome-unknown order."""
     service, oid, actor = _service(), parse_order_id(args.order_id), _actor()
     try:
-        if args.decision == "recheck":
-            result = service.recheck(oid, actor=actor, reason=args.reason)
-        elif args.decision == "mark-delivered":
-            result = service.mark_delivered(
-                oid, actor=actor, reason=args.reason, transaction_id=args.transaction_id
-            )
-        else:
-            result = service.mark_not_delivered(oid, actor=actor, reason=args.reason)
+        result = service.decide(
+            oid,
+            args.decision,
+            actor=actor,
+            reason=args.reason,
+            transaction_id=args.transaction_id,
+        )
     except (ActionRefused, OrderNotFound) as exc:
         refused = {"orderId": oid, "ok": False, "code": exc.code, "message": str(exc)}
         return _report([refused], args.json)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from db.admin import VIEW_FILTERS, AdminStore, Keyset, OrderFilter
@@ -74,6 +75,59 @@ class ActionResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"orderId": self.order_id, "ok": self.ok, "code": self.code, "message": self.message}
+
+
+class Decision(StrEnum):
+    """A person's decision on an outcome unknown; the value is its audit action."""
+
+    RECHECK = "recheck"
+    MARK_DELIVERED = "mark_delivered"
+    MARK_NOT_DELIVERED = "mark_not_delivered"
+
+    @property
+    def slug(self) -> str:
+        """Its name in URLs and CLI commands: mark-not-delivered."""
+        return self.value.replace("_", "-")
+
+    @property
+    def words(self) -> str:
+        """Its name in messages: mark not delivered."""
+        return self.value.replace("_", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """What a decision that went through answers, logs and audits."""
+
+    code: str
+    message: str
+    event: str
+    details: tuple[tuple[str, str], ...]  # (audit detail, column of the updated row)
+
+
+_SETTLED = {
+    Decision.RECHECK: _Settled(
+        "RECHECK_SCHEDULED",
+        "the vendor will be asked again for this reference",
+        "admin.rechecked",
+        (
+            ("generation", "fulfillment_generation"),
+            ("in_flight_attempt", "fulfillment_in_flight_attempt"),
+        ),
+    ),
+    Decision.MARK_DELIVERED: _Settled(
+        "MARKED_DELIVERED",
+        "the order is recorded as delivered",
+        "admin.marked_delivered",
+        (("transaction_id", "vendor_transaction_id"),),
+    ),
+    Decision.MARK_NOT_DELIVERED: _Settled(
+        "MARKED_NOT_DELIVERED",
+        "the order is failed: retry it or dismiss it",
+        "admin.marked_not_delivered",
+        (("in_flight_attempt", "fulfillment_in_flight_attempt"),),
+    ),
+}
 
 
 @dataclass
@@ -322,76 +376,58 @@ class AdminService:
 
     # -- outcome unknown: a person decides ------------------------------------------------
 
-    def recheck(self, order_id: str, *, actor: str, reason: str) -> ActionResult:
-        """Ask the vendor again: the order goes back to a worker, due now, with fresh status
-        check and deferral budgets; its attempt stays in flight, so the worker looks the
-        reference up before any purchase."""
-        oid, why = _order_id(order_id), _reason(reason)
-        row = self.admin.recheck(oid)
-        if row is None:
-            raise self._not_outcome_unknown(oid, "recheck")
-        self.admin.record(
-            actor=actor,
-            action="recheck",
-            order_id=oid,
-            reason=why,
-            details={
-                "generation": row["fulfillment_generation"],
-                "in_flight_attempt": row["fulfillment_in_flight_attempt"],
-            },
-        )
-        self.publish(oid, 0.0)
-        log.info("admin.rechecked", order_id=oid, actor=actor, attempt=row["fulfillment_attempts"])
-        return ActionResult(
-            oid, True, "RECHECK_SCHEDULED", "the vendor will be asked again for this reference"
-        )
-
-    def mark_delivered(
-        self, order_id: str, *, actor: str, reason: str, transaction_id: str | None = None
+    def decide(
+        self,
+        order_id: str,
+        decision: Decision,
+        *,
+        actor: str,
+        reason: str,
+        transaction_id: str | None = None,
     ) -> ActionResult:
-        """A person confirmed the delivery (the vendor's dashboard, the customer): success."""
+        """Carry out and audit a person's decision on an outcome unknown; refused (nothing
+        changed) when the order is not one or a worker or callback holds it.
+
+        - recheck: the order goes back to a worker, due now, with fresh status check and
+          deferral budgets; its attempt stays in flight, so the worker looks the reference up
+          before any purchase.
+        - mark delivered: a person confirmed the delivery (the vendor's dashboard, the
+          customer): success, with the vendor's transaction id when given.
+        - mark not delivered: a person confirmed nothing was delivered: failed, an open dead
+          letter from which retry or dismiss work as on any other. The attempt stays marked in
+          flight, so a retry still asks the vendor about the reference before buying."""
         oid, why = _order_id(order_id), _reason(reason)
         tx = _transaction_id(transaction_id)
-        row = self.admin.mark_delivered(oid, transaction_id=tx)
-        if row is None:
-            raise self._not_outcome_unknown(oid, "mark delivered")
-        self.admin.record(
-            actor=actor,
-            action="mark_delivered",
-            order_id=oid,
-            reason=why,
-            details={"transaction_id": row["vendor_transaction_id"]},
-        )
-        log.info("admin.marked_delivered", order_id=oid, actor=actor)
-        return ActionResult(oid, True, "MARKED_DELIVERED", "the order is recorded as delivered")
-
-    def mark_not_delivered(self, order_id: str, *, actor: str, reason: str) -> ActionResult:
-        """A person confirmed nothing was delivered: failed, an open dead letter from which
-        retry or dismiss work as on any other. The attempt stays marked in flight, so a retry
-        still asks the vendor about the reference before buying."""
-        oid, why = _order_id(order_id), _reason(reason)
+        if tx is not None and decision is not Decision.MARK_DELIVERED:
+            raise InvalidOrder("transactionId", "only mark delivered takes a transaction id")
         flagged = f"not delivered, confirmed by hand: {why}"[:MAX_REASON]
-        row = self.admin.mark_not_delivered(oid, reason=flagged)
+        row = self.admin.settle_review(
+            oid,
+            decision=decision.value,
+            reason=flagged if decision is Decision.MARK_NOT_DELIVERED else None,
+            transaction_id=tx,
+        )
         if row is None:
-            raise self._not_outcome_unknown(oid, "mark not delivered")
+            raise self._not_outcome_unknown(oid, decision)
+        settled = _SETTLED[decision]
         self.admin.record(
             actor=actor,
-            action="mark_not_delivered",
+            action=decision.value,
             order_id=oid,
             reason=why,
-            details={"in_flight_attempt": row["fulfillment_in_flight_attempt"]},
+            details={detail: row[column] for detail, column in settled.details},
         )
-        log.info("admin.marked_not_delivered", order_id=oid, actor=actor)
-        return ActionResult(
-            oid, True, "MARKED_NOT_DELIVERED", "the order is failed: retry it or dismiss it"
-        )
+        if decision is Decision.RECHECK:
+            self.publish(oid, 0.0)
+        log.info(settled.event, order_id=oid, actor=actor, attempt=row["fulfillment_attempts"])
+        return ActionResult(oid, True, settled.code, settled.message)
 
-    def _not_outcome_unknown(self, oid: str, action: str) -> ActionRefused | OrderNotFound:
+    def _not_outcome_unknown(self, oid: str, decision: Decision) -> ActionRefused | OrderNotFound:
         """Why a decision on an outcome unknown was refused (it changed nothing)."""
         row = self.store.order_row(oid)
         if row is None:
             return OrderNotFound(oid)
-        status = view_status(row)
+        action, status = decision.words, view_status(row)
         if status == "outcome_unknown" and row["network"] != "at-ishare":
             return ActionRefused(
                 "UNSUPPORTED_NETWORK", f"cannot {action}: {row['network']} orders are not ours"
@@ -504,4 +540,4 @@ def _reason(reason: str) -> str:
     return text[:MAX_REASON]
 
 
-__all__ = ["ActionRefused", "ActionResult", "AdminService", "Page", "search_key"]
+__all__ = ["ActionRefused", "ActionResult", "AdminService", "Decision", "Page", "search_key"]

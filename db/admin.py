@@ -145,18 +145,26 @@ class AdminStore:
     def dismiss(self, order_id: str, *, actor: str) -> Row | None:
         return self.store._one("admin_dismiss", {"order_id": order_id, "actor": actor})
 
-    # -- an outcome unknown: each returns no row unless the order was in that state
-
-    def recheck(self, order_id: str) -> Row | None:
-        return self.store._one("admin_recheck", {"order_id": order_id})
-
-    def mark_delivered(self, order_id: str, *, transaction_id: str | None) -> Row | None:
+    def settle_review(
+        self,
+        order_id: str,
+        *,
+        decision: str,
+        reason: str | None = None,
+        transaction_id: str | None = None,
+    ) -> Row | None:
+        """A person's decision on an outcome unknown: recheck, mark_delivered (with the vendor's
+        transaction id, if known) or mark_not_delivered (with the dead letter's reason). No row
+        unless the order was in that state and unclaimed."""
         return self.store._one(
-            "admin_mark_delivered", {"order_id": order_id, "transaction_id": transaction_id}
+            "admin_settle_review",
+            {
+                "order_id": order_id,
+                "decision": decision,
+                "reason": reason,
+                "transaction_id": transaction_id,
+            },
         )
-
-    def mark_not_delivered(self, order_id: str, *, reason: str) -> Row | None:
-        return self.store._one("admin_mark_not_delivered", {"order_id": order_id, "reason": reason})
 
     def outcome_unknown_count(self) -> int:
         row = self.store._one("outcome_unknown_count", {})

@@ -499,77 +499,52 @@ WHERE id = %(order_id)s AND dead_lettered_at IS NOT NULL AND dead_letter_dismiss
   AND fulfillment_status <> 'processing'
 RETURNING id;
 
--- The three decisions on an outcome unknown (processing, dead_letter_reason set): each takes
--- the order only in that state and with no live claim, so a callback or a worker that holds
--- it, or a second admin, makes the other refused (no row).
-
--- name: admin_recheck
--- Ask the vendor again: back to a worker, due now, with fresh budgets and a new generation;
--- still processing and the attempt still in flight, so the worker looks the reference up first.
+-- name: admin_settle_review
+-- A person's decision on an outcome unknown (processing, dead_letter_reason set), one of:
+--   recheck: ask the vendor again: back to a worker, due now, with fresh budgets and a new
+--     generation; still processing, the attempt still in flight, so the worker looks the
+--     reference up first;
+--   mark_delivered: delivery confirmed by hand (the vendor's dashboard, the customer): success;
+--   mark_not_delivered: confirmed not delivered: failed, an open dead letter (retry or dismiss
+--     from there); the in-flight mark stays, so a later retry still looks the reference up.
+-- Taken only in that state and with no live claim, so a callback or a worker that holds it,
+-- or a second admin, makes the other refused (no row); so is a decision not named here.
 UPDATE orders
-SET fulfillment_generation = fulfillment_generation + 1,
-    fulfillment_status_checks = 0,
-    fulfillment_deferrals = 0,
-    next_attempt_at = now(),
-    last_enqueued_at = now(),
-    claim_token = NULL,
-    claim_expires_at = NULL,
-    dead_letter_reason = NULL,
-    dead_letter_requested_at = NULL,
-    dead_lettered_at = NULL,
+SET fulfillment_status = CASE WHEN d.delivered THEN 'success'
+                              WHEN d.not_delivered THEN 'failed'
+                              ELSE fulfillment_status END,
+    fulfillment_generation = fulfillment_generation + CASE WHEN d.recheck THEN 1 ELSE 0 END,
+    fulfillment_status_checks = CASE WHEN d.recheck THEN 0 ELSE fulfillment_status_checks END,
+    fulfillment_deferrals = CASE WHEN d.recheck THEN 0 ELSE fulfillment_deferrals END,
+    fulfillment_in_flight_attempt = CASE WHEN d.delivered THEN NULL
+                                         ELSE fulfillment_in_flight_attempt END,
+    fulfilled_at = CASE WHEN d.delivered THEN now() ELSE fulfilled_at END,
+    vendor_transaction_id = CASE WHEN d.delivered
+                                 THEN coalesce(%(transaction_id)s::text, vendor_transaction_id)
+                                 ELSE vendor_transaction_id END,
+    next_attempt_at = CASE WHEN d.recheck THEN now() END,
+    last_enqueued_at = CASE WHEN d.recheck THEN now() ELSE last_enqueued_at END,
+    -- off review (recheck, delivered), or an open dead letter with the admin's reason
+    dead_letter_reason = CASE WHEN d.not_delivered THEN %(reason)s::text END,
+    dead_letter_requested_at = CASE WHEN d.not_delivered
+                                    THEN coalesce(dead_letter_requested_at, now()) END,
+    dead_lettered_at = CASE WHEN d.not_delivered THEN coalesce(dead_lettered_at, now()) END,
     dead_letter_dismissed_at = NULL,
     dead_letter_dismissed_by = NULL,
+    claim_token = NULL,
+    claim_expires_at = NULL,
     updated_at = now()
+FROM (SELECT %(decision)s::text = 'recheck' AS recheck,
+             %(decision)s::text = 'mark_delivered' AS delivered,
+             %(decision)s::text = 'mark_not_delivered' AS not_delivered) AS d
 WHERE id = %(order_id)s
+  AND (d.recheck OR d.delivered OR d.not_delivered)
   AND network = 'at-ishare'
   AND fulfillment_status = 'processing'
   AND dead_letter_reason IS NOT NULL
   AND (claim_token IS NULL OR claim_expires_at < now())
-RETURNING id, fulfillment_generation, fulfillment_attempts, fulfillment_in_flight_attempt;
-
--- name: admin_mark_delivered
--- A person confirmed delivery (the vendor's dashboard, the customer): success, off review.
-UPDATE orders
-SET fulfillment_status = 'success',
-    fulfilled_at = now(),
-    vendor_transaction_id = coalesce(%(transaction_id)s, vendor_transaction_id),
-    fulfillment_in_flight_attempt = NULL,
-    next_attempt_at = NULL,
-    claim_token = NULL,
-    claim_expires_at = NULL,
-    dead_letter_reason = NULL,
-    dead_letter_requested_at = NULL,
-    dead_lettered_at = NULL,
-    dead_letter_dismissed_at = NULL,
-    dead_letter_dismissed_by = NULL,
-    updated_at = now()
-WHERE id = %(order_id)s
-  AND network = 'at-ishare'
-  AND fulfillment_status = 'processing'
-  AND dead_letter_reason IS NOT NULL
-  AND (claim_token IS NULL OR claim_expires_at < now())
-RETURNING id, fulfillment_attempts, vendor_transaction_id, fulfilled_at;
-
--- name: admin_mark_not_delivered
--- A person confirmed nothing was delivered: failed, an open dead letter (retry or dismiss
--- from there). The in-flight mark stays, so a later retry still looks the reference up first.
-UPDATE orders
-SET fulfillment_status = 'failed',
-    dead_letter_reason = %(reason)s,
-    dead_letter_requested_at = coalesce(dead_letter_requested_at, now()),
-    dead_lettered_at = coalesce(dead_lettered_at, now()),
-    dead_letter_dismissed_at = NULL,
-    dead_letter_dismissed_by = NULL,
-    next_attempt_at = NULL,
-    claim_token = NULL,
-    claim_expires_at = NULL,
-    updated_at = now()
-WHERE id = %(order_id)s
-  AND network = 'at-ishare'
-  AND fulfillment_status = 'processing'
-  AND dead_letter_reason IS NOT NULL
-  AND (claim_token IS NULL OR claim_expires_at < now())
-RETURNING id, fulfillment_attempts, fulfillment_in_flight_attempt, dead_lettered_at;
+RETURNING id, fulfillment_generation, fulfillment_attempts, fulfillment_in_flight_attempt,
+          vendor_transaction_id;
 
 -- name: outcome_unknown_count
 -- Orders held as outcome unknown (the fulfillment_outcome_unknown_orders gauge, at scrape time).

@@ -16,6 +16,7 @@ admin/web/api_models.py. Every error is the app's JSON
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Security
 
-from admin.service import MAX_PAGE, ActionResult
+from admin.service import MAX_PAGE, ActionResult, Decision
 from admin.web.api_auth import (
     PLATFORM_ACTOR,
     Admin,
@@ -255,56 +256,62 @@ def order_detail(order_id: UUID, request: Request) -> OrderDetail:
     )
 
 
-def _decision(request: Request, result: ActionResult) -> DecisionResponse:
-    order = web_deps(request).service.order(result.order_id)
-    return DecisionResponse(
-        code=result.code, message=result.message, order=OrderView.model_validate(order)
+def _decision_route(
+    decision: Decision, name: str, body_model: type[DecisionBody], summary: str
+) -> None:
+    """POST /orders/{order_id}/<recheck|mark-delivered|mark-not-delivered>: one decision on an
+    outcome unknown, answered with the order after it."""
+
+    def decide(
+        order_id: UUID, body: DecisionBody, request: Request, actor: Admin
+    ) -> DecisionResponse:
+        service = web_deps(request).service
+        result = service.decide(
+            str(order_id),
+            decision,
+            actor=actor,
+            reason=body.reason,
+            transaction_id=body.transaction_id if isinstance(body, MarkDeliveredBody) else None,
+        )
+        order = OrderView.model_validate(service.order(result.order_id))
+        return DecisionResponse(code=result.code, message=result.message, order=order)
+
+    # FastAPI validates and documents the body by the signature's model: this decision's own
+    signature = inspect.signature(decide, eval_str=True)
+    params = [
+        p.replace(annotation=body_model) if p.name == "body" else p
+        for p in signature.parameters.values()
+    ]
+    decide.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    admin.add_api_route(
+        f"/orders/{{order_id}}/{decision.slug}",
+        decide,
+        methods=["POST"],
+        name=name,
+        response_model=DecisionResponse,
+        responses=errors(400, 403, 404, 409, 422),
+        summary=summary,
     )
 
 
-_DECISION_ERRORS = errors(400, 403, 404, 409, 422)
-
-
-@admin.post(
-    "/orders/{order_id}/recheck",
-    response_model=DecisionResponse,
-    responses=_DECISION_ERRORS,
-    summary="Outcome unknown: ask the vendor again (a worker looks the reference up first)",
+_decision_route(
+    Decision.RECHECK,
+    "recheck_order",
+    DecisionBody,
+    "Outcome unknown: ask the vendor again (a worker looks the reference up first)",
 )
-def recheck_order(
-    order_id: UUID, body: DecisionBody, request: Request, actor: Admin
-) -> DecisionResponse:
-    service = web_deps(request).service
-    return _decision(request, service.recheck(str(order_id), actor=actor, reason=body.reason))
-
-
-@admin.post(
-    "/orders/{order_id}/mark-delivered",
-    response_model=DecisionResponse,
-    responses=_DECISION_ERRORS,
-    summary="Outcome unknown: the vendor did deliver (checked by hand); the order succeeds",
+_decision_route(
+    Decision.MARK_DELIVERED,
+    "mark_delivered",
+    MarkDeliveredBody,
+    "Outcome unknown: the vendor did deliver (checked by hand); the order succeeds",
 )
-def mark_delivered(
-    order_id: UUID, body: MarkDeliveredBody, request: Request, actor: Admin
-) -> DecisionResponse:
-    result = web_deps(request).service.mark_delivered(
-        str(order_id), actor=actor, reason=body.reason, transaction_id=body.transaction_id
-    )
-    return _decision(request, result)
-
-
-@admin.post(
-    "/orders/{order_id}/mark-not-delivered",
-    response_model=DecisionResponse,
-    responses=_DECISION_ERRORS,
-    summary="Outcome unknown: nothing was delivered (checked by hand); the order fails",
+_decision_route(
+    Decision.MARK_NOT_DELIVERED,
+    "mark_not_delivered",
+    DecisionBody,
+    "Outcome unknown: nothing was delivered (checked by hand); the order fails",
 )
-def mark_not_delivered(
-    order_id: UUID, body: DecisionBody, request: Request, actor: Admin
-) -> DecisionResponse:
-    service = web_deps(request).service
-    result = service.mark_not_delivered(str(order_id), actor=actor, reason=body.reason)
-    return _decision(request, result)
 
 
 @admin.get("/stats", response_model=StatsResponse, summary="The dashboard's counts")

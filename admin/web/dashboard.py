@@ -11,13 +11,12 @@ rendering, flash messages) is in dashboard_forms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from admin.service import ActionResult
+from admin.service import ActionResult, Decision
 from admin.web.dashboard_forms import (
     HERE,
     PREFIX,
@@ -243,75 +242,44 @@ def order_detail(request: Request, session: Session, order_id: str) -> Response:
 # -- outcome unknown: the three decisions, from the order's detail page ----------------
 
 
-def _decide(
-    request: Request, label: str, back: str, decide: Callable[[], ActionResult]
-) -> Response:
-    """One decision on an outcome unknown, flashed on the page it came from."""
-    try:
-        result = decide()
-    except (ActionRefused, InvalidOrder) as exc:
-        return back_to(request, back, flash("error", f"{label} refused: {exc}"))
-    return back_to(request, back, flash("ok", f"{label}: {result.message}."))
+def _decision_form(decision: Decision) -> None:
+    """POST .../orders/{order_id}/<recheck|mark-delivered|mark-not-delivered>: one decision on
+    an outcome unknown, flashed on the page it came from."""
+    label = decision.words.capitalize()
 
+    @form_action
+    def decide(
+        request: Request,
+        session: Session,
+        order_id: str,
+        csrf: Text = "",
+        reason: Text = "",
+        transaction_id: Text = "",  # the mark-delivered form's (optional)
+        back: Text = "",
+    ) -> Response:
+        target = back or f"{PREFIX}/orders/{order_id}"
+        try:
+            result = deps_of(request).service.decide(
+                order_id,
+                decision,
+                actor=session.actor,
+                reason=reason,
+                transaction_id=transaction_id if decision is Decision.MARK_DELIVERED else None,
+            )
+        except (ActionRefused, InvalidOrder) as exc:
+            return back_to(request, target, flash("error", f"{label} refused: {exc}"))
+        return back_to(request, target, flash("ok", f"{label}: {result.message}."))
 
-@router.post(PREFIX + "/orders/{order_id}/recheck")
-@form_action
-def recheck(
-    request: Request,
-    session: Session,
-    order_id: str,
-    csrf: Text = "",
-    reason: Text = "",
-    back: Text = "",
-) -> Response:
-    service = deps_of(request).service
-    return _decide(
-        request,
-        "Recheck",
-        back or f"{PREFIX}/orders/{order_id}",
-        lambda: service.recheck(order_id, actor=session.actor, reason=reason),
+    router.add_api_route(
+        f"{PREFIX}/orders/{{order_id}}/{decision.slug}",
+        decide,
+        methods=["POST"],
+        name=decision.value,
     )
 
 
-@router.post(PREFIX + "/orders/{order_id}/mark-delivered")
-@form_action
-def mark_delivered(
-    request: Request,
-    session: Session,
-    order_id: str,
-    csrf: Text = "",
-    reason: Text = "",
-    transaction_id: Text = "",
-    back: Text = "",
-) -> Response:
-    service = deps_of(request).service
-    return _decide(
-        request,
-        "Mark delivered",
-        back or f"{PREFIX}/orders/{order_id}",
-        lambda: service.mark_delivered(
-            order_id, actor=session.actor, reason=reason, transaction_id=transaction_id
-        ),
-    )
-
-
-@router.post(PREFIX + "/orders/{order_id}/mark-not-delivered")
-@form_action
-def mark_not_delivered(
-    request: Request,
-    session: Session,
-    order_id: str,
-    csrf: Text = "",
-    reason: Text = "",
-    back: Text = "",
-) -> Response:
-    service = deps_of(request).service
-    return _decide(
-        request,
-        "Mark not delivered",
-        back or f"{PREFIX}/orders/{order_id}",
-        lambda: service.mark_not_delivered(order_id, actor=session.actor, reason=reason),
-    )
+for _decision in Decision:
+    _decision_form(_decision)
 
 
 # -- dead letters ----------------------------------------------------------------------
