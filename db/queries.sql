@@ -132,8 +132,12 @@ RETURNING id;
 
 -- name: release_claim
 -- Give an order back untouched (clear_in_flight: its claim marked attempt 1, nothing was sent).
+-- One left processing with no schedule (a dead worker's, taken by a callback) is due now:
+-- nothing else would ever take it again.
 UPDATE orders
 SET fulfillment_status = %(status)s,
+    next_attempt_at = CASE WHEN %(status)s = 'processing' AND dead_letter_reason IS NULL
+                           THEN coalesce(next_attempt_at, now()) ELSE next_attempt_at END,
     fulfillment_in_flight_attempt = CASE WHEN %(clear_in_flight)s::boolean THEN NULL
                                          ELSE fulfillment_in_flight_attempt END,
     fulfillment_attempts = CASE WHEN %(clear_in_flight)s::boolean
