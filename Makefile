@@ -49,8 +49,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/admin_queries.py --orders $(ADMIN_ORDERS)
 
 # The fleet under faults, then its invariants (docs/RELIABILITY.md); CI runs ORDERS=300.
+# Then the long run of the decision's model test (make test runs 100 examples of 30 steps).
+MODEL_EXAMPLES ?= 1000
 chaos: $(STAMP)
 	$(BIN)/python -m chaos.run --orders $(or $(ORDERS),3000)
+	MODEL_EXAMPLES=$(MODEL_EXAMPLES) MODEL_STEPS=50 $(BIN)/pytest -q -p no:cacheprovider \
+	    tests/integration/test_decision_model.py
 
 clean:
 	rm -rf $(VENV) .fulfillment-dev *.egg-info

@@ -47,6 +47,7 @@ from fulfillment.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
 from fulfillment.errors import StoreError
 
 DOWN_S = 1.5  # how long Redis or PostgreSQL stays away in a restart
+AWAY_GRACE_S = 5.0  # after a restart: pools reconnect, a failure then is still the restart's
 SPIKE_S = 3.0
 SPIKE_FAULTS = {"latency_ms": 600.0, "latency_jitter_ms": 500.0}
 
@@ -247,11 +248,16 @@ class Injector(threading.Thread):
         self._began = 0.0
         self._spike_ends: float | None = None
         self._restore: dict[str, float] = {}
+        self._away_until = 0.0
         self._http = httpx.Client(timeout=10)
 
     @property
     def malformed_sent(self) -> int:
         return self.counts[Kind.MALFORMED.value]
+
+    def servers_away(self) -> bool:
+        """Whether PostgreSQL or Redis is being restarted, or was less than AWAY_GRACE_S ago."""
+        return time.monotonic() < self._away_until
 
     def run(self) -> None:
         self._began = time.monotonic()
@@ -292,22 +298,29 @@ class Injector(threading.Thread):
     def _sigkill(self) -> None:
         self._kills += 1
         victim = self.fleet.pick_victim(self.rng, worker=self._kills % 4 != 0)
-        victim.kill()
+        restarted = self.fleet.kill(victim)
         self.counts[Kind.SIGKILL.value] += 1
         self.details[f"killed {victim.name.rstrip('0123456789')}"] += 1
-        restarted = self.fleet.restart_dead()
         self.details["restarted after a kill"] += len(restarted)
         self._note(f"SIGKILL {victim.name}; restarted {', '.join(restarted)}")
 
     def _redis_restart(self) -> None:
         began = time.monotonic()
-        self.servers.restart_redis(down_s=DOWN_S)
+        self._away_until = float("inf")
+        try:
+            self.servers.restart_redis(down_s=DOWN_S)
+        finally:
+            self._away_until = time.monotonic() + AWAY_GRACE_S
         self.counts[Kind.REDIS_RESTART.value] += 1
         self._note(f"Redis restarted empty ({time.monotonic() - began:.1f} s away)")
 
     def _postgres_restart(self, *, crash: bool) -> None:
         began = time.monotonic()
-        self.servers.restart_postgres(crash=crash, down_s=DOWN_S)
+        self._away_until = float("inf")
+        try:
+            self.servers.restart_postgres(crash=crash, down_s=DOWN_S)
+        finally:
+            self._away_until = time.monotonic() + AWAY_GRACE_S
         kind = Kind.POSTGRES_CRASH if crash else Kind.POSTGRES_RESTART
         self.counts[kind.value] += 1
         self._note(f"PostgreSQL {'crashed' if crash else 'restarted'} "

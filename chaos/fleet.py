@@ -3,13 +3,17 @@
 Every process is the leader of its own process group (fulfillment/processes.py), so SIGKILL
 of the group is what a crashed host or the OOM killer does. A role killed or crashed is
 started again; each start writes to its own log file under the state directory, so a killed
-process's last words stay readable.
+process's last words stay readable. `holder` finds the worker group whose process holds a
+given TCP connection (Linux /proc), so that a kill can aim at the worker of one request.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +26,7 @@ BIN = Path(sys.executable).parent
 WORKER_READY = "Worker process is ready for action."
 SIM_READY = "simulator listening on "
 RECONCILER_READY = '"reconciler.started"'
+WEB_READY = "Application startup complete."  # uvicorn's, once the app serves
 
 
 class Proc(processes.Proc):
@@ -48,13 +53,15 @@ class Proc(processes.Proc):
 
 
 class Fleet:
-    """Simulator, worker groups, dead-letter consumer and reconciler of one chaos run."""
+    """Simulator, worker groups, dead-letter consumer, reconciler and the admin web process
+    (the vendor's callbacks go to it) of one chaos run."""
 
     def __init__(
         self, env: dict[str, str], log_dir: Path, *, worker_groups: int, threads: int
     ) -> None:
         self.env = env
         self.log_dir = log_dir
+        self._lock = threading.Lock()  # kills and restarts come from more than one thread
         dramatiq = str(BIN / "dramatiq")
         fulfillment = str(BIN / "fulfillment")
         self.sim = Proc(
@@ -106,11 +113,19 @@ class Fleet:
             log_dir=log_dir,
             ready=RECONCILER_READY,
         )
+        self.web = Proc(
+            "web",
+            [fulfillment, "web", "--port", env["WEB_PORT"]],
+            env=env,
+            log_dir=log_dir,
+            ready=WEB_READY,
+        )
 
     @property
     def consumers(self) -> list[Proc]:
-        """The roles a fault may kill: every role but the simulated vendor."""
-        return [*self.workers, self.deadletter, self.reconciler]
+        """Every role but the simulated vendor: started again when dead. A scheduled kill
+        picks among the workers, the dead-letter consumer and the reconciler."""
+        return [*self.workers, self.deadletter, self.reconciler, self.web]
 
     @property
     def procs(self) -> list[Proc]:
@@ -131,11 +146,37 @@ class Fleet:
     def restart_dead(self) -> list[str]:
         """Start again whatever role is not running (a kill's restart, or a crash)."""
         restarted = []
-        for proc in self.consumers:
-            if not proc.alive:
-                proc.start()
-                restarted.append(proc.name)
+        with self._lock:
+            for proc in self.consumers:
+                if not proc.alive:
+                    proc.start()
+                    restarted.append(proc.name)
         return restarted
+
+    def kill(self, proc: Proc) -> list[str]:
+        """SIGKILL a role's process group and start whatever is dead again (restart_dead)."""
+        with self._lock:
+            proc.kill()
+        return self.restart_dead()
+
+    def holder(self, local_port: int, remote_port: int) -> Proc | None:
+        """The worker group one of whose processes holds the TCP connection from
+        127.0.0.1:local_port to remote_port, or None (closed, or not a worker's)."""
+        inode = _socket_inode(local_port, remote_port)
+        if inode is None:
+            return None
+        groups = {proc.popen.pid: proc for proc in self.workers if proc.popen and proc.alive}
+        target = f"socket:[{inode}]"
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                proc = groups.get(os.getpgid(int(entry.name)))
+                if proc is not None and any(
+                    os.readlink(fd) == target for fd in (entry / "fd").iterdir()
+                ):
+                    return proc
+        return None
 
     def wait_ready(self, timeout: float) -> None:
         for proc in self.consumers:
@@ -148,3 +189,18 @@ class Fleet:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for proc in reversed(self.procs):
             proc.reap(deadline)
+
+
+def _socket_inode(local_port: int, remote_port: int) -> str | None:
+    """The inode of the TCP socket local_port -> remote_port, from /proc/net/tcp{,6}."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == local_port
+                    and int(remote.rsplit(":", 1)[1], 16) == remote_port
+                ):
+                    return inode
+    return None

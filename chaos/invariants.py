@@ -1,14 +1,15 @@
 """What must hold after the fleet converged, however many faults it went through.
 
 Each check reads the database (chaos/queries.sql) and, where the vendor is the witness,
-the simulator's ledger (`GET /_sim/ledger`: per reference its deliveries, transaction and
-purchase requests). A check returns a `Result`: how many things it looked at, how many broke
-the rule, and the order ids that broke it, for the evidence.
+the simulator's ledger (`GET /_sim/ledger`: per reference its deliveries, transaction,
+purchase requests and blind re-purchases). A check returns a `Result`: how many things it
+looked at, how many broke the rule, and the order ids that broke it, for the evidence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +60,11 @@ def check_terminal(store: Store) -> Result:
 
 def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
     """The vendor delivered each order at most once; a success order exactly once, with the
-    transaction the vendor has; an order that is not a success never."""
+    transaction the vendor has; an order that is not a success never, unless its outcome is
+    unknown and it waits for a human (still processing, dead-lettered): that is not a failure."""
     refs: Mapping[str, Any] = ledger.get("references", {})
     twice, missing, not_success, wrong_tx = [], [], [], []
+    unknown_delivered = 0
     orders = rows(store, "orders_final")
     for order in orders:
         entry = refs.get(order["id"], {})
@@ -73,6 +76,8 @@ def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
                 missing.append(order["id"])
             elif order["vendor_transaction_id"] != entry.get("transaction_id"):
                 wrong_tx.append(order["id"])
+        elif delivered > 0 and order["status"] == "processing" and order["dead_lettered"]:
+            unknown_delivered += 1
         elif delivered > 0:
             not_success.append(order["id"])
     counts = {
@@ -83,13 +88,36 @@ def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
     }
     bad = twice + missing + not_success + wrong_tx
     total = sum(int(e.get("deliveries", 0)) for e in refs.values())
+    unknown = (
+        f"; {unknown_delivered} of them outcome unknown, a human's" if unknown_delivered else ""
+    )
     return Result(
         "vendor delivered each order at most once; success <=> one delivery",
         checked=len(orders),
         violations=len(set(bad)),
         detail=f"{total} deliveries; " + _parts({k: v for k, v in counts.items() if v})
         if bad
-        else f"{total} deliveries, max 1 per order",
+        else f"{total} deliveries, max 1 per order{unknown}",
+        offenders=_offenders(bad),
+    )
+
+
+def check_no_blind_repurchase(ledger: Mapping[str, Any]) -> Result:
+    """No purchase of a reference after an unknown outcome (no answer, a 5xx, an unreadable
+    one, one the worker did not wait for) without a readable status lookup between: the
+    simulator counts them (Ledger.blind_repurchases). Whether the 409 saved the day or not,
+    each one rested on the vendor's idempotency alone."""
+    refs: Mapping[str, Any] = ledger.get("references", {})
+    blind = {ref: int(e.get("blind_repurchases", 0)) for ref, e in refs.items()}
+    bad = [ref for ref, n in blind.items() if n > 0]
+    purchases = sum(int(e.get("purchase_requests", 0)) for e in refs.values())
+    return Result(
+        "no re-purchase after an unknown outcome without a status lookup",
+        checked=purchases,
+        violations=sum(blind.values()),
+        detail=f"{sum(blind.values())} blind re-purchases of {len(bad)} orders"
+        if bad
+        else f"0 blind re-purchases in {purchases} purchase requests",
         offenders=_offenders(bad),
     )
 
@@ -167,11 +195,70 @@ def check_notifications(store: Store, malformed_sent: int) -> Result:
     )
 
 
-def check_all(store: Store, ledger: Mapping[str, Any], *, malformed_sent: int) -> list[Result]:
-    return [
+def check_callbacks(answers: Mapping[str, int], failures: Sequence[tuple[str, str, str]]) -> Result:
+    """Every signed vendor callback, replays included, answered 200 or 202 (never a 5xx),
+    whatever the breaker and the rate limiter were doing (restarts of PostgreSQL and Redis
+    excused: chaos.callbacks)."""
+    sent = sum(answers.values())
+    return Result(
+        "signed vendor callbacks (replays too) answered 200/202, never 5xx",
+        checked=sent,
+        violations=len(failures),
+        detail=", ".join(f"{k} {v}" for k, v in sorted(answers.items())) or "none sent",
+        offenders=_offenders([order_id for order_id, _, _ in failures]),
+    )
+
+
+def check_quiet_outage(store: Store, ledger: Mapping[str, Any], order_ids: Sequence[str]) -> Result:
+    """The orders that arrived one at a time during a vendor outage (no other fault, no other
+    traffic) are all delivered once the vendor is back, with the one attempt that delivered
+    them: the outage spent none (principle 4, at any volume)."""
+    wanted = set(order_ids)
+    refs: Mapping[str, Any] = ledger.get("references", {})
+    orders = [r for r in rows(store, "orders_final") if r["id"] in wanted]
+    bad = [
+        r["id"]
+        for r in orders
+        if r["status"] != "success"
+        or r["dead_lettered"]
+        or int(r["attempts"] or 0) > 1
+        or int(refs.get(r["id"], {}).get("deliveries", 0)) != 1
+    ]
+    attempts = Counter(int(r["attempts"] or 0) for r in orders)
+    checks = sum(int(r["status_checks"] or 0) for r in orders)
+    states = Counter(
+        f"{r['status']}{' dead-lettered' if r['dead_lettered'] else ''}" for r in orders
+    )
+    return Result(
+        "quiet outage: every order delivered, no attempt spent on the outage",
+        checked=len(orders),
+        violations=len(bad) + len(wanted) - len(orders),
+        detail=f"{_parts(states)}; attempts "
+        + ", ".join(f"{n}x{a}" for a, n in sorted(attempts.items()))
+        + f"; status checks spent {checks}",
+        offenders=_offenders(bad),
+    )
+
+
+def check_all(
+    store: Store,
+    ledger: Mapping[str, Any],
+    *,
+    malformed_sent: int,
+    callback_answers: Mapping[str, int] | None = None,
+    callback_failures: Sequence[tuple[str, str, str]] = (),
+    quiet_orders: Sequence[str] = (),
+) -> list[Result]:
+    results = [
         check_terminal(store),
         check_deliveries(store, ledger),
+        check_no_blind_repurchase(ledger),
         check_attempt_log(store, ledger),
         check_nothing_in_flight(store),
         check_notifications(store, malformed_sent),
     ]
+    if callback_answers is not None:
+        results.append(check_callbacks(callback_answers, callback_failures))
+    if quiet_orders:
+        results.append(check_quiet_outage(store, ledger, quiet_orders))
+    return results

@@ -86,6 +86,14 @@ class Publisher(threading.Thread):
         self.published: list[str] = []  # appended only; read by the fault injector
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
+        self.pace = window_s / max(len(specs), 1)
+        self._index = {spec.order_id: i for i, spec in enumerate(specs)}
+
+    def offset(self, order_id: str) -> float | None:
+        """Seconds after the start when the order is to be committed and published; None for
+        an order not its own."""
+        i = self._index.get(order_id)
+        return None if i is None else i * self.pace
 
     def run(self) -> None:
         try:
@@ -95,9 +103,8 @@ class Publisher(threading.Thread):
 
     def _run(self) -> None:
         started = time.monotonic()
-        pace = self.window_s / max(len(self.specs), 1)
         for i, spec in enumerate(self.specs):
-            wait = started + i * pace - time.monotonic()
+            wait = started + i * self.pace - time.monotonic()
             if wait > 0 and self.stop_event.wait(wait):
                 return
             self._commit(spec)

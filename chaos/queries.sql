@@ -5,18 +5,21 @@
 -- Every order with what the checks need: final status, dead-letter mark, vendor transaction.
 SELECT id::text AS id, fulfillment_status AS status, dead_lettered_at IS NOT NULL AS dead_lettered,
        dead_letter_reason, last_error_code, fulfillment_attempts AS attempts,
+       fulfillment_status_checks AS status_checks,
        vendor_transaction_id, claim_token IS NOT NULL AS claimed
 FROM orders
 ORDER BY created_at;
 
 -- name: not_terminal
--- Orders neither delivered nor dead-lettered with their admin notification.
+-- Orders neither delivered nor dead-lettered with their admin notification (failed, or still
+-- processing when the outcome is unknown: the vendor may hold it, a human decides).
 SELECT o.id::text AS id, o.fulfillment_status AS status, o.dead_lettered_at IS NOT NULL AS flagged,
        o.dead_letter_reason, o.last_error_code, o.next_attempt_at
 FROM orders o
 WHERE NOT (
         o.fulfillment_status = 'success'
-     OR (o.fulfillment_status = 'failed' AND o.dead_lettered_at IS NOT NULL
+     OR (o.fulfillment_status IN ('failed', 'processing') AND o.dead_lettered_at IS NOT NULL
+         AND o.claim_token IS NULL
          AND EXISTS (SELECT 1 FROM admin_notifications n
                      WHERE n.kind = 'dead_letter' AND n.order_id = o.id))
 )
@@ -52,11 +55,13 @@ WHERE action = 'purchase'
 GROUP BY order_id;
 
 -- name: left_in_flight
--- Nothing may stay processing or claimed once the fleet has converged.
+-- Nothing may stay pending, processing (but in a human's queue) or claimed once converged.
 SELECT id::text AS id, fulfillment_status AS status, claim_token IS NOT NULL AS claimed,
        claim_expires_at, next_attempt_at
 FROM orders
-WHERE fulfillment_status IN ('pending', 'processing') OR claim_token IS NOT NULL
+WHERE fulfillment_status = 'pending'
+   OR (fulfillment_status = 'processing' AND dead_lettered_at IS NULL)
+   OR claim_token IS NOT NULL
 ORDER BY id;
 
 -- name: duplicate_dedupe_keys
@@ -81,20 +86,24 @@ SELECT n.order_id::text AS id, o.fulfillment_status AS status, n.created_at
 FROM admin_notifications n
 LEFT JOIN orders o ON o.id = n.order_id
 WHERE n.kind = 'dead_letter'
-  AND (o.id IS NULL OR o.dead_lettered_at IS NULL OR o.fulfillment_status <> 'failed');
+  AND (o.id IS NULL OR o.dead_lettered_at IS NULL
+       OR o.fulfillment_status NOT IN ('failed', 'processing'));
 
 -- name: notification_kinds
 -- Notifications per kind (the table; malformed ones are compared with what was injected).
 SELECT kind, count(*) AS n FROM admin_notifications GROUP BY kind ORDER BY kind;
 
 -- name: unfinished
--- What convergence waits for: orders not yet final, and claims still held.
-SELECT count(*) FILTER (WHERE fulfillment_status IN ('pending', 'processing')
-                         OR (fulfillment_status = 'failed' AND dead_lettered_at IS NULL))
+-- What convergence waits for: orders not yet final (in a human's queue is final here), and
+-- claims still held.
+SELECT count(*) FILTER (WHERE fulfillment_status IN ('pending', 'processing', 'failed')
+                          AND dead_lettered_at IS NULL)
            AS unfinished,
        count(*) FILTER (WHERE claim_token IS NOT NULL) AS claimed,
        count(*) FILTER (WHERE fulfillment_status = 'success') AS success,
        count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_lettered,
+       count(*) FILTER (WHERE fulfillment_status = 'processing' AND dead_lettered_at IS NOT NULL)
+           AS outcome_unknown,
        count(*) AS total
 FROM orders;
 

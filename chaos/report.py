@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaos.callbacks import CallbackReplayer
 from chaos.db import rows
 from chaos.faults import Kind
 from chaos.invariants import Result
+from chaos.midcall import MidCallKill
 from db.store import Store
 
 WIDTH = 66
@@ -46,6 +48,8 @@ def table(
     fault_details: Mapping[str, int],
     vendor_faults: Mapping[str, int],
     scenarios: Mapping[str, int],
+    cases: Sequence[tuple[str, str]],
+    vendor_totals: Mapping[str, Any],
     results: Sequence[Result],
     timings: Timings,
 ) -> str:
@@ -58,8 +62,24 @@ def table(
             f"unfinished {status.get('unfinished', 0)}",
         )
     )
+    if status.get("outcome_unknown"):
+        out.append(_line("", f"outcome unknown (a human's): {status['outcome_unknown']}"))
     for reason, n in reasons:
         out.append(_line("", f"dead letter: {n:>4}  {reason[:60]}"))
+    blind = int(vendor_totals.get("blind_repurchases", 0))
+    out.append(
+        _line(
+            "vendor ledger",
+            f"deliveries {vendor_totals.get('deliveries', 0)}, purchase requests "
+            f"{vendor_totals.get('purchase_requests', 0)}, status requests "
+            f"{vendor_totals.get('status_requests', 0)}, blind re-purchases {blind}",
+        )
+    )
+    if blind:
+        refs = list(vendor_totals.get("blind_repurchase_references", []))
+        out.append(
+            _line("", f"bought blind: {' '.join(refs[:4])}{' ...' if len(refs) > 4 else ''}")
+        )
     out.append(_line("purchase path", ", ".join(f"{k} {v}" for k, v in purchase_path.items())))
     out.append("faults injected")
     for kind in Kind:
@@ -72,6 +92,9 @@ def table(
     out.append(_line("  vendor scenarios (scripted orders)", sum(scenarios.values())))
     for what, n in scenarios.items():
         out.append(f"      {n:>3}  {what}")
+    if cases:
+        out.append("  aimed cases (issue 9)")
+        out.extend(_line(f"    {label}", value) for label, value in cases)
     out.append("invariants")
     for result in results:
         verdict = "PASS" if result.ok else "FAIL"
@@ -159,3 +182,39 @@ def _stamp(line: str) -> str:
     except (ValueError, AttributeError):
         match = _DRAMATIQ_TIME.match(line)
         return match.group(1).replace(" ", "T").replace(",", ".") if match else ""
+
+
+def cases(
+    midcall: MidCallKill | None,
+    callbacks: CallbackReplayer | None,
+    quiet: Sequence[str],
+    *,
+    every_s: float,
+    outage_s: float,
+) -> list[tuple[str, str]]:
+    """What each aimed case did (chaos.midcall, chaos.callbacks, chaos.quiet), for the table."""
+    out: list[tuple[str, str]] = []
+    if midcall is not None:
+        brownout = "ran" if midcall.brownout_began is not None else "did not run"
+        out.append(
+            (
+                "killed between POST and answer",
+                f"{len(midcall.killed)} of {len(midcall.armed)} armed (brownout {brownout}); "
+                f"connection gone first {len(midcall.missed)}, "
+                f"not caught {len(midcall.not_caught)}",
+            )
+        )
+        out += [
+            ("", f"{name}, +{at:.1f} s into the brownout, circuit {state}")
+            for _, name, at, state in midcall.killed
+        ]
+        out += [("", f"{oid}: no worker held it after {s:.2f} s") for oid, s in midcall.missed]
+    if callbacks is not None:
+        bursts = sum(callbacks.bursts.values())
+        out.append(("replayed vendor callbacks", f"{callbacks.sent} sent, {bursts} bursts"))
+        out += [("", f"{n:>3} x {what}") for what, n in sorted(callbacks.bursts.items())]
+    if quiet:
+        out.append(
+            ("quiet outage", f"{len(quiet)} orders 1 per {every_s:g} s, vendor down {outage_s:g} s")
+        )
+    return out

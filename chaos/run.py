@@ -4,15 +4,20 @@
    machine's shared servers are never touched), a fresh database, the schema.
 2. The fleet, as the Procfile starts it: the simulator with faults (VENDOR_FAULTS), --workers
    `dramatiq workers.actors --queues fulfillment -p 1 -t THREADS` groups, the dead-letter
-   consumer and `fulfillment reconcile --loop`, with short timings (FLEET_TIMINGS).
+   consumer, `fulfillment reconcile --loop` and `fulfillment web` (the vendor's callbacks go
+   to it), with short timings (FLEET_TIMINGS).
 3. The fault window: the orders are committed and published evenly over 80 % of it while the
    injector runs the schedule of chaos.faults (SIGKILLs, Redis and PostgreSQL restarts,
    duplicated, malformed and unknown-order messages, latency spikes); one order in 30 has its
-   vendor answers scripted (chaos.faults.VENDOR_SCENARIOS) and a few are trapped on their
-   last attempt (chaos.faults.LastAttemptTrap).
+   vendor answers scripted (chaos.faults.VENDOR_SCENARIOS), a few are trapped on their
+   last attempt (chaos.faults.LastAttemptTrap), and a few have their worker killed between
+   the POST and its answer while a brownout opens the circuit (chaos.midcall). Signed vendor
+   callbacks are replayed at the web process throughout (chaos.callbacks).
 4. Convergence: no more faults; wait until no order is pending, processing, failed and not
    yet dead-lettered, and no claim is held (the reconciler keeps sweeping).
-5. The invariants of chaos.invariants, the table, and evidence for any that failed.
+5. The quiet outage (chaos.quiet): the vendor down for --quiet-outage seconds, no other fault,
+   orders arriving one per --quiet-every seconds through it; then convergence again.
+6. The invariants of chaos.invariants, the table, and evidence for any that failed.
 
 Exit status 0 only when the fleet converged within the budget and every invariant holds.
 Everything started is stopped, and the state directory removed unless --keep.
@@ -30,19 +35,31 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import psycopg
+import redis
+from redis.exceptions import RedisError
 
 from chaos import invariants, report
+from chaos.callbacks import CallbackReplayer
+from chaos.config import (
+    FLEET_TIMINGS,
+    KEY,
+    NAMESPACE,
+    SECRET,
+    fleet_env,
+    fresh_database,
+)
 from chaos.db import rows
 from chaos.faults import Injector, LastAttemptTrap, schedule, script_vendor_scenarios
 from chaos.fleet import Fleet
-from chaos.orders import VENDOR_REJECTS_SUFFIX, Publisher, make_orders
+from chaos.midcall import MidCallKill, pick_armed
+from chaos.orders import Publisher, make_orders
+from chaos.quiet import quiet_orders, start_quiet_outage
 from chaos.servers import EmbeddedServers
 from db.migrate import migrate
 from db.store import Store, open_pool
@@ -50,44 +67,10 @@ from fulfillment import logs
 from fulfillment.bootstrap import build_broker
 from fulfillment.embedded import free_port
 from fulfillment.errors import StoreError
-from fulfillment.processes import base_env
 
-DATABASE = "chaos"
-NAMESPACE = "chaos"
-KEY, SECRET = "chaos-key", "chaos-secret-not-for-production"
 START_TIMEOUT_S = 90.0  # cold interpreters on a loaded 2-core machine
 POLL_S = 1.0
 PROGRESS_EVERY_S = 5.0
-
-#: Short on purpose: a run lasts minutes, not hours (production: see README).
-FLEET_TIMINGS = {
-    "RETRY_DELAYS": "1,2,4",
-    "MAX_ATTEMPTS": "3",
-    "CLAIM_TTL_S": "5",
-    "STATUS_CHECK_DELAY_S": "1",
-    "MAX_STATUS_CHECKS": "40",
-    "MAX_DEFERRALS": "100",
-    "RECONCILE_GRACE_S": "5",
-    "RECONCILE_INTERVAL_S": "2",
-    "VENDOR_READ_TIMEOUT_S": "1",
-    "VENDOR_CONNECT_TIMEOUT_S": "1",
-    "DB_POOL_MAX_SIZE": "6",
-}
-
-#: The simulated vendor: 20 % transient errors (5xx, timeouts, 429), 5 % delivered with the
-#: answer lost, 5 % pending then success, 20 ms ± 50 ms latency (spikes: chaos.faults).
-VENDOR_FAULTS = {
-    "SIM_ERROR_RATE": "0.15",
-    "SIM_TIMEOUT_RATE": "0.03",
-    "SIM_TIMEOUT_SECONDS": "2",
-    "SIM_RATE_LIMIT_RATE": "0.02",
-    "SIM_DROP_AFTER_DELIVERY_RATE": "0.05",
-    "SIM_PENDING_RATE": "0.05",
-    "SIM_PENDING_SECONDS": "1",
-    "SIM_LATENCY_MS": "20",
-    "SIM_LATENCY_JITTER_MS": "50",
-    "SIM_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
-}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -98,7 +81,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seconds-budget",
         type=float,
         default=None,
-        help="the whole run must end within this (default: 150 + orders / 10)",
+        help="the whole run must end within this "
+        "(default: 150 + orders / 10, + the quiet outage and 60 s)",
     )
     p.add_argument(
         "--fault-window",
@@ -110,6 +94,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=3, help="worker groups (1 process each)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker process")
     p.add_argument("--kill-every", type=float, default=4.0, help="mean seconds between SIGKILLs")
+    p.add_argument(
+        "--quiet-outage",
+        type=float,
+        default=30.0,
+        help="seconds of the vendor outage in a quiet hour, after the main run (0: none)",
+    )
+    p.add_argument(
+        "--quiet-every",
+        type=float,
+        default=float(FLEET_TIMINGS["BREAKER_WINDOW_S"]),
+        help="seconds between the quiet hour's orders (default: one per breaker window, "
+        "as one a minute is in production)",
+    )
     p.add_argument("--seed", type=int, default=None, help="orders, schedule and vendor dice")
     p.add_argument("--keep", action="store_true", help="keep the state directory and its logs")
     args = p.parse_args(argv)
@@ -120,7 +117,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.fault_window is None:
         args.fault_window = min(150.0, max(30.0, args.orders / 20))
     if args.seconds_budget is None:
-        args.seconds_budget = 150.0 + args.orders / 10
+        quiet = args.quiet_outage + 60.0 if args.quiet_outage > 0 else 0.0
+        args.seconds_budget = 150.0 + args.orders / 10 + quiet
+    if args.quiet_outage > 0 and args.quiet_every <= 0:
+        p.error("--quiet-every must be more than 0")
     return args
 
 
@@ -168,6 +168,9 @@ class _Run:
         self.publisher: Publisher | None = None
         self.injector: Injector | None = None
         self.trap: LastAttemptTrap | None = None
+        self.midcall: MidCallKill | None = None
+        self.callbacks: CallbackReplayer | None = None
+        self.quiet: list[str] = []  # the quiet outage's orders
         self.crashed_by_themselves = 0
         self.scenarios: Counter[str] = Counter()
         self.driven_by: dict[str, str] = {}  # order id -> scripted scenario (else: the dice)
@@ -177,11 +180,12 @@ class _Run:
 
     def execute(self) -> int:
         server_url, redis_url = self.servers.start()
-        database_url = _fresh_database(server_url)
+        database_url = fresh_database(server_url)
         migrate(database_url)
         self.log_dir.mkdir()
-        sim_port = free_port()
-        env = _fleet_env(database_url, redis_url, sim_port, self.args.seed)
+        sim_port, web_port = free_port(), free_port()
+        env = fleet_env(database_url, redis_url, sim_port, self.args.seed)
+        env["WEB_PORT"] = str(web_port)
         self.fleet = Fleet(
             env, self.log_dir, worker_groups=self.args.workers, threads=self.args.threads
         )
@@ -189,19 +193,24 @@ class _Run:
         self.store = Store(open_pool(database_url, min_size=1, max_size=4))
         startup_s = self._t()
         print(f"   fleet up in {startup_s:.1f} s: sim, {self.args.workers} worker groups x "
-              f"{self.args.threads} threads, deadletter, reconciler", flush=True)  # fmt: skip
+              f"{self.args.threads} threads, deadletter, reconciler, web", flush=True)  # fmt: skip
 
         sim_url = f"http://127.0.0.1:{sim_port}"
         window_began = time.monotonic()
-        self._fault_window(redis_url, sim_url)
+        self._fault_window(redis_url, sim_url, f"http://127.0.0.1:{web_port}", sim_port)
         window_s = time.monotonic() - window_began
         converged_in = self._converge()
+        if converged_in is not None and self.args.quiet_outage > 0:
+            converged_in = self._quiet_outage(redis_url, sim_url)
+        if self.callbacks is not None:
+            self.callbacks.stop_event.set()
+            self.callbacks.join(timeout=30)
         ledger: dict[str, Any] = httpx.get(f"{sim_url}/_sim/ledger", timeout=30).json()
         return self._report(ledger, startup_s, window_s, converged_in)
 
     # -- the fault window --------------------------------------------------------------
 
-    def _fault_window(self, redis_url: str, sim_url: str) -> None:
+    def _fault_window(self, redis_url: str, sim_url: str, web_url: str, sim_port: int) -> None:
         assert self.fleet is not None
         assert self.store is not None
         specs = make_orders(self.args.orders, self.rng)
@@ -217,6 +226,16 @@ class _Run:
         self.publisher = Publisher(specs, self.store, publish_broker, window * 0.8)
         dice = random.Random(self.rng.random())  # noqa: S311 -- fault dice, not cryptography
         events = schedule(window, dice, kill_every_s=self.args.kill_every)
+        armed = pick_armed(self.publisher, normal, set(self.driven_by), events)
+        self.midcall = MidCallKill(
+            armed,
+            fleet=self.fleet,
+            sim_control_url=sim_url,
+            sim_port=sim_port,
+            breaker_state=partial(_breaker_state, redis_url),
+        )
+        self.midcall.arm()
+        self.driven_by.update(dict.fromkeys(armed, "worker killed between POST and answer"))
         self.injector = Injector(
             events,
             fleet=self.fleet,
@@ -226,11 +245,22 @@ class _Run:
             sim_control_url=sim_url,
             rng=dice,
         )
+        self.callbacks = CallbackReplayer(
+            web_url=web_url,
+            sim_control_url=sim_url,
+            key=KEY,
+            secret=SECRET,
+            published=self.publisher.published,
+            rng=random.Random(dice.random()),  # noqa: S311 -- fault dice, not cryptography
+            excused=self.injector.servers_away,
+        )
         print(f"   fault window {window:.0f} s: {len(events)} faults scheduled; orders published "
               f"over {window * 0.8:.0f} s", flush=True)  # fmt: skip
         self.publisher.start()
         self.injector.start()
         self.trap.start()
+        self.midcall.start()
+        self.callbacks.start()
         last = 0.0
         while self.publisher.is_alive() or self.injector.is_alive():
             if time.monotonic() > self.deadline:
@@ -241,11 +271,44 @@ class _Run:
                 self._progress("faults")
         self.injector.stop_event.set()
         self.publisher.stop_event.set()
+        self.midcall.stop_event.set()
         self.injector.join(timeout=60)
         self.publisher.join(timeout=60)
-        for thread in (self.publisher, self.injector, self.trap):
-            if thread.error is not None:
+        self.midcall.join(timeout=60)
+        self._raise_thread_errors()
+
+    def _raise_thread_errors(self) -> None:
+        threads = (self.publisher, self.injector, self.trap, self.midcall, self.callbacks)
+        for thread in threads:
+            if thread is not None and thread.error is not None:
                 raise RuntimeError(f"{thread.name} failed: {thread.error!r}") from thread.error
+
+    def _quiet_outage(self, redis_url: str, sim_url: str) -> float | None:
+        """The quiet outage (chaos.quiet), then convergence again: its seconds, or None."""
+        assert self.store is not None
+        outage, every = self.args.quiet_outage, self.args.quiet_every
+        specs = quiet_orders(outage, every, self.rng)
+        self.quiet = [spec.order_id for spec in specs]
+        self.driven_by.update(dict.fromkeys(self.quiet, "quiet outage"))
+        print(f"   quiet outage: vendor down {outage:.0f} s, the dice stopped, {len(specs)} "
+              f"orders one every {every:g} s", flush=True)  # fmt: skip
+        broker = build_broker(redis_url, NAMESPACE)
+        self.brokers.append(broker)
+        publisher = start_quiet_outage(
+            specs, outage_s=outage, every_s=every, store=self.store, broker=broker,
+            sim_control_url=sim_url,
+        )  # fmt: skip
+        if self.callbacks is not None:  # callbacks while the circuit is open, too
+            self.callbacks.prefer = publisher.published
+        while publisher.is_alive() and time.monotonic() < self.deadline:
+            publisher.join(timeout=PROGRESS_EVERY_S)
+            self._progress("quiet")
+        publisher.stop_event.set()
+        publisher.join(timeout=60)
+        if publisher.error is not None:
+            raise RuntimeError(f"quiet publisher failed: {publisher.error!r}") from publisher.error
+        self._raise_thread_errors()
+        return self._converge()
 
     def _progress(self, phase: str) -> None:
         assert self.store is not None
@@ -309,8 +372,14 @@ class _Run:
         assert self.store is not None
         assert self.injector is not None
         assert self.publisher is not None
+        callbacks = self.callbacks
         results = invariants.check_all(
-            self.store, ledger, malformed_sent=self.injector.malformed_sent
+            self.store,
+            ledger,
+            malformed_sent=self.injector.malformed_sent,
+            callback_answers=dict(callbacks.counts) if callbacks is not None else None,
+            callback_failures=callbacks.failures if callbacks is not None else (),
+            quiet_orders=self.quiet,
         )
         status = rows(self.store, "unfinished")[0]
         reasons = [(r["reason"], int(r["n"])) for r in rows(self.store, "dead_letter_reasons")]
@@ -318,6 +387,10 @@ class _Run:
         if self.crashed_by_themselves:
             details["processes that died on their own"] = self.crashed_by_themselves
         timings = report.Timings(startup_s, window_s, converged, self._t())
+        cases = report.cases(
+            self.midcall, self.callbacks, self.quiet,
+            every_s=self.args.quiet_every, outage_s=self.args.quiet_outage,
+        )  # fmt: skip
         print()
         print(
             report.table(
@@ -331,6 +404,8 @@ class _Run:
                 fault_details=details,
                 vendor_faults=ledger.get("totals", {}).get("faults", {}),
                 scenarios=self._scenarios(),
+                cases=cases,
+                vendor_totals=ledger.get("totals", {}),
                 results=results,
                 timings=timings,
             )
@@ -361,7 +436,7 @@ class _Run:
     # -- cleanup -------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        for thread in (self.injector, self.publisher, self.trap):
+        for thread in (self.injector, self.publisher, self.trap, self.midcall, self.callbacks):
             if thread is not None:
                 thread.stop_event.set()
         if self.fleet is not None:
@@ -373,33 +448,16 @@ class _Run:
         self.servers.stop()
 
 
-def _fresh_database(server_url: str) -> str:
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    return urlunsplit(urlsplit(server_url)._replace(path="/" + DATABASE))
-
-
-def _fleet_env(database_url: str, redis_url: str, sim_port: int, seed: int) -> dict[str, str]:
-    env = base_env()
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "REDIS_NAMESPACE": NAMESPACE,
-            "AT_ISHARE_API_URL": f"http://127.0.0.1:{sim_port}/v1",
-            "AT_ISHARE_API_KEY": KEY,
-            "AT_ISHARE_API_SECRET": SECRET,
-            "SIM_PORT": str(sim_port),
-            "SIM_SEED": str(seed),
-            "LOG_FORMAT": "json",
-            "FULFILLMENT_ENABLED": "true",
-            **FLEET_TIMINGS,
-            **VENDOR_FAULTS,
-        }
-    )
-    return env
+def _breaker_state(redis_url: str) -> str:
+    """The fleet's circuit as workers/breaker.py keeps it in Redis (an observation only)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=1)
+    try:
+        state = client.hget(f"{NAMESPACE}:fulfillment:breaker:state", "state")
+    except RedisError:
+        return "unknown (Redis away)"
+    finally:
+        client.close()
+    return state.decode() if isinstance(state, bytes) else "closed"
 
 
 if __name__ == "__main__":

@@ -687,4 +687,3 @@ def _delay_of(decision: Decision) -> float | None:
     if isinstance(step, Defer):
         return DEFER_AFTER_FAILURE_S + random.uniform(0.0, 1.0)  # noqa: S311 - jitter
     return None
-

@@ -268,8 +268,7 @@ def _check_again(facts: Facts, policy: RetryPolicy, *, unknown: bool) -> Decisio
 def _unknown_reason(facts: Facts) -> str:
     if facts.outcome_open:
         return (
-            f"vendor outcome still unknown after {facts.status_checks} status checks; "
-            "check by hand"
+            f"vendor outcome still unknown after {facts.status_checks} status checks; check by hand"
         )
     return f"vendor unreachable after {facts.status_checks} status checks before a retry"
 

@@ -355,12 +355,32 @@ class Fleet:
             "deliveries": 0,
             "purchase_requests": 0,
             "status_requests": 0,
+            "blind_repurchases": 0,
             "status": "not_found",
             **entry,
         }
 
     def deliveries(self, reference: str) -> int:
         return int(self.vendor_entry(reference)["deliveries"])
+
+    def vendor_breaches(self) -> list[str]:
+        """What the vendor saw that the guarantee forbids, whatever the test: a reference
+        delivered twice, or bought again after an unknown outcome without a status lookup
+        between (the simulator's blind_repurchases). Checked by `fleet` at teardown."""
+        try:
+            ledger = self.ledger()
+        except httpx.HTTPError as exc:  # the simulator is gone: its log and the test say why
+            print(f"\nvendor ledger unreadable at teardown: {type(exc).__name__}")
+            return []
+        twice = sorted(r for r, e in ledger["references"].items() if e["deliveries"] > 1)
+        totals = ledger["totals"]
+        breaches = [f"delivered twice: {twice}"] if twice else []
+        if totals["blind_repurchases"]:
+            breaches.append(
+                f"blind re-purchases {totals['blind_repurchases']} "
+                f"(references {totals['blind_repurchase_references']})"
+            )
+        return breaches
 
 
 @pytest.fixture
@@ -372,7 +392,9 @@ def fleet(
     redis_namespace: str,
     tmp_path: Path,
 ) -> Iterator[Fleet]:
-    """Simulator, worker group and dead-letter group running; torn down whatever happens."""
+    """Simulator, worker group and dead-letter group running; torn down whatever happens.
+    A test that passed fails at teardown when the vendor's ledger shows a reference delivered
+    twice or bought blind (Fleet.vendor_breaches)."""
     running = Fleet(
         store=store,
         database_url=database_url,
@@ -380,11 +402,17 @@ def fleet(
         namespace=redis_namespace,
         log_dir=tmp_path,
     )
+    breaches: list[str] = []
     try:
         running.start_sim()
         running.start_consumers()
         yield running
+        breaches = running.vendor_breaches()
     finally:
         reports = request.node.stash.get(_REPORTS, {})
         failed = any(r.failed for r in reports.values()) or "call" not in reports
-        running.close(dump_logs=failed)
+        if breaches:
+            print("\nvendor ledger: " + "; ".join(breaches))
+        running.close(dump_logs=failed or bool(breaches))
+    if breaches and not failed:
+        pytest.fail("the vendor's ledger breaks the guarantee: " + "; ".join(breaches))

@@ -196,8 +196,11 @@ def test_graceful_stop_lets_the_call_in_flight_finish_and_record_it(fleet: Fleet
 
     fleet.faults(latency_ms=0)
     fleet.start_workers()
-    fleet.wait_for_status(oid, "success")
+    # The POST and its lookup both timed out with no success anywhere: the circuit opened
+    # (BREAKER_QUIET_FAILURES) for BREAKER_OPEN_S (30 s), and the order waits it out.
+    fleet.wait_for_status(oid, "success", timeout=60)
     assert fleet.deliveries(oid) == 1
+    assert fleet.order(oid)["fulfillment_attempts"] == 1
 
 
 def test_orders_lost_with_redis_are_recovered_by_the_reconciler(fleet: Fleet) -> None:

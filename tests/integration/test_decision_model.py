@@ -518,6 +518,10 @@ class DecisionModel(RuleBasedStateMachine):
         if before is None or after is None or after["fulfillment_status"] == "success":
             return
         changed = [k for k in DECISION_FIELDS if before[k] != after[k]]
+        if changed == ["next_attempt_at"] and before["next_attempt_at"] is None:
+            # A dead worker's order the callback could not settle is made due (release_claim):
+            # otherwise nobody would ever take it again. Nothing else of it may change.
+            changed = []
         if changed:
             self.callback_changes.append(
                 f"a {replay} '{callback['status']}' callback for {order.name} changed "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -60,9 +61,12 @@ def signed(
     )
 
 
+def purchase_body(reference: str) -> dict[str, Any]:
+    return {"reference": reference, "phone_number": PHONE, "network": "at-ishare", "size_gb": 2}
+
+
 def purchase(client: httpx.Client, reference: str, /, **fields: Any) -> httpx.Response:
-    payload = {"reference": reference, "phone_number": PHONE, "network": "at-ishare", "size_gb": 2}
-    return signed(client, "POST", PURCHASE, {**payload, **fields})
+    return signed(client, "POST", PURCHASE, {**purchase_body(reference), **fields})
 
 
 def status(client: httpx.Client, reference: str) -> httpx.Response:
@@ -323,6 +327,183 @@ def test_outage(sim: Simulator, client: httpx.Client) -> None:
     time.sleep(0.35)
     assert purchase(client, "during").status_code == 200
     assert client.post("/_sim/down", json={"seconds": -1}).status_code == 400
+    assert client.post("/_sim/down", json={"seconds": 1, "spare": "x"}).status_code == 400
+
+
+def test_an_outage_can_spare_some_references_purchases(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    assert client.post("/_sim/down", json={"seconds": 0.5, "spare": ["vip"]}).status_code == 200
+    assert purchase(client, "vip").status_code == 200
+    assert status(client, "vip").status_code == 503  # only its purchases are spared
+    assert purchase(client, "other").status_code == 503
+    client.post("/_sim/down", json={"seconds": 0})
+    assert purchase(client, "other").status_code == 200
+
+
+# -- blind re-purchases: a purchase after an unknown outcome without a lookup between -----
+
+
+def blind(client: httpx.Client) -> tuple[int, list[str]]:
+    totals = client.get("/_sim/ledger").json()["totals"]
+    return totals["blind_repurchases"], totals["blind_repurchase_references"]
+
+
+def test_purchase_again_after_a_5xx_without_a_lookup_is_blind(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    script(client, "blind", responses=["error", "ok"])
+    assert purchase(client, "blind").status_code == 503
+    assert purchase(client, "blind").status_code == 200
+    assert sim.ledger.blind_repurchases("blind") == 1
+    assert sim.ledger.blind_repurchases() == 1
+    assert sim.ledger.blind_repurchase_references() == ["blind"]
+    assert blind(client) == (1, ["blind"])
+    entry = client.get("/_sim/ledger").json()["references"]["blind"]
+    assert (entry["blind_repurchases"], entry["outcome_unknown"]) == (1, False)  # 200: known
+
+
+def test_a_lookup_between_makes_the_purchase_again_legitimate(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    script(client, "looked", responses=["error", "ok"])
+    assert purchase(client, "looked").status_code == 503
+    assert client.get("/_sim/ledger").json()["references"]["looked"]["outcome_unknown"]
+    assert status(client, "looked").json()["status"] == "failed"
+    assert purchase(client, "looked").status_code == 200
+    assert sim.ledger.blind_repurchases("looked") == 0
+    assert blind(client) == (0, [])
+
+
+@pytest.mark.parametrize("fault", ["timeout", "garbage", "drop_after_delivery"])
+def test_every_answer_the_client_cannot_read_is_an_unknown_outcome(
+    sim: Simulator, client: httpx.Client, fault: str
+) -> None:
+    script(client, "r", responses=[fault, "ok"])
+    with contextlib.suppress(httpx.HTTPError):
+        signed(client, "POST", PURCHASE, purchase_body("r"), timeout=0.2)
+    time.sleep(0.4)  # a timeout's 504 comes at 0.5 s, to nobody
+    purchase(client, "r")
+    assert sim.ledger.blind_repurchases("r") == 1
+
+
+def test_answers_that_tell_the_state_or_refuse_are_not_unknown(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    assert purchase(client, "known").status_code == 200
+    assert purchase(client, "known").status_code == 409
+    script(client, "refused", responses=["rate_limit", "invalid_phone", "insufficient_balance"])
+    assert [purchase(client, "refused").status_code for _ in range(4)] == [429, 400, 402, 200]
+    script(client, "pending", responses=["pending"])
+    assert purchase(client, "pending").status_code == 202
+    assert purchase(client, "pending").status_code == 409
+    assert blind(client) == (0, [])
+
+
+def test_a_failed_lookup_clears_nothing(sim: Simulator, client: httpx.Client) -> None:
+    script(client, "r", responses=["error"], status_responses=["error", "garbage"])
+    purchase(client, "r")
+    assert status(client, "r").status_code == 503
+    assert status(client, "r").text == "<html>not json"
+    purchase(client, "r")
+    assert sim.ledger.blind_repurchases("r") == 1
+    purchase(client, "r")  # the 200 before it told the client the state
+    assert sim.ledger.blind_repurchases("r") == 1
+
+
+def test_an_outage_answer_is_unknown_and_a_purchase_in_an_outage_can_be_blind(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    client.post("/_sim/down", json={"seconds": 0.3})
+    assert purchase(client, "down").status_code == 503
+    assert purchase(client, "down").status_code == 503  # blind, though it never reaches the books
+    time.sleep(0.35)
+    assert purchase(client, "down").status_code == 200  # blind again
+    assert sim.ledger.blind_repurchases("down") == 2
+    assert sim.ledger.snapshot()["references"]["down"]["purchase_requests"] == 1
+    client.post("/_sim/down", json={"seconds": 0.3})
+    assert purchase(client, "other").status_code == 503
+    time.sleep(0.35)
+    assert status(client, "other").status_code == 404
+    assert purchase(client, "other").status_code == 200
+    assert sim.ledger.blind_repurchases("other") == 0
+
+
+def test_an_answer_after_the_client_hung_up_is_unknown(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    sim.update_faults({"latency_ms": 300})
+    with pytest.raises(httpx.ReadTimeout):
+        signed(client, "POST", PURCHASE, purchase_body("late"), timeout=0.1)
+    time.sleep(0.4)  # the handler answers (a 200 nobody reads) at 0.3 s
+    sim.update_faults({"latency_ms": 0})
+    assert sim.ledger.deliveries("late") == 1
+    assert purchase(client, "late").status_code == 409
+    assert sim.ledger.blind_repurchases("late") == 1
+
+
+def test_an_answer_later_than_clients_wait_is_unknown(sim: Simulator, client: httpx.Client) -> None:
+    sim.update_faults({"latency_ms": 150, "client_timeout_seconds": 0.1})
+    assert purchase(client, "slow").status_code == 200  # this client waited; clients do not
+    assert purchase(client, "slow").status_code == 409
+    assert sim.ledger.blind_repurchases("slow") == 1
+
+
+def test_a_lookup_that_arrived_after_the_purchase_clears_it_even_if_answered_first(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    """The client gave up on a stalled purchase and looked it up while the vendor still
+    held the purchase's (lost) answer: ordered by arrival, the lookup came after."""
+    script(client, "stalled", responses=["timeout"])
+    with pytest.raises(httpx.ReadTimeout):
+        signed(client, "POST", PURCHASE, purchase_body("stalled"), timeout=0.1)
+    assert status(client, "stalled").json()["status"] == "failed"
+    time.sleep(0.5)  # the 504 goes out, to nobody
+    assert purchase(client, "stalled").status_code == 200
+    assert sim.ledger.blind_repurchases("stalled") == 0
+
+
+def test_ledger_orders_outcomes_by_ticket() -> None:
+    ledger = Ledger(balance=100.0)
+    post, get = ledger.ticket(), ledger.ticket()
+    ledger.note_outcome("r", get, known=True)
+    ledger.note_outcome("r", post, known=False)  # answered after the lookup arrived
+    assert not ledger.note_purchase_request("r")
+    ledger.note_outcome("r", known=False)
+    assert ledger.note_purchase_request("r")
+    assert ledger.note_purchase_request("r")  # still nothing known
+    assert ledger.blind_repurchases("r") == 2
+    assert ledger.blind_repurchase_references() == ["r"]
+    ledger.reset()
+    assert (ledger.blind_repurchases(), ledger.blind_repurchase_references()) == (0, [])
+
+
+def test_stall_after_delivery_is_listed_in_flight(sim: Simulator, client: httpx.Client) -> None:
+    script(client, "held", responses=["stall_after_delivery"])
+    errors: list[Exception] = []
+
+    def buy() -> None:
+        try:
+            signed(client, "POST", PURCHASE, purchase_body("held"), timeout=0.3)
+        except httpx.HTTPError as exc:
+            errors.append(exc)
+
+    buyer = threading.Thread(target=buy)
+    buyer.start()
+    deadline = time.monotonic() + 2
+    in_flight: list[dict[str, Any]] = []
+    while not in_flight and time.monotonic() < deadline:
+        in_flight = client.get("/_sim/inflight").json()["purchases"]
+    buyer.join()
+    assert [p["reference"] for p in in_flight] == ["held"]
+    assert isinstance(in_flight[0]["client_port"], int)
+    assert 0 <= in_flight[0]["seconds"] < 2
+    assert isinstance(errors[0], httpx.ReadTimeout)
+    assert sim.ledger.deliveries("held") == 1
+    time.sleep(0.3)  # the answer goes out at 0.5 s, to nobody
+    assert client.get("/_sim/inflight").json() == {"purchases": []}
+    assert purchase(client, "held").status_code == 409
+    assert sim.ledger.blind_repurchases("held") == 1
 
 
 # -- status, routes, control -------------------------------------------------------

@@ -1,8 +1,10 @@
 """A simulated AT-iShare vendor: a real HTTP server with a ledger and injectable faults.
 
 - `faults`: what goes wrong and how often (FaultConfig, roll, scripts, outages)
-- `ledger`: what the vendor received and delivered, exactly once per reference
-- `server`: the HTTP API of DESIGN.md, the /_sim/ control routes, and the command line
+- `ledger`: what the vendor received and delivered, exactly once per reference, and the
+  blind re-purchases (a purchase after an unknown outcome without a status lookup between)
+- `handler`: the HTTP API of DESIGN.md and the /_sim/ control routes
+- `server`: the server, in-process (`Simulator`) or from the command line
   (python -m vendor.simulator.server --help)
 """
 

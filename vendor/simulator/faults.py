@@ -32,7 +32,8 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 class FaultKind(StrEnum):
     """One way a request can go wrong; the values are the names scripts use.
 
-    `roll` picks only the first six; INVALID_PHONE and GARBAGE exist only in scripts.
+    `roll` picks only the first six; INVALID_PHONE, GARBAGE and STALL_AFTER_DELIVERY exist
+    only in scripts.
     """
 
     RATE_LIMIT = "rate_limit"
@@ -43,6 +44,8 @@ class FaultKind(StrEnum):
     PENDING = "pending"
     INVALID_PHONE = "invalid_phone"
     GARBAGE = "garbage"
+    #: delivered, then the answer held for timeout_seconds: the client gives up (or dies) first
+    STALL_AFTER_DELIVERY = "stall_after_delivery"
 
 
 OK: Final = "ok"  # a scripted "answer normally"
@@ -68,6 +71,9 @@ class FaultConfig(BaseModel):
     latency_ms: NonNegative = 0.0
     latency_jitter_ms: NonNegative = 0.0
     timeout_seconds: NonNegative = 30.0
+    #: how long clients wait for an answer: one sent later is an unknown outcome to them
+    #: (0: not assumed; a client that hung up is noticed either way)
+    client_timeout_seconds: NonNegative = 0.0
     pending_seconds: NonNegative = 2.0
     invalid_phones: frozenset[str] = frozenset()
     invalid_phone_suffix: str | None = None
@@ -234,6 +240,7 @@ class Chaos:
         self._config = config
         self._rng = random.Random(seed)  # noqa: S311 - fault dice, not cryptography
         self._down_until = 0.0
+        self._spared: frozenset[str] = frozenset()
 
     @property
     def config(self) -> FaultConfig:
@@ -258,19 +265,30 @@ class Chaos:
         with self._lock:
             return latency_seconds(self._rng, self._config)
 
-    def go_down(self, seconds: float) -> None:
-        """Every /v1 route answers 503 for the next `seconds` (0 ends an outage)."""
+    def go_down(self, seconds: float, spare: Sequence[str] = ()) -> None:
+        """Every /v1 route answers 503 for the next `seconds` (0 ends an outage), except the
+        purchases of the references in `spare`, which reach the books as usual."""
         if not seconds >= 0:  # also refuses NaN
             raise ValueError("seconds must be a number >= 0")
         with self._lock:
             self._down_until = time.monotonic() + seconds
+            self._spared = frozenset(spare)
 
-    def is_down(self) -> bool:
+    def is_down(self, reference: str | None = None) -> bool:
+        """Whether the vendor is down (for a purchase of `reference`: unless spared)."""
         with self._lock:
-            return time.monotonic() < self._down_until
+            return time.monotonic() < self._down_until and reference not in self._spared
+
+    def down_from_json(self, payload: Mapping[str, Any]) -> None:
+        """Apply a /_sim/down body {"seconds", "spare"?: [reference...]}."""
+        spare = payload.get("spare", [])
+        if not isinstance(spare, list) or not all(isinstance(r, str) for r in spare):
+            raise ValueError("spare must be a list of references")
+        self.go_down(float(payload.get("seconds", "?")), spare)
 
     def reset(self) -> None:
         """Forget scripts and any outage; the config and the dice stay."""
         self.scripts.clear()
         with self._lock:
             self._down_until = 0.0
+            self._spared = frozenset()

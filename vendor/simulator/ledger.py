@@ -3,6 +3,13 @@
 Everything happens under one lock, so a reference is delivered at most once however
 many requests race for it. A pending transaction turns into a success (and counts
 its delivery) the first time the ledger is touched after its deadline.
+
+The ledger also counts what the at-most-once guarantee forbids the client to do:
+**blind re-purchases**, a purchase of a reference after an earlier purchase of it got an
+answer the client could not know (no answer, a 5xx, an unreadable body, an answer after the
+client gave up) with no readable status lookup in between. Requests are ordered by the
+ticket each takes as it arrives (`ticket`), not by when they are answered: a lookup that
+arrived after the unknown purchase clears it even when that purchase is answered later.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -69,6 +76,11 @@ class _Entry:
     purchase_requests: int = 0
     status_requests: int = 0
     pending_until: float | None = None
+    blind_repurchases: int = 0
+    #: tickets of purchases whose outcome the client could not know, not cleared since
+    unknown: list[int] = field(default_factory=list)
+    #: the latest ticket of a request whose readable answer told the client the state
+    known_through: int = 0
 
 
 def _new_transaction_id() -> str:
@@ -86,6 +98,8 @@ class Ledger:
         self._entries: dict[str, _Entry] = {}
         self._pending: set[str] = set()
         self._faults: Counter[str] = Counter()
+        self._tickets = 0
+        self._blind: list[str] = []  # references with a blind re-purchase, first one first
 
     # -- queries ---------------------------------------------------------------
 
@@ -101,6 +115,20 @@ class Ledger:
             self._settle()
             entry = self._entries.get(reference)
             return entry.transaction if entry else None
+
+    def blind_repurchases(self, reference: str | None = None) -> int:
+        """Re-purchases without a status lookup after an unknown outcome: of `reference`, or
+        of every reference (the guarantee says 0)."""
+        with self._lock:
+            if reference is None:
+                return sum(e.blind_repurchases for e in self._entries.values())
+            entry = self._entries.get(reference)
+            return entry.blind_repurchases if entry else 0
+
+    def blind_repurchase_references(self) -> list[str]:
+        """The references bought blind at least once, in the order it first happened."""
+        with self._lock:
+            return list(self._blind)
 
     @property
     def balance(self) -> float:
@@ -118,6 +146,8 @@ class Ledger:
                     "transaction_id": entry.transaction.transaction_id if entry.transaction else "",
                     "purchase_requests": entry.purchase_requests,
                     "status_requests": entry.status_requests,
+                    "blind_repurchases": entry.blind_repurchases,
+                    "outcome_unknown": bool(entry.unknown),
                 }
                 for reference, entry in self._entries.items()
             }
@@ -125,15 +155,51 @@ class Ledger:
                 "deliveries": sum(e.deliveries for e in self._entries.values()),
                 "purchase_requests": sum(e.purchase_requests for e in self._entries.values()),
                 "status_requests": sum(e.status_requests for e in self._entries.values()),
+                "blind_repurchases": sum(e.blind_repurchases for e in self._entries.values()),
+                "blind_repurchase_references": list(self._blind),
                 "faults": dict(self._faults),
             }
             return {"references": references, "totals": totals, "balance": self._balance}
 
     # -- commands --------------------------------------------------------------
 
-    def note_purchase_request(self, reference: str) -> None:
+    def ticket(self) -> int:
+        """The number of a request as it arrives: a later arrival gets a larger one."""
         with self._lock:
-            self._entries.setdefault(reference, _Entry()).purchase_requests += 1
+            return self._take_ticket()
+
+    def note_purchase_request(self, reference: str, ticket: int | None = None) -> bool:
+        """Count a purchase request (arrived as `ticket`, default: now); True when it is a
+        blind re-purchase, which is counted too."""
+        with self._lock:
+            entry = self._entries.setdefault(reference, _Entry())
+            entry.purchase_requests += 1
+            return self._check_blind(entry, reference, ticket)
+
+    def note_refused_purchase(self, reference: str, ticket: int | None = None) -> bool:
+        """A purchase request answered before it reached the books (an outage): not counted
+        as a request, but a blind re-purchase all the same (True) when it is one."""
+        with self._lock:
+            entry = self._entries.setdefault(reference, _Entry())
+            return self._check_blind(entry, reference, ticket)
+
+    def note_outcome(self, reference: str, ticket: int | None = None, *, known: bool) -> None:
+        """What the client learnt from the answer to its request `ticket` (default: now).
+
+        known=False: the answer to a purchase was lost, a 5xx, unreadable or too late, so
+        the client cannot know whether it was bought. known=True: a readable answer told
+        the client the reference's state (a status lookup; a purchase's 200, 202 or 409),
+        which clears every unknown outcome of requests that arrived before it. Answers that
+        tell neither (a 429, a 400) are not noted.
+        """
+        with self._lock:
+            entry = self._entries.setdefault(reference, _Entry())
+            t = self._take_ticket() if ticket is None else ticket
+            if known:
+                entry.known_through = max(entry.known_through, t)
+                entry.unknown = [u for u in entry.unknown if u > entry.known_through]
+            elif t > entry.known_through:
+                entry.unknown.append(t)
 
     def note_fault(self, kind: str) -> None:
         with self._lock:
@@ -195,9 +261,24 @@ class Ledger:
             self._entries.clear()
             self._pending.clear()
             self._faults.clear()
+            self._blind.clear()
             self._balance = self._opening_balance
 
     # -- internals (caller holds the lock) -------------------------------------
+
+    def _take_ticket(self) -> int:
+        self._tickets += 1
+        return self._tickets
+
+    def _check_blind(self, entry: _Entry, reference: str, ticket: int | None) -> bool:
+        """Count the purchase `ticket` as blind when an earlier one's outcome is unknown."""
+        t = self._take_ticket() if ticket is None else ticket
+        if not any(u < t for u in entry.unknown):
+            return False
+        entry.blind_repurchases += 1
+        if entry.blind_repurchases == 1:
+            self._blind.append(reference)
+        return True
 
     def _fail(self, entry: _Entry, reference: str, error_code: str) -> Transaction:
         tx = Transaction(reference, _new_transaction_id(), TxStatus.FAILED, error_code)
