@@ -58,6 +58,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -652,6 +653,7 @@ class DecisionModel(RuleBasedStateMachine):
 
     @invariant()
     def fleet_promises(self) -> None:
+        RUN["steps"] += 1
         if not self.refs:
             return
         rows = self.seen = self._rows()
@@ -718,6 +720,8 @@ class DecisionModel(RuleBasedStateMachine):
     # -- (d): faults stop; everything must settle ----------------------------------------------
 
     def teardown(self) -> None:
+        RUN["examples"] += 1
+        RUN["orders"] += len(self.refs)
         try:
             if sys.exc_info()[0] is not None or not self.refs or "d" not in CHECK:
                 return  # a step already failed: its report is the one that matters
@@ -800,6 +804,10 @@ def _time_columns(store: Store) -> list[str]:
     return [r["column_name"] for r in rows]
 
 
+#: What a run explored (printed at its end, past pytest's capture, for docs/RELIABILITY.md).
+RUN: Counter[str] = Counter()
+
+
 def test_fulfilment_decision_model(store: Store, request: pytest.FixtureRequest) -> None:
     capture = request.config.pluginmanager.getplugin("capturemanager")
     env = ModelEnv(
@@ -824,6 +832,11 @@ def test_fulfilment_decision_model(store: Store, request: pytest.FixtureRequest)
                 if os.environ.get("MODEL_EXPLAIN")
                 else [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
             ),
+        )
+    with capture.global_and_fixture_disabled():  # the run's size, for the record
+        print(
+            f"\nmodel: {RUN['examples']} examples, {RUN['steps']} checked steps, "
+            f"{RUN['orders']} orders, every invariant held"
         )
 
 
