@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 
 from db.store import Store
 from fulfillment.domain.retry import RetryPolicy
+from tests.conftest import WebServer
 from vendor.client import AtIshareClient
 from vendor.simulator.faults import FaultConfig
 from vendor.simulator.server import Simulator
@@ -99,3 +101,22 @@ def new_order(store: Store) -> Callable[..., str]:
         return order_id
 
     return create
+
+
+# -- HTTP clients of the admin web process (tests/conftest.py's `web`) -----------------------
+
+
+@pytest.fixture
+def api(web: WebServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=web.url, headers={"Authorization": f"Bearer {web.api_token}"}, timeout=10
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(web: WebServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=web.url, headers={"Authorization": f"Bearer {web.admin_token}"}, timeout=10
+    ) as client:
+        yield client

@@ -91,22 +91,6 @@ def audit(store: Store, order_id: str) -> list[dict[str, Any]]:
     return sql(store, "SELECT * FROM admin_audit WHERE order_id = %s ORDER BY id", order_id)
 
 
-@pytest.fixture
-def api(web: WebServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=web.url, headers={"Authorization": f"Bearer {web.api_token}"}, timeout=10
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(web: WebServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=web.url, headers={"Authorization": f"Bearer {web.admin_token}"}, timeout=10
-    ) as client:
-        yield client
-
-
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()

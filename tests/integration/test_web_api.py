@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, get_args
 
 import httpx
@@ -42,22 +42,6 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def api(web: WebServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=web.url, headers={"Authorization": f"Bearer {web.api_token}"}, timeout=10
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(web: WebServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=web.url, headers={"Authorization": f"Bearer {web.admin_token}"}, timeout=10
-    ) as client:
-        yield client
 
 
 def sql(store: Store, query: str, *params: Any) -> list[dict[str, Any]]:
