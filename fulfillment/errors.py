@@ -11,7 +11,8 @@ FulfillmentError
 ├── PublishError                       the broker refused a message; the reconciler recovers
 ├── ConfigurationError                 the fleet is misconfigured: not any order's fault
 ├── StoreError                         PostgreSQL failed (driver errors translated in db/)
-└── VendorError                        anything the AT-iShare API did
+└── VendorError                        anything the AT-iShare API did (what each means for the
+    │                                  order, attempts included: domain/decision.py)
     ├── TransientVendorError           retry on the backoff table
     │   ├── OutcomeUnknown             the purchase may have happened: verify before buying
     │   │   ├── VendorTimeout
@@ -133,8 +134,6 @@ class VendorError(FulfillmentError):
 
 class TransientVendorError(VendorError):
     code = "VENDOR_TRANSIENT"
-    #: Whether this failure uses up one of the order's purchase attempts.
-    consumes_attempt: bool = True
 
 
 class OutcomeUnknown(TransientVendorError):
@@ -163,19 +162,16 @@ class VendorUnauthorized(TransientVendorError):
     """Our credentials or clock, not the order: retried without spending an attempt."""
 
     code = "UNAUTHORIZED"
-    consumes_attempt = False
 
 
 class InsufficientBalance(TransientVendorError):
     """Our account, not the order: retried without spending an attempt."""
 
     code = "INSUFFICIENT_BALANCE"
-    consumes_attempt = False
 
 
 class RateLimited(TransientVendorError):
     code = "RATE_LIMITED"
-    consumes_attempt = False
 
     def __init__(
         self,

@@ -6,6 +6,17 @@ from decimal import Decimal
 
 import pytest
 
+from fulfillment.domain.decision import (
+    Answer,
+    Asker,
+    Facts,
+    Human,
+    Step,
+    Wait,
+    after_lookup,
+    after_purchase,
+    answer_of_error,
+)
 from fulfillment.domain.order import (
     OrderStatus,
     build_request,
@@ -15,7 +26,7 @@ from fulfillment.domain.order import (
 )
 from fulfillment.domain.package import parse_package_size
 from fulfillment.domain.phone import mask_phone, mask_phones_in_text, normalize_ghana_mobile
-from fulfillment.domain.retry import DeadLetter, Retry, RetryPolicy, decide, decide_status_check
+from fulfillment.domain.retry import RetryPolicy
 from fulfillment.errors import (
     InsufficientBalance,
     InvalidPackage,
@@ -24,8 +35,7 @@ from fulfillment.errors import (
     PermanentVendorError,
     RateLimited,
     UnsupportedNetwork,
-    VendorServerError,
-    VendorTimeout,
+    VendorError,
     VendorUnauthorized,
 )
 
@@ -159,11 +169,27 @@ def test_transitions() -> None:
     assert not can_transition(OrderStatus.PENDING, OrderStatus.SUCCESS)
 
 
-def test_transient_errors_follow_the_backoff_table_then_dead_letter() -> None:
-    err = VendorServerError("503")
-    assert decide(1, err, POLICY) == Retry(300, consumes_attempt=True)
-    assert decide(2, err, POLICY) == Retry(900, consumes_attempt=True)
-    assert isinstance(decide(3, err, POLICY), DeadLetter)
+def _after(
+    attempt: int, err: VendorError, policy: RetryPolicy = POLICY, deferrals: int = 0
+) -> Step:
+    """The decision after purchase attempt N failed with err (the retry rule's old shape)."""
+    bought = Facts(attempt, attempt, 0, deferrals, False, policy.max_attempts)
+    retry_after = err.retry_after_s if isinstance(err, RateLimited) else None
+    return after_purchase(
+        bought, answer_of_error(err), policy, error_code=err.code, retry_after_s=retry_after
+    ).step
+
+
+def test_failed_attempts_follow_the_backoff_table_then_dead_letter() -> None:
+    assert after_purchase(Facts(1, 1, 0, 0, False, 3), Answer.FAILED, POLICY).step == Wait(
+        300, open=False, why="backoff"
+    )
+    assert after_purchase(Facts(2, 2, 0, 0, False, 3), Answer.FAILED, POLICY).step == Wait(
+        900, open=False, why="backoff"
+    )
+    assert isinstance(
+        after_purchase(Facts(3, 3, 0, 0, False, 3), Answer.FAILED, POLICY).step, Human
+    )
     four = RetryPolicy(
         delays=(300, 900, 3600),
         max_attempts=4,
@@ -171,26 +197,31 @@ def test_transient_errors_follow_the_backoff_table_then_dead_letter() -> None:
         max_status_checks=4,
         status_check_delay_s=60,
     )
-    assert decide(3, VendorTimeout("t"), four) == Retry(3600, consumes_attempt=True)
-    assert decide(9, VendorTimeout("t"), RetryPolicy((1,), 10, 1, 1, 1)).delay_s == 1
+    third = after_purchase(Facts(3, 3, 0, 0, False, 4), Answer.FAILED, four).step
+    assert third == Wait(3600, open=False, why="backoff")
+    assert RetryPolicy((1,), 10, 1, 1, 1).delay_after(9) == 1
 
 
 @pytest.mark.parametrize("err", [VendorUnauthorized("401"), InsufficientBalance("402")])
-def test_alerting_errors_are_transient(err: Exception) -> None:
-    assert isinstance(decide(1, err, POLICY), Retry)  # type: ignore[arg-type]
+def test_alerting_errors_are_retried_without_spending_the_attempt(err: VendorError) -> None:
+    assert _after(1, err) == Wait(300, open=False, why="held")
 
 
 def test_permanent_errors_dead_letter_at_once() -> None:
-    result = decide(1, PermanentVendorError("bad", code="INVALID_PHONE"), POLICY)
-    assert result == DeadLetter("vendor rejected the order: INVALID_PHONE")
+    result = _after(1, PermanentVendorError("bad", code="INVALID_PHONE"))
+    assert result == Human("vendor rejected the order: INVALID_PHONE", False)
 
 
 def test_rate_limits_honour_retry_after_and_keep_the_attempt() -> None:
-    assert decide(3, RateLimited("429", retry_after_s=7), POLICY) == Retry(7, False)
-    assert decide(1, RateLimited("429"), POLICY) == Retry(300, False)
-    assert isinstance(decide(1, RateLimited("429"), POLICY, deferrals=5), DeadLetter)
+    assert _after(3, RateLimited("429", retry_after_s=7)) == Wait(7, open=False, why="held")
+    assert _after(1, RateLimited("429")) == Wait(300, open=False, why="held")
+    assert isinstance(_after(1, RateLimited("429"), deferrals=5), Human)
 
 
 def test_status_checks_are_capped() -> None:
-    assert decide_status_check(1, POLICY) == Retry(60, consumes_attempt=False)
-    assert isinstance(decide_status_check(4, POLICY), DeadLetter)
+    pending = Facts(1, None, 0, 0, True, 3)
+    assert after_lookup(pending, Answer.PENDING, POLICY, Asker.WORKER).step == Wait(
+        60, open=True, why="status_check"
+    )
+    spent = Facts(1, None, 3, 0, True, 3)
+    assert isinstance(after_lookup(spent, Answer.PENDING, POLICY, Asker.WORKER).step, Human)
