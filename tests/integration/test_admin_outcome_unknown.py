@@ -25,6 +25,8 @@ from vendor.simulator.server import Simulator
 from workers.contracts import FulfilDeps, Outcome
 from workers.fulfil import fulfil
 
+from .test_web_api import sql
+
 pytestmark = pytest.mark.integration
 
 NewOrder = Callable[..., str]
@@ -35,13 +37,6 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 # -- states, made with SQL -------------------------------------------------------------------
-
-
-def sql(store: Store, query: str, *params: Any) -> list[dict[str, Any]]:
-    with store.pool.connection() as conn:
-        cur = conn.execute(query, params)
-        rows: list[dict[str, Any]] = cur.fetchall() if cur.description else []
-        return rows
 
 
 def outcome_unknown(store: Store, order_id: str, *, flagged: bool = True) -> None:
