@@ -207,6 +207,8 @@ class _Attempt:
         self.vendor_down = False
         #: a worker died with a purchase in flight: its attempt has no row yet
         self.lost_attempt = claim.taken_over and in_flight is not None
+        #: how long the breaker or the gate asked us to wait, when a lookup could not be made
+        self.defer_s: float | None = None
         #: Waits that hold the claim (a pause waited out, a rate-limit slot) end within half
         #: its lease, all together; a purchase after more than a quarter of it renews the lease.
         self.leased_at = time.monotonic()
@@ -454,8 +456,6 @@ class _Attempt:
         return answer
 
     # -- carrying out the final step -------------------------------------------------------
-
-    defer_s: float | None = None
 
     def _settle(
         self, request: FulfillmentRequest | None, call: _Call | None, decision: Decision
