@@ -37,11 +37,11 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from admin.service import AdminService, decode_cursor, encode_cursor, search_key  # noqa: E402
-from db.admin import Keyset, OrderFilter  # noqa: E402
+from db.admin_store import Keyset, OrderFilter  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.queries import q  # noqa: E402
 from db.store import Store, open_pool  # noqa: E402
+from fulfillment.services.admin import AdminService, decode_cursor, encode_cursor, search_key  # noqa: E402
 
 DB_NAME = "fulfillment_bench_admin"
 TABLES = ("orders", "fulfillment_logs")

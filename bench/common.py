@@ -43,8 +43,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from db.migrate import migrate  # noqa: E402
-from fulfillment.embedded import free_port  # noqa: E402
-from fulfillment.processes import base_env  # noqa: E402
+from fulfillment.dev.embedded import free_port  # noqa: E402
+from fulfillment.dev.launcher import base_env  # noqa: E402
 
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -144,7 +144,7 @@ def children(pid: int) -> list[int]:
 
 
 class Simulator:
-    """`python -m vendor.simulator.server` of the tree under test, on a free port."""
+    """`python -m fulfillment.dev.simulator.server` of the tree under test, on a free port."""
 
     def __init__(self, env: dict[str, str], log: IO[bytes], *, latency_ms: float) -> None:
         self.port = free_port()
@@ -153,7 +153,7 @@ class Simulator:
             [
                 sys.executable,
                 "-m",
-                "vendor.simulator.server",
+                "fulfillment.dev.simulator.server",
                 "--port",
                 str(self.port),
                 "--balance",

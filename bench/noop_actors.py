@@ -13,7 +13,7 @@ import time
 import dramatiq
 import redis
 
-from fulfillment.bootstrap import build_broker
+from fulfillment.messaging.publish import build_broker
 
 _URL = os.environ["REDIS_URL"]
 _NS = os.environ["REDIS_NAMESPACE"]

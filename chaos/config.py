@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from chaos.orders import VENDOR_REJECTS_SUFFIX
-from fulfillment.processes import base_env
+from fulfillment.dev.launcher import base_env
 
 DATABASE = "chaos"
 NAMESPACE = "chaos"

@@ -12,7 +12,7 @@ import psycopg_pool
 
 from db.queries import parse
 from db.store import Row, Store
-from fulfillment.errors import StoreError
+from fulfillment.domain.errors import StoreError
 
 SQL_FILE = Path(__file__).with_name("queries.sql")
 

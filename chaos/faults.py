@@ -43,8 +43,8 @@ from chaos.db import rows
 from chaos.fleet import Fleet
 from chaos.servers import EmbeddedServers
 from db.store import Store
-from fulfillment.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
-from fulfillment.errors import StoreError
+from fulfillment.domain.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
+from fulfillment.domain.errors import StoreError
 
 DOWN_S = 1.5  # how long Redis or PostgreSQL stays away in a restart
 AWAY_GRACE_S = 5.0  # after a restart: pools reconnect, a failure then is still the restart's

@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from fulfillment import processes
-from fulfillment.embedded import free_port
-from fulfillment.processes import STOP_TIMEOUT_S
+from fulfillment.dev import launcher as processes
+from fulfillment.dev.embedded import free_port
+from fulfillment.dev.launcher import STOP_TIMEOUT_S
 
 BIN = Path(sys.executable).parent
 

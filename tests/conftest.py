@@ -146,10 +146,10 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
     namespace of the test. Publishing is recorded (the broker is not the subject here)."""
     import uvicorn
 
-    from admin.dlq import DeadMessageQueue
-    from admin.service import AdminService
-    from admin.web.app import WebDeps, create_app
-    from fulfillment.bootstrap import build_broker
+    from fulfillment.messaging.dlq import DeadMessageQueue
+    from fulfillment.messaging.publish import build_broker
+    from fulfillment.services.admin import AdminService
+    from fulfillment.web.app import WebDeps, create_app
 
     published: list[tuple[str, float]] = []
     broker = build_broker(redis_url, redis_namespace)

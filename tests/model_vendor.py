@@ -1,8 +1,8 @@
 """An adversarial in-memory AT-iShare vendor, breaker and rate-limit gate for the model test.
 
 tests/integration/test_decision_model.py drives the real fulfil service against these. The
-vendor implements workers.contracts.VendorPort (purchase, status) and raises the errors the
-real client raises (fulfillment.errors). What it answers is chosen per call by a `chooser`
+vendor implements fulfillment.services.ports.VendorPort (purchase, status) and raises the errors the
+real client raises (fulfillment.domain.errors). What it answers is chosen per call by a `chooser`
 (hypothesis draws, in the model test): a normal answer, a 5xx or a timeout either before or
 after the purchase was applied (a lost answer), 429 / 402 / 401, or a worker killed (a
 BaseException) before or after the purchase was applied.
@@ -21,15 +21,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from fulfillment.domain.order import FulfillmentRequest
-from fulfillment.errors import (
+from fulfillment.atishare.client import VendorAnswer
+from fulfillment.domain.errors import (
     InsufficientBalance,
     RateLimited,
     VendorServerError,
     VendorTimeout,
     VendorUnauthorized,
 )
-from vendor.client import VendorAnswer
+from fulfillment.domain.order import FulfillmentRequest
 
 
 class WorkerKilled(BaseException):

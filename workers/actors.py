@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fulfillment.metrics_server import (
+from fulfillment.runtime.metrics_server import (
     in_dramatiq_process,
     prepare_multiprocess_dir,
     serve_group_metrics,
@@ -23,17 +23,22 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware
 from dramatiq.middleware.prometheus import Prometheus
 
-from fulfillment import bootstrap
-from fulfillment.constants import (
+from fulfillment.domain.constants import (
     DEAD_LETTER_ACTOR,
     DEAD_LETTER_QUEUE,
     FULFILL_ACTOR,
     FULFILLMENT_QUEUE,
     GAVE_UP_ACTOR,
 )
+from fulfillment.domain.errors import (
+    ConfigurationError,
+    MalformedMessage,
+    OrderNotFound,
+    StoreError,
+)
 from fulfillment.domain.order import order_id_from_message
-from fulfillment.errors import ConfigurationError, MalformedMessage, OrderNotFound, StoreError
-from fulfillment.logs import get_logger
+from fulfillment.runtime import bootstrap
+from fulfillment.telemetry.logs import get_logger
 
 broker = bootstrap.install_broker()  # before any @dramatiq.actor below binds to it
 log = get_logger("fulfillment.worker")
@@ -120,15 +125,14 @@ def _message_id() -> str | None:
 )
 def fulfill_order(*args: Any, **kwargs: Any) -> None:
     """Message contract: fulfill_order(order_id: str UUID)."""
-    from workers.contracts import DeadLetterNotice
-    from workers.fulfil import fulfil
-    from workers.publishing import publish_dead_letter
+    from fulfillment.services.fulfil import fulfil
+    from fulfillment.services.ports import DeadLetterNotice
 
     try:
         order_id = order_id_from_message(args, kwargs)
     except MalformedMessage as exc:
         log.warning("worker.malformed_message", reason=str(exc), message_id=_message_id())
-        publish_dead_letter(
+        bootstrap.publish_dead_letter(
             DeadLetterNotice(
                 kind="malformed_message",
                 reason=str(exc),
@@ -141,7 +145,7 @@ def fulfill_order(*args: Any, **kwargs: Any) -> None:
         outcome = fulfil(order_id, bootstrap.fulfil_deps())
     except OrderNotFound as exc:
         log.warning("worker.unknown_order", order_id=order_id, message_id=_message_id())
-        publish_dead_letter(
+        bootstrap.publish_dead_letter(
             DeadLetterNotice(
                 kind="unknown_order", reason=str(exc), excerpt=order_id, message_id=_message_id()
             )
@@ -158,8 +162,8 @@ def fulfill_order(*args: Any, **kwargs: Any) -> None:
     max_backoff=60_000,
 )
 def dead_letter_order(notice: dict[str, Any]) -> None:
-    from workers.contracts import DeadLetterNotice
-    from workers.deadletter import handle_dead_letter
+    from fulfillment.services.deadletter import handle_dead_letter
+    from fulfillment.services.ports import DeadLetterNotice
 
     try:
         parsed = DeadLetterNotice.from_message(notice)
@@ -178,8 +182,8 @@ def dead_letter_order(notice: dict[str, Any]) -> None:
 )
 def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Dramatiq's on_retry_exhausted hook for fulfill_order."""
-    from workers.deadletter import handle_gave_up, notice_for_gave_up
-    from workers.fulfil import settle_for_dead_letter
+    from fulfillment.services.deadletter import handle_gave_up, notice_for_gave_up
+    from fulfillment.services.fulfil import settle_for_dead_letter
 
     notice = notice_for_gave_up(message_data, retry_info, bootstrap.store())
     if notice is not None:

@@ -44,8 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from fulfillment.domain.retry import RetryPolicy
-from fulfillment.errors import (
+from fulfillment.domain.errors import (
     InsufficientBalance,
     OutcomeUnknown,
     PermanentVendorError,
@@ -53,6 +52,7 @@ from fulfillment.errors import (
     VendorError,
     VendorUnauthorized,
 )
+from fulfillment.domain.retry import RetryPolicy
 
 
 class Answer(StrEnum):

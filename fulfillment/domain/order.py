@@ -8,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from fulfillment.constants import KNOWN_NETWORKS, NETWORK_AT_ISHARE
+from fulfillment.domain.constants import KNOWN_NETWORKS, NETWORK_AT_ISHARE
+from fulfillment.domain.errors import MalformedMessage, UnsupportedNetwork
 from fulfillment.domain.package import parse_package_size
 from fulfillment.domain.phone import normalize_ghana_mobile
-from fulfillment.errors import MalformedMessage, UnsupportedNetwork
 
 
 class OrderStatus(StrEnum):

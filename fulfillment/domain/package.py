@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from fulfillment.errors import InvalidPackage
+from fulfillment.domain.errors import InvalidPackage
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(GB|MB|G|M)\b", re.IGNORECASE)
 MAX_SIZE_GB = Decimal(100)

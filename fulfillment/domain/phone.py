@@ -7,7 +7,7 @@ import re
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
-from fulfillment.errors import InvalidPhoneNumber
+from fulfillment.domain.errors import InvalidPhoneNumber
 
 _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
 # A run of 9+ digits (spaces, dashes, brackets allowed) not glued to letters, digits or

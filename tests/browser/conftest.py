@@ -18,15 +18,15 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from db.store import Store
-from notifications.service import Notifier
+from fulfillment.dev.simulator.server import Simulator
+from fulfillment.services.deadletter import handle_dead_letter
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.notifier import Notifier
+from fulfillment.services.ports import FulfilDeps, Outcome
 from tests.conftest import IN_CI, WebServer, park_dead_messages
 
 # The integration tier's fixtures, shared here (pytest finds fixtures by name in a conftest).
 from tests.integration.conftest import Sent, make_deps, new_order, sent, sim
-from vendor.simulator.server import Simulator
-from workers.contracts import FulfilDeps, Outcome
-from workers.deadletter import handle_dead_letter
-from workers.fulfil import fulfil
 
 __all__ = ["make_deps", "new_order", "sent", "sim"]
 

@@ -15,10 +15,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from db.store import Store
+from fulfillment.dev.simulator.server import Simulator
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.ports import FulfilDeps, Outcome
 from tests.conftest import WebServer
-from vendor.simulator.server import Simulator
-from workers.contracts import FulfilDeps, Outcome
-from workers.fulfil import fulfil
 
 from .conftest import PREFIX, log_in, script, seed_dlq
 

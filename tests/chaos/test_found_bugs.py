@@ -15,14 +15,14 @@ import pytest
 import redis
 
 from db.store import Store
+from fulfillment.atishare.client import AtIshareClient
+from fulfillment.dev.simulator.faults import FaultConfig
+from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.domain.retry import RetryPolicy
-from vendor.client import AtIshareClient
-from vendor.simulator.faults import FaultConfig
-from vendor.simulator.server import Simulator
-from workers.breaker import VendorBreaker
-from workers.contracts import DeadLetterNotice, FulfilDeps
-from workers.fulfil import fulfil
+from fulfillment.fleet.breaker import VendorBreaker
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -109,7 +109,7 @@ def test_a_rate_limit_pause_ends_when_retry_after_has_passed(
 def test_a_probe_nobody_reports_is_given_to_another_worker_after_the_call_deadline(
     breaker_client: redis.Redis, redis_namespace: str
 ) -> None:
-    # As fulfillment.bootstrap.breaker() builds it; vendor calls end within 3 s here
+    # As fulfillment.runtime.bootstrap.breaker() builds it; vendor calls end within 3 s here
     # (connect 1 s + 2 x read 1 s: the client's total deadline).
     breaker = VendorBreaker(
         breaker_client, redis_namespace, BreakerPolicy(open_s=0.5), probe_ttl_s=3.0

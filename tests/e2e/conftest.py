@@ -26,10 +26,10 @@ import pytest
 import redis
 
 from db.store import Row, Store
-from fulfillment import processes
-from fulfillment.bootstrap import build_broker
-from fulfillment.embedded import free_port as _free_port
-from fulfillment.processes import STOP_TIMEOUT_S, base_env
+from fulfillment.dev import launcher as processes
+from fulfillment.dev.embedded import free_port as _free_port
+from fulfillment.dev.launcher import STOP_TIMEOUT_S, base_env
+from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
 
 ROOT = Path(__file__).resolve().parents[2]

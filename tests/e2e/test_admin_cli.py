@@ -22,8 +22,8 @@ import dramatiq
 import pytest
 from psycopg import sql
 
-from admin.service import EXPORT_COLUMNS
 from db.store import Row, Store
+from fulfillment.services.admin import EXPORT_COLUMNS
 
 from .conftest import PHONE, Fleet
 

@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from db.store import Store
+from fulfillment.atishare.client import AtIshareClient
+from fulfillment.dev.simulator.faults import FaultConfig
+from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.retry import RetryPolicy
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 from tests.conftest import WebServer
-from vendor.client import AtIshareClient
-from vendor.simulator.faults import FaultConfig
-from vendor.simulator.server import Simulator
-from workers.contracts import DeadLetterNotice, FulfilDeps
 
 pytestmark = pytest.mark.integration
 

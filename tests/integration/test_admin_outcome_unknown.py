@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from db.store import Store
+from fulfillment.dev.simulator.server import Simulator
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.ports import FulfilDeps, Outcome
 from tests.conftest import WebServer
-from vendor.simulator.server import Simulator
-from workers.contracts import FulfilDeps, Outcome
-from workers.fulfil import fulfil
 
 from .test_web_api import sql
 
@@ -198,7 +198,7 @@ def test_outcome_unknown_has_its_own_status_filter_and_count_and_is_never_a_dead
 def test_the_filter_reads_the_partial_index(store: Store, new_order: NewOrder) -> None:
     from psycopg import sql as pgsql
 
-    from db.admin import AdminStore, OrderFilter
+    from db.admin_store import AdminStore, OrderFilter
 
     query, params = AdminStore(store)._compose(OrderFilter(view="outcome_unknown"), None, 50)
     with store.pool.connection() as conn:
@@ -219,7 +219,7 @@ def test_the_gauge_counts_outcome_unknown_orders_and_passes_promtool(
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from fulfillment.metrics_server import FleetCollector
+    from fulfillment.runtime.metrics_server import FleetCollector
 
     class Closed:
         def state(self) -> dict[str, str]:

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckFunction
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from admin.web.app import WebDeps, create_app
-from admin.web.security import AuthThrottle
 from db.store import Store
+from fulfillment.web.app import WebDeps, create_app
+from fulfillment.web.security import AuthThrottle
 from tests.conftest import WebServer
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fulfillment.domain.breaker import BreakerPolicy
-from workers.breaker import VendorBreaker
+from fulfillment.fleet.breaker import VendorBreaker
 
 pytestmark = pytest.mark.integration
 POLICY = BreakerPolicy(window_s=10, min_calls=5, failure_ratio=0.5, open_s=4, max_open_s=10)
@@ -208,7 +208,7 @@ _real = time.time
 time.time = lambda: _real() + float(sys.argv[3])  # this host's clock is off
 import redis
 from fulfillment.domain.breaker import BreakerPolicy
-from workers.breaker import VendorBreaker
+from fulfillment.fleet.breaker import VendorBreaker
 b = VendorBreaker(redis.Redis.from_url(sys.argv[1]), sys.argv[2],
                   BreakerPolicy(**json.loads(sys.argv[4])))
 for line in sys.stdin:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis
 
-from admin.web.security import AUTH_FAILURES_MAX
 from db.store import Store
+from fulfillment.web.security import AUTH_FAILURES_MAX
 from tests.conftest import REDIS_URL, WebServer, park_dead_messages
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from db.store import Store
-from notifications.service import Notifier
-from vendor.simulator.server import Simulator
-from workers.contracts import DeadLetterNotice, FulfilDeps, Outcome
-from workers.deadletter import handle_dead_letter, notice_for_gave_up
-from workers.fulfil import fulfil
-from workers.reconciler import reconcile_once
+from fulfillment.dev.simulator.server import Simulator
+from fulfillment.services.deadletter import handle_dead_letter, notice_for_gave_up
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.notifier import Notifier
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome
+from fulfillment.services.reconciler import reconcile_once
 
 from .conftest import Sent
 

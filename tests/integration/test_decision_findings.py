@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from admin.service import view_status
 from db.store import Store
+from fulfillment.atishare.client import VendorAnswer
+from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.order import FulfillmentRequest
-from notifications.service import Notifier
-from vendor.client import VendorAnswer
-from vendor.simulator.server import Simulator
-from workers.contracts import DeadLetterNotice, FulfilDeps, Outcome, VendorPort
-from workers.deadletter import handle_gave_up
-from workers.fulfil import fulfil, settle_for_dead_letter
+from fulfillment.services.admin import view_status
+from fulfillment.services.deadletter import handle_gave_up
+from fulfillment.services.fulfil import fulfil, settle_for_dead_letter
+from fulfillment.services.notifier import Notifier
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome, VendorPort
 
 from .conftest import Sent
 from .test_fulfil import make_due, script
@@ -80,7 +80,7 @@ class OpensOnFailure:
     opened: bool = False
 
     def allow(self) -> object:
-        from workers.breaker import Permit
+        from fulfillment.fleet.breaker import Permit
 
         if self.opened and self.deny > 0:
             self.deny -= 1
@@ -178,7 +178,7 @@ def test_3_replayed_pending_callbacks_spend_nothing_and_the_order_completes_late
     assert fulfil(oid, make_deps()) is Outcome.PENDING
     before = order_row(store, oid)
     body = callback(oid, status="pending")
-    from vendor.signing import signed_headers
+    from fulfillment.atishare.signing import signed_headers
 
     from .conftest import KEY, SECRET
 

@@ -79,9 +79,14 @@ from hypothesis.stateful import (
 from psycopg import sql
 
 from db.store import Store
+from fulfillment.atishare.signing import signed_headers
+from fulfillment.domain.errors import FulfillmentError, OrderNotFound
 from fulfillment.domain.retry import RetryPolicy
-from fulfillment.errors import FulfillmentError, OrderNotFound
-from notifications.service import Notifier
+from fulfillment.services import fulfil as fulfil_module
+from fulfillment.services.deadletter import handle_dead_letter, handle_gave_up, notice_for_gave_up
+from fulfillment.services.notifier import Notifier
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.services.reconciler import reconcile_once
 from tests.conftest import _free_port
 from tests.model_vendor import (
     STATUS_FAULTS,
@@ -91,11 +96,6 @@ from tests.model_vendor import (
     WorkerKilled,
     always_first,
 )
-from vendor.signing import signed_headers
-from workers import fulfil as fulfil_module
-from workers.contracts import DeadLetterNotice, FulfilDeps
-from workers.deadletter import handle_dead_letter, handle_gave_up, notice_for_gave_up
-from workers.reconciler import reconcile_once
 
 
 def _env_int(name: str, default: int) -> int:
@@ -233,7 +233,7 @@ class DecisionModel(RuleBasedStateMachine):
             conn.execute(f"TRUNCATE {TABLES}")
         self.deps = self._deps()
         self.env.current = self
-        from admin.service import AdminService
+        from fulfillment.services.admin import AdminService
 
         self.admin_service = AdminService(
             store=self.store, publish=self._publish_retry, max_attempts=POLICY.max_attempts
@@ -846,8 +846,8 @@ def _webhook_client(env: ModelEnv) -> Iterator[httpx.Client]:
     it); only its vendor webhook is used, confirming with the current example's deps."""
     import uvicorn
 
-    from admin.service import AdminService
-    from admin.web.app import WebDeps, create_app
+    from fulfillment.services.admin import AdminService
+    from fulfillment.web.app import WebDeps, create_app
 
     values: dict[str, Any] = {
         "service": AdminService(store=env.store, publish=lambda *_: None, max_attempts=3),

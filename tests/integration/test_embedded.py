@@ -16,7 +16,7 @@ from redis.retry import Retry
 from structlog.testing import capture_logs
 
 import fulfillment
-from fulfillment import embedded
+from fulfillment.dev import embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -56,7 +56,7 @@ def test_redis_starts_is_reused_and_stops(state_dir: Path) -> None:
 
 
 def test_concurrent_processes_share_one_redis(state_dir: Path) -> None:
-    code = "import sys; from pathlib import Path; from fulfillment import embedded; "
+    code = "import sys; from pathlib import Path; from fulfillment.dev import embedded; "
     code += "print(embedded.embedded_redis_url(Path(sys.argv[1])))"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [

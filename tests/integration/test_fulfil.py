@@ -12,12 +12,12 @@ import pytest
 import redis
 
 from db.store import Store
+from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.breaker import BreakerPolicy
-from fulfillment.errors import OrderNotFound, StoreError
-from vendor.simulator.server import Simulator
-from workers.breaker import VendorBreaker
-from workers.contracts import FulfilDeps, NoBreaker, Outcome
-from workers.fulfil import fulfil
+from fulfillment.domain.errors import OrderNotFound, StoreError
+from fulfillment.fleet.breaker import VendorBreaker
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.ports import FulfilDeps, NoBreaker, Outcome
 
 from .conftest import Sent
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from db.migrate import migrate
-from fulfillment.bootstrap import build_broker
-from fulfillment.constants import FULFILLMENT_QUEUE
-from fulfillment.errors import InvalidPhoneNumber, UnsupportedNetwork
+from fulfillment.domain.constants import FULFILLMENT_QUEUE
+from fulfillment.domain.errors import InvalidPhoneNumber, UnsupportedNetwork
+from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
 from tests.conftest import ADMIN_URL, _with_database
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from workers.ratelimit import VendorGate
+from fulfillment.fleet.ratelimit import VendorGate
 
 pytestmark = pytest.mark.integration
 

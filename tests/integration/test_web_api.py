@@ -16,21 +16,21 @@ import httpx
 import pytest
 import redis
 
-from admin.web.api_models import StatusFilter
-from admin.web.security import (
+from db.admin_store import VIEW_FILTERS
+from db.store import Store
+from fulfillment.dev.simulator.server import Simulator
+from fulfillment.services.deadletter import handle_dead_letter
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.notifier import Notifier
+from fulfillment.services.ports import FulfilDeps, Outcome
+from fulfillment.web.api_models import StatusFilter
+from fulfillment.web.security import (
     AUTH_FAILURES_MAX,
     AUTH_FAILURES_WINDOW_S,
     SESSION_COOKIE,
     Sessions,
 )
-from db.admin import VIEW_FILTERS
-from db.store import Store
-from notifications.service import Notifier
 from tests.conftest import WebServer, _free_port, park_dead_messages
-from vendor.simulator.server import Simulator
-from workers.contracts import FulfilDeps, Outcome
-from workers.deadletter import handle_dead_letter
-from workers.fulfil import fulfil
 
 from .conftest import Sent
 from .test_fulfil import make_due, script
@@ -610,7 +610,7 @@ def _web_env(**extra: str) -> dict[str, str]:
 
 
 def _run_web(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    code = "import sys; from fulfillment.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from fulfillment.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-c", code, "web", *args],
         env=env,

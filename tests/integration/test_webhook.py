@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from db.store import Store
+from fulfillment.atishare.signing import signed_headers
+from fulfillment.dev.simulator.server import Simulator
+from fulfillment.services.fulfil import fulfil
+from fulfillment.services.ports import FulfilDeps, Outcome
 from tests.conftest import _free_port
-from vendor.signing import signed_headers
-from vendor.simulator.server import Simulator
-from workers.contracts import FulfilDeps, Outcome
-from workers.fulfil import fulfil
 
 from .conftest import KEY, SECRET
 from .test_fulfil import script
@@ -59,10 +59,10 @@ def _serve(
 ) -> tuple[str, Callable[[], None]]:
     import uvicorn
 
-    from admin.dlq import DeadMessageQueue
-    from admin.service import AdminService
-    from admin.web.app import WebDeps, create_app
-    from fulfillment.bootstrap import build_broker
+    from fulfillment.messaging.dlq import DeadMessageQueue
+    from fulfillment.messaging.publish import build_broker
+    from fulfillment.services.admin import AdminService
+    from fulfillment.web.app import WebDeps, create_app
 
     broker = build_broker(redis_url, redis_namespace)
     client = redis.Redis.from_url(redis_url)

@@ -9,8 +9,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from fulfillment.domain.order import FulfillmentRequest
-from fulfillment.errors import (
+from fulfillment.atishare.client import MAX_BODY_BYTES, AtIshareClient
+from fulfillment.atishare.signing import verify
+from fulfillment.domain.errors import (
     InsufficientBalance,
     PermanentVendorError,
     RateLimited,
@@ -20,8 +21,7 @@ from fulfillment.errors import (
     VendorTimeout,
     VendorUnauthorized,
 )
-from vendor.client import MAX_BODY_BYTES, AtIshareClient
-from vendor.signing import verify
+from fulfillment.domain.order import FulfillmentRequest
 
 REF = "3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11"
 REQ = FulfillmentRequest(REF, "+233241234567", "at-ishare", Decimal(2))

@@ -24,8 +24,7 @@ from fulfillment.domain.decision import (
     answer_of_error,
     first_step,
 )
-from fulfillment.domain.retry import RetryPolicy
-from fulfillment.errors import (
+from fulfillment.domain.errors import (
     InsufficientBalance,
     PermanentVendorError,
     RateLimited,
@@ -33,6 +32,7 @@ from fulfillment.errors import (
     VendorTimeout,
     VendorUnauthorized,
 )
+from fulfillment.domain.retry import RetryPolicy
 
 POLICY = RetryPolicy(
     delays=(300, 900, 3600),

@@ -17,17 +17,7 @@ from fulfillment.domain.decision import (
     after_purchase,
     answer_of_error,
 )
-from fulfillment.domain.order import (
-    OrderStatus,
-    build_request,
-    can_transition,
-    order_id_from_message,
-    parse_order_id,
-)
-from fulfillment.domain.package import parse_package_size
-from fulfillment.domain.phone import mask_phone, mask_phones_in_text, normalize_ghana_mobile
-from fulfillment.domain.retry import RetryPolicy
-from fulfillment.errors import (
+from fulfillment.domain.errors import (
     InsufficientBalance,
     InvalidPackage,
     InvalidPhoneNumber,
@@ -38,6 +28,16 @@ from fulfillment.errors import (
     VendorError,
     VendorUnauthorized,
 )
+from fulfillment.domain.order import (
+    OrderStatus,
+    build_request,
+    can_transition,
+    order_id_from_message,
+    parse_order_id,
+)
+from fulfillment.domain.package import parse_package_size
+from fulfillment.domain.phone import mask_phone, mask_phones_in_text, normalize_ghana_mobile
+from fulfillment.domain.retry import RetryPolicy
 
 OID = "3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11"
 POLICY = RetryPolicy(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fulfillment.logs import redact
-from fulfillment.settings import Settings
+from fulfillment.runtime.settings import Settings
+from fulfillment.telemetry.logs import redact
 
 
 def test_redact_masks_phones_and_drops_secrets() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from admin.web.security import AuthThrottle
+from fulfillment.web.security import AuthThrottle
 
 
 class Clock:

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from vendor.signing import signed_headers
-from vendor.simulator.faults import FaultConfig, FaultKind, roll
-from vendor.simulator.ledger import Ledger, Outcome, TxStatus
-from vendor.simulator.server import Simulator, simulator_from_args
+from fulfillment.atishare.signing import signed_headers
+from fulfillment.dev.simulator.faults import FaultConfig, FaultKind, roll
+from fulfillment.dev.simulator.ledger import Ledger, Outcome, TxStatus
+from fulfillment.dev.simulator.server import Simulator, simulator_from_args
 
 KEY = "test-key"
 SECRET = "test-secret"

@@ -1,0 +1,307 @@
+"""`fulfillment` command: migrate, sim, demo, reconcile, status, publish."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fulfillment.domain.errors import FulfillmentError, InvalidOrder, MalformedMessage
+from fulfillment.domain.order import parse_order_id
+from fulfillment.domain.phone import mask_phone
+from fulfillment.runtime import bootstrap
+
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["sim"]:  # the simulator owns its flags
+        from fulfillment.dev.simulator.server import main as sim_main
+
+        return sim_main(args_list[1:])
+    if args_list[:1] == ["web"]:
+        from fulfillment.web.server import main as web_main
+
+        return web_main(args_list[1:])
+    if args_list[:1] in (["orders"], ["retry"], ["dlq"], ["export"], ["stats"]):
+        from fulfillment.cli.admin import main as admin_main
+
+        return admin_main(args_list)
+    if args_list[:1] == ["demo"]:
+        from fulfillment.dev.demo import main as demo_main
+
+        return demo_main(args_list[1:])
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    try:
+        result: int = args.func(args)
+    except (InvalidOrder, MalformedMessage) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FulfillmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # configuration missing (vendor, embedded servers)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fulfillment", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply schema.sql (idempotent)")
+    p.set_defaults(func=cmd_migrate)
+
+    sub.add_parser("sim", help="run the AT-iShare simulator (see `fulfillment sim --help`)")
+    sub.add_parser("demo", help="run the whole pipeline end to end (see `fulfillment demo -h`)")
+    sub.add_parser("web", help="serve the admin web process (see `fulfillment web -h`)")
+    for name, text in (
+        ("orders", "list / show orders"),
+        ("retry", "retry failed orders"),
+        ("dlq", "dead letters: list / requeue / dismiss"),
+        ("export", "CSV export"),
+        ("stats", "fulfillment statistics"),
+    ):
+        sub.add_parser(name, help=f"{text} (see `fulfillment {name} -h`)")
+
+    p = sub.add_parser("reconcile", help="one reconciler pass (or --loop)")
+    p.add_argument("--loop", action="store_true", help="keep sweeping every interval")
+    p.add_argument("--interval", type=float, default=None, help="seconds between passes")
+    p.add_argument("--grace", type=float, default=None, help="override RECONCILE_GRACE_S")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("health", help="can this host work? PostgreSQL, Redis, the vendor")
+    p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("status", help="an order's fulfillment state and every attempt")
+    p.add_argument("order_id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("publish", help="commit a test order and publish it (development)")
+    p.add_argument("--phone", required=True)
+    p.add_argument("--size-gb", default=None)
+    p.add_argument("--package", default=None)
+    p.add_argument("--network", default="at-ishare")
+    p.set_defaults(func=cmd_publish)
+    return parser
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from db.migrate import migrate
+
+    migrate(bootstrap.database_url())
+    print("schema applied")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from fulfillment.services.reconciler import reconcile_once, run_forever
+
+    s = bootstrap.settings()
+    bootstrap.install_broker()
+    deps = bootstrap.fulfil_deps()
+    grace = s.reconcile_grace_s if args.grace is None else args.grace
+
+    watch = bootstrap.balance_watch()
+
+    def once() -> Any:
+        watch.check_if_due()
+        return reconcile_once(deps, bootstrap.notifier(), grace_s=grace)
+
+    if not args.loop:
+        report = once()
+        print(
+            json.dumps(
+                {
+                    "found": report.total,
+                    "by_reason": report.by_reason,
+                    "notifications_resent": report.notifications_resent,
+                }
+            )
+        )
+        return 0
+    if os.environ.get("METRICS_PORT"):
+        from prometheus_client import REGISTRY, start_http_server
+
+        from fulfillment.runtime.metrics_server import DEFAULT_HOST, FleetCollector
+
+        REGISTRY.register(
+            FleetCollector(
+                bootstrap.store(),
+                watch.redis,
+                s.redis_namespace,
+                bootstrap.breaker(),
+            )
+        )
+        start_http_server(
+            int(os.environ["METRICS_PORT"]), addr=os.environ.get("METRICS_HOST", DEFAULT_HOST)
+        )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_forever(once, interval_s=args.interval or s.reconcile_interval_s, stop=stop)
+    return 0
+
+
+def cmd_health(_: argparse.Namespace) -> int:
+    """One JSON line per check; exit 0 only when PostgreSQL, Redis and the vendor answer."""
+    import redis
+
+    s = bootstrap.settings()
+    checks: dict[str, Any] = {}
+    try:
+        bootstrap.store().ping()
+        checks["postgresql"] = "ok"
+    except FulfillmentError as exc:
+        checks["postgresql"] = f"unavailable: {exc}"
+    try:
+        redis.Redis.from_url(
+            bootstrap.redis_url(), socket_timeout=3, socket_connect_timeout=3
+        ).ping()
+        checks["redis"] = "ok"
+    except (redis.RedisError, OSError) as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    try:
+        checks["vendor"] = f"ok (balance {bootstrap.vendor().balance():.2f})"
+    except (FulfillmentError, RuntimeError) as exc:
+        checks["vendor"] = f"unavailable: {exc}"
+    if checks["redis"] == "ok":
+        checks["circuit"] = bootstrap.breaker().state()["state"]
+    checks["fulfillment_enabled"] = s.fulfillment_enabled
+    healthy = all(
+        checks[k] == "ok" or str(checks[k]).startswith("ok")
+        for k in ("postgresql", "redis", "vendor")
+    )
+    print(json.dumps({"healthy": healthy, "checks": checks}))
+    return 0 if healthy else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    order_id = parse_order_id(args.order_id)
+    store = bootstrap.store()
+    row = store.order_row(order_id)
+    if row is None:
+        print(f"error: no order with id {order_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    logs = store.order_logs(order_id)
+    order = {
+        k: row[k]
+        for k in (
+            "id",
+            "network",
+            "size_gb",
+            "package_name",
+            "fulfillment_status",
+            "fulfillment_attempts",
+            "next_attempt_at",
+            "last_error_code",
+            "last_error_message",
+            "dead_letter_reason",
+            "dead_lettered_at",
+            "fulfilled_at",
+            "vendor_transaction_id",
+            "created_at",
+        )
+    }
+    order["phone_number"] = mask_phone(row["phone_number"])
+    attempts = [
+        {
+            k: log[k]
+            for k in (
+                "created_at",
+                "action",
+                "attempt_number",
+                "max_attempts",
+                "status",
+                "http_status",
+                "error_code",
+                "error_message",
+                "latency_ms",
+                "retry_after",
+                "vendor_transaction_id",
+            )
+        }
+        for log in logs
+    ]
+    if args.json:
+        print(json.dumps({"order": order, "attempts": attempts}, default=_json_default))
+        return 0
+    for key, value in order.items():
+        print(f"{key:>22}: {_fmt(value)}")
+    print()
+    cols = [
+        "created_at",
+        "action",
+        "attempt_number",
+        "status",
+        "http_status",
+        "error_code",
+        "latency_ms",
+        "retry_after",
+    ]
+    print(_table(cols, [[_fmt(a[c]) for c in cols] for a in attempts]))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from db.store import Store
+    from producers.publish import publish_fulfillment
+
+    order_id = str(uuid.uuid4())
+    store: Store = bootstrap.store()
+    store.insert_order(
+        order_id,
+        phone_number=args.phone,
+        network=args.network,
+        size_gb=Decimal(args.size_gb) if args.size_gb else None,
+        package_name=args.package,
+    )
+    result = publish_fulfillment(
+        order_id,
+        phone_number=args.phone,
+        network=args.network,
+        size_gb=args.size_gb,
+        package_name=args.package,
+    )
+    print(
+        json.dumps({"order_id": order_id, "published": result.published, "reason": result.reason})
+    )
+    return 0
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""How the admin CLI (admin/cli.py) prints: tables for people, JSON for scripts, CSV exports.
+
+Every value is shaped here: times to the second in UTC in tables and as ISO-8601 UTC in JSON,
+ids and decimals as text, one line per table cell, cut to a width; phone numbers are masked
+(redacted) before anything is shown, nested ones included. Error lines go to stderr (fail).
+Nothing here reads the database or decides an exit status beyond what it is handed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import IO, Any
+from uuid import UUID
+
+from fulfillment.cli.main import _table
+from fulfillment.domain.phone import mask_phone, mask_phones_in_text
+
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+CELL_CHARS = 40
+BODY_CHARS = 60
+
+
+def fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, default=_json_value))
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """A log or notification row with every phone number masked, nested ones included."""
+    if isinstance(value, dict):
+        return {k: redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    if isinstance(value, str):
+        return mask_phone(value) if "phone" in key.lower() else mask_phones_in_text(value)
+    return value
+
+
+def cell(value: object, width: int = CELL_CHARS) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str) and _ISO_UTC.fullmatch(value):  # view rows carry ISO strings
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):  # to the second, for people
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    text = str(value)
+    text = " ".join(text.split())  # one line per row, whatever an error message holds
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def print_rows(
+    columns: list[str], rows: list[list[Any]], empty: str, *, width: int = CELL_CHARS
+) -> None:
+    if not rows:
+        print(empty)
+        return
+    print(_table(columns, [[cell(v, width) for v in r] for r in rows]))
+
+
+def print_cursor(cursor: str | None) -> None:
+    print(f"next page: --cursor {cursor}" if cursor else "(last page)")
+
+
+def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:
+    """Row by row, as the database cursor yields them; the count excludes the header."""
+    writer = csv.writer(out)
+    count = -1
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    out.flush()
+    return max(count, 0)

@@ -1,0 +1,451 @@
+"""`fulfillment demo`: the whole pipeline end to end on one machine, in about a minute.
+
+Embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set; a fresh database
+`fulfillment_demo` on that server; the fleet of the Procfile (simulator with faults, worker
+processes, dead-letter consumer, reconciler) under honcho; a few hundred orders, some with
+invalid numbers; progress while it runs; a summary at the end. Exit status 0 only when every
+order reached a terminal state and the simulator delivered no order twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+
+from db.migrate import migrate
+from db.store import Store, open_pool
+from fulfillment.dev.embedded import free_port, resolve_urls
+from fulfillment.domain.errors import InvalidOrder
+from fulfillment.messaging.publish import build_broker
+from fulfillment.runtime.settings import Settings
+from fulfillment.telemetry import logs
+from producers.publish import publish_fulfillment
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_DB = "fulfillment_demo"
+SIM_KEY, SIM_SECRET = "demo-key", "demo-secret-not-for-production"
+VENDOR_REJECTS_SUFFIX = "0000"  # the simulator answers INVALID_PHONE for these numbers
+# Refused at publish time: not Ghanaian mobile numbers. The order is committed anyway, so the
+# reconciler picks it up and the worker dead-letters it with the reason.
+MALFORMED_NUMBERS = ("12345", "+4915112345678", "0302123456", "not-a-number")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    # The demo prints progress; its own log lines are only warnings (the fleet logs to a file).
+    logs.configure("console", logging.WARNING, force=True)
+    settings = Settings()
+    if not (settings.database_url and settings.redis_url):
+        print(
+            "!"
+            * 78
+            + "\n!! DEVELOPMENT ONLY: DATABASE_URL / REDIS_URL unset -> embedded PostgreSQL"
+            " and Redis\n" + "!" * 78
+        )
+    server_db_url, redis_url = resolve_urls(
+        settings.database_url, settings.redis_url, settings.fulfillment_dev_dir
+    )
+    database_url = _fresh_database(server_db_url)
+    migrate(database_url)
+    namespace = f"demo-{uuid.uuid4().hex[:8]}"
+    sim_port, web_port = free_port(), free_port()
+    env = _fleet_env(args, database_url, redis_url, namespace, sim_port)
+    # The demo makes the admin tokens (the web process refuses to start without them).
+    env.update(
+        {
+            "WEB_PORT": str(web_port),
+            # honcho numbers PORT per process from this base; the Procfile derives each
+            # group's metrics port from it (PORT + 4000), away from other demos' ports
+            "PORT": str(random.randrange(20000, 25000, 100)),
+            "FULFILLMENT_DEMO": "1",
+            "ADMIN_TOKEN": env.get("ADMIN_TOKEN") or secrets.token_urlsafe(18),
+            "API_TOKEN": env.get("API_TOKEN") or secrets.token_urlsafe(18),
+        }
+    )
+    dashboard = f"http://127.0.0.1:{web_port}/dashboard/admin/fulfillment"
+    log_path = settings.fulfillment_dev_dir.resolve() / "demo-fleet.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n== AT-iShare fulfillment demo: {args.orders} orders ==")
+    print(f"   database  {_safe(database_url)}")
+    print(f"   redis     {_safe(redis_url)} (namespace {namespace})")
+    print(
+        f"   fleet log {log_path}  (honcho: sim, worker x{args.processes}, deadletter, "
+        "reconciler, web)"
+    )
+    print(f"   dashboard {dashboard}")
+    print(f"             log in with any name and the admin token {env['ADMIN_TOKEN']}\n")
+    fleet = _start_fleet(env, log_path)
+    store = Store(open_pool(database_url, min_size=1, max_size=4))
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    try:
+        _wait_for_simulator(sim_url, fleet)
+        started = time.monotonic()
+        refused = _publish_orders(store, redis_url, namespace, args)
+        converged = _watch(store, started, args.timeout, fleet)
+        ok = _summary(store, sim_url, refused, converged, time.monotonic() - started)
+        _metrics_scrape(
+            [
+                f"http://127.0.0.1:{int(env['PORT']) + 4000}/metrics",  # worker group (Procfile)
+                f"http://127.0.0.1:{web_port}/metrics",
+            ],  # admin process: the live collector
+            log_path.with_name("demo-metrics.txt"),
+        )
+        if args.serve or (args.serve is None and sys.stdin.isatty()):
+            _serve(store, sim_url, dashboard, env["ADMIN_TOKEN"], fleet)
+    finally:
+        _stop_fleet(fleet)
+        store.close()
+    print(f"\nfleet log: {log_path}")
+    print(f"inspect:   DATABASE_URL='{database_url}' fulfillment status <order id>")
+    return 0 if ok else 1
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fulfillment demo", description=__doc__)
+    p.add_argument("--orders", type=int, default=300)
+    p.add_argument("--processes", type=int, default=2, help="worker processes")
+    p.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the end")
+    p.add_argument("--error-rate", type=float, default=0.12, help="simulator 5xx rate")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--serve",
+        dest="serve",
+        action="store_true",
+        default=None,
+        help="keep the fleet and dashboard running after the summary (default when "
+        "run from a terminal)",
+    )
+    p.add_argument(
+        "--no-serve", dest="serve", action="store_false", help="stop everything after the summary"
+    )
+    return p.parse_args(argv)
+
+
+def _serve(
+    store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: subprocess.Popen[bytes]
+) -> None:
+    """Leave the fleet up for a look around: the vendor is healthy from now on, so a
+    dead-lettered order requeued from the dashboard goes through."""
+    httpx.post(
+        f"{sim_url}/_sim/faults",
+        timeout=5,
+        json={
+            "error_rate": 0,
+            "timeout_rate": 0,
+            "rate_limit_rate": 0,
+            "insufficient_balance_rate": 0,
+            "drop_after_delivery_rate": 0,
+            "pending_rate": 0,
+            "invalid_phone_suffix": None,
+        },
+    )
+    print("\n== the fleet keeps running; the simulated vendor now has no faults ==")
+    print(f"dashboard: {dashboard}")
+    print(f"admin token: {admin_token}")
+    dead = store.dead_lettered_orders(limit=5)
+    if dead:
+        print("dead-lettered demo orders to look up by phone number (demo data, shown in full):")
+        for row in dead:
+            print(f"   {row['phone_number']:<18} {row['dead_letter_reason']}")
+    print("press Ctrl-C to stop")
+    try:
+        while fleet.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print()
+
+
+def _fresh_database(server_url: str) -> str:
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
+    return urlunsplit(urlsplit(server_url)._replace(path="/" + DEMO_DB))
+
+
+def _fleet_env(
+    args: argparse.Namespace, database_url: str, redis_url: str, namespace: str, sim_port: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": namespace,
+            "AT_ISHARE_API_URL": f"http://127.0.0.1:{sim_port}/v1",
+            "AT_ISHARE_API_KEY": SIM_KEY,
+            "AT_ISHARE_API_SECRET": SIM_SECRET,
+            "SIM_PORT": str(sim_port),
+            "WORKER_PROCESSES": str(args.processes),
+            "WORKER_THREADS": str(args.threads),
+            # Short on purpose, so the demo ends in about a minute (production: 300,900,3600).
+            "RETRY_DELAYS": "2,4,8",
+            "STATUS_CHECK_DELAY_S": "1",
+            "CLAIM_TTL_S": "15",
+            "RECONCILE_GRACE_S": "5",
+            "RECONCILE_INTERVAL_S": "2",
+            "VENDOR_READ_TIMEOUT_S": "1",
+            "VENDOR_CONNECT_TIMEOUT_S": "1",
+            "LOG_FORMAT": "json",
+            "FULFILLMENT_ENABLED": "true",
+            # The simulator's faults: transient errors, lost answers, pending answers, 429s.
+            "SIM_ERROR_RATE": str(args.error_rate),
+            "SIM_TIMEOUT_RATE": "0.03",
+            "SIM_TIMEOUT_SECONDS": "2",
+            "SIM_RATE_LIMIT_RATE": "0.03",
+            "SIM_INSUFFICIENT_BALANCE_RATE": "0.005",
+            # Fleet-wide pauses (402, an open circuit) shortened like the retry table.
+            "BALANCE_PAUSE_S": "3",
+            "BREAKER_OPEN_S": "2",
+            "BREAKER_MAX_OPEN_S": "8",
+            "SIM_DROP_AFTER_DELIVERY_RATE": "0.05",
+            "SIM_PENDING_RATE": "0.05",
+            "SIM_PENDING_SECONDS": "1",
+            "SIM_LATENCY_MS": "20",
+            "SIM_LATENCY_JITTER_MS": "10",
+            "SIM_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
+        }
+    )
+    if args.seed is not None:
+        env["SIM_SEED"] = str(args.seed)
+    return env
+
+
+def _start_fleet(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    honcho = Path(sys.executable).parent / "honcho"
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            [
+                str(honcho),
+                "-f",
+                str(ROOT / "Procfile"),
+                "-d",
+                str(ROOT),
+                "start",  # worker first: it gets honcho's base PORT (metrics on PORT + 4000)
+                "worker",
+                "deadletter",
+                "reconciler",
+                "sim",
+                "web",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop_fleet(fleet: subprocess.Popen[bytes]) -> None:
+    if fleet.poll() is None:
+        os.killpg(fleet.pid, signal.SIGTERM)
+        try:
+            fleet.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(fleet.pid, signal.SIGKILL)
+            fleet.wait()
+
+
+def _wait_for_simulator(sim_url: str, fleet: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if fleet.poll() is not None:
+            raise SystemExit("the fleet exited at start; see the fleet log")
+        try:
+            if httpx.get(f"{sim_url}/_sim/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the simulator did not start within 60 s; see the fleet log")
+
+
+def _random_mobile(rng: random.Random, *, rejected: bool = False) -> str:
+    prefix = rng.choice(["026", "027", "056", "057"])  # AirtelTigo ranges
+    tail = f"{rng.randrange(0, 1000):03d}" + (
+        VENDOR_REJECTS_SUFFIX if rejected else f"{rng.randrange(1, 10000):04d}"
+    )
+    if not rejected and tail.endswith(VENDOR_REJECTS_SUFFIX):
+        tail = tail[:-1] + "1"
+    # People type numbers in many shapes; the producer normalises them.
+    number = prefix + tail
+    return rng.choice(
+        [
+            number,
+            "+233" + number[1:],
+            "233" + number[1:],
+            f"{number[:3]} {number[3:6]} {number[6:]}",
+        ]
+    )
+
+
+def _publish_orders(
+    store: Store, redis_url: str, namespace: str, args: argparse.Namespace
+) -> Counter[str]:
+    rng = random.Random(args.seed)
+    broker = build_broker(redis_url, namespace)
+    refused: Counter[str] = Counter()
+    for i in range(args.orders):
+        order_id = str(uuid.uuid4())
+        roll = rng.random()
+        if roll < 0.02:
+            phone = MALFORMED_NUMBERS[i % len(MALFORMED_NUMBERS)]
+        else:
+            phone = _random_mobile(rng, rejected=roll < 0.05)
+        size: float | None = rng.choice([1, 2, 5, 10, None])
+        package = None if size is not None else rng.choice(["AT iShare 2GB", "500MB"])
+        store.insert_order(
+            order_id, phone_number=phone, network="at-ishare", size_gb=size, package_name=package
+        )  # the purchase path commits the order...
+        try:  # ...then publishes it
+            publish_fulfillment(
+                order_id,
+                phone_number=phone,
+                network="at-ishare",
+                size_gb=size,
+                package_name=package,
+                broker=broker,
+                enabled=True,
+            )
+        except InvalidOrder as exc:
+            refused[exc.code] += 1
+    broker.close()
+    print(
+        f"published {args.orders - sum(refused.values())} orders; refused at publish "
+        f"(committed, left to the reconciler): {dict(refused) or 0}"
+    )
+    return refused
+
+
+def _watch(store: Store, started: float, timeout: float, fleet: subprocess.Popen[bytes]) -> bool:
+    while True:
+        counts = store.status_counts()
+        unfinished = store.unfinished_count()
+        elapsed = time.monotonic() - started
+        print(
+            f"  t={elapsed:5.1f}s  "
+            + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            + f"  | unfinished={unfinished}",
+            flush=True,
+        )
+        if unfinished == 0:
+            return True
+        if elapsed > timeout or fleet.poll() is not None:
+            return False
+        time.sleep(2)
+
+
+def _summary(
+    store: Store, sim_url: str, refused: Counter[str], converged: bool, elapsed: float
+) -> bool:
+    counts = store.status_counts()
+    print(f"\n== summary after {elapsed:.1f}s ==")
+    print("orders by status:   " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    dist: dict[str, dict[int, int]] = {}
+    for row in store.attempts_distribution():
+        dist.setdefault(row["status"], {})[row["attempts"]] = int(row["n"])
+    print("purchase attempts per order:")
+    for status, by_attempts in sorted(dist.items()):
+        print(
+            f"   {status:<10} "
+            + ", ".join(f"{a} attempt(s): {n}" for a, n in sorted(by_attempts.items()))
+        )
+    dead = store.dead_lettered_orders(limit=10_000)
+    reasons = Counter(_reason_kind(r["dead_letter_reason"]) for r in dead)
+    print(f"dead-lettered orders: {len(dead)}")
+    for reason, n in reasons.most_common():
+        print(f"   {n:4d}  {reason}")
+    for row in dead[:5]:
+        print(f"   e.g. {row['id']}  {row['dead_letter_reason']}")
+    notifications = store.notifications(limit=10_000)
+    kinds = Counter(n["kind"] for n in notifications)
+    print(f"admin notifications: {dict(kinds)}")
+    ledger = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()
+    ok = converged and _check_ledger(store, ledger)
+    state = "every order reached a terminal state" if converged else "orders left unfinished"
+    print(f"\nRESULT: {'OK' if ok else 'FAILED'} ({state})")
+    return ok
+
+
+_SHOWN = (
+    "fulfillment_outcomes_total",
+    "fulfillment_attempts_total",
+    "fulfillment_retries_scheduled_total",
+    "fulfillment_pause_waits_total",
+    "fulfillment_dead_letters_total",
+    "fulfillment_time_to_success_seconds_count",
+    "fulfillment_orders",
+    "fulfillment_queue_depth",
+    "fulfillment_circuit_state",
+    "fulfillment_workers_alive",
+    "dramatiq_messages_total",
+)
+
+
+def _metrics_scrape(urls: list[str], out: Path) -> None:
+    """Print the headline series of the fleet's metrics; keep the whole scrape in a file."""
+    texts = []
+    for url in urls:
+        try:
+            texts.append(f"# {url}\n" + httpx.get(url, timeout=5).text)
+        except httpx.HTTPError as exc:
+            texts.append(f"# {url}: {type(exc).__name__}")
+    out.write_text("\n".join(texts), encoding="utf-8")
+    print(f"\nmetrics after the run (all of it: {out}):")
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith(_SHOWN) and not line.endswith(" 0.0"):
+                print(f"   {line}")
+
+
+def _reason_kind(reason: str | None) -> str:
+    text = reason or "unknown"
+    return text.split(";")[0].split(": +")[0][:90]
+
+
+def _check_ledger(store: Store, ledger: dict[str, Any]) -> bool:
+    refs: dict[str, Any] = ledger.get("references", {})
+    deliveries = {ref: int(info.get("deliveries", 0)) for ref, info in refs.items()}
+    over = {ref: n for ref, n in deliveries.items() if n > 1}
+    with store.pool.connection() as conn:
+        rows = conn.execute("SELECT id::text AS id, fulfillment_status AS s FROM orders").fetchall()
+    success_missing = [
+        r["id"] for r in rows if r["s"] == "success" and deliveries.get(r["id"]) != 1
+    ]
+    delivered_not_success = [
+        r["id"] for r in rows if r["s"] != "success" and deliveries.get(r["id"], 0) > 0
+    ]
+    print(
+        f"simulator: {sum(deliveries.values())} deliveries for {len(rows)} orders; "
+        f"max per order {max(deliveries.values(), default=0)}; "
+        f"faults injected {ledger.get('totals', {}).get('faults', {})}"
+    )
+    print(
+        f"   delivered more than once: {len(over)}; success without a delivery: "
+        f"{len(success_missing)}; delivered but not success: {len(delivered_not_success)}"
+    )
+    return not over and not success_missing and not delivered_not_success
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,75 @@
+"""Sending messages, by queue and actor name: the one way every process publishes.
+
+A message is a plain Dramatiq message (the contract of DESIGN.md), so nothing here needs an
+actor object or imports the worker. A failed send is logged and reported as False, never
+raised: PostgreSQL holds the state, and the reconciler re-enqueues what a lost message left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from redis.exceptions import RedisError
+
+from fulfillment.domain.constants import (
+    DEAD_LETTER_ACTOR,
+    DEAD_LETTER_QUEUE,
+    FULFILL_ACTOR,
+    FULFILLMENT_QUEUE,
+)
+from fulfillment.telemetry.logs import get_logger
+
+log = get_logger("fulfillment.publishing")
+
+
+def build_broker(url: str, namespace: str) -> RedisBroker:
+    """A Redis broker; constructing it opens no connection."""
+    broker: RedisBroker = RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+    return broker
+
+
+def message(queue: str, actor: str, *args: Any) -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name=queue, actor_name=actor, args=args, kwargs={}, options={})
+
+
+class Publisher:
+    """Publishes the fleet's own messages on one broker."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def send(self, msg: dramatiq.Message[Any], delay_s: float = 0) -> None:
+        """Enqueue; raises RedisError/OSError when the broker cannot be reached."""
+        delay_ms = int(delay_s * 1000) if delay_s > 0 else None
+        self.broker.enqueue(msg, delay=delay_ms)
+
+    def fulfil(self, order_id: str, delay_s: float = 0) -> bool:
+        """`fulfill_order(order_id)`, now or after `delay_s`."""
+        try:
+            self.send(message(FULFILLMENT_QUEUE, FULFILL_ACTOR, order_id), delay_s)
+        except (RedisError, OSError) as exc:
+            log.error(
+                "broker.publish_failed",
+                order_id=order_id,
+                queue=FULFILLMENT_QUEUE,
+                error=type(exc).__name__,
+            )
+            return False
+        return True
+
+    def dead_letter(self, notice: dict[str, Any]) -> bool:
+        """`dead_letter_order(notice)`: a DeadLetterNotice's message."""
+        try:
+            self.send(message(DEAD_LETTER_QUEUE, DEAD_LETTER_ACTOR, notice))
+        except (RedisError, OSError) as exc:
+            log.error(
+                "broker.publish_failed",
+                order_id=notice.get("order_id"),
+                queue=DEAD_LETTER_QUEUE,
+                error=type(exc).__name__,
+                kind=notice.get("kind"),
+            )
+            return False
+        return True

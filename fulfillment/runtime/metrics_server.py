@@ -1,0 +1,206 @@
+"""Prometheus exposition for Dramatiq process groups (multiprocess mode) and the collector
+that reads the fleet's live state at scrape time.
+
+A `dramatiq workers.actors ...` group is one main process with worker children. Each child
+calls prepare_multiprocess_dir() before prometheus_client is imported: the group's directory
+is `$METRICS_DIR/<main pid>`, and directories of groups that are gone are cleared, so every
+start begins empty. The group's exposition server (a Dramatiq fork process of the same main
+process) merges the children's files and serves them on METRICS_HOST:METRICS_PORT
+(default 127.0.0.1:9191).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9191
+
+
+def metrics_base() -> Path:
+    return Path(
+        os.environ.get("METRICS_DIR") or Path(tempfile.gettempdir()) / "fulfillment-metrics"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_multiprocess_dir(group_pid: int | None = None) -> Path:
+    """Point prometheus_client (and Dramatiq's middleware) at this process group's directory."""
+    base = metrics_base()
+    base.mkdir(parents=True, exist_ok=True)
+    group = group_pid or os.getppid()
+    directory = base / str(group)
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for sibling in base.iterdir():
+            if sibling.is_dir() and sibling.name.isdigit() and not _alive(int(sibling.name)):
+                shutil.rmtree(sibling, ignore_errors=True)
+        directory.mkdir(exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    # the lower-case names are what older prometheus_client and Dramatiq's middleware read
+    os.environ["prometheus_multiproc_dir"] = str(directory)  # noqa: SIM112
+    os.environ["dramatiq_prom_db"] = str(directory)  # noqa: SIM112
+    return directory
+
+
+def in_dramatiq_process() -> bool:
+    """True in the processes the `dramatiq` command starts (argv is inherited from it)."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return program.name == "dramatiq" or program.parent.name == "dramatiq"
+
+
+def serve_group_metrics() -> int:
+    """A Dramatiq fork function: serve the group's merged metrics until stopped."""
+    directory = prepare_multiprocess_dir(os.getppid())
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404)
+                return
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    host = os.environ.get("METRICS_HOST", DEFAULT_HOST)
+    port = int(os.environ.get("METRICS_PORT", DEFAULT_PORT))
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        from fulfillment.telemetry.logs import get_logger
+
+        get_logger("fulfillment.telemetry.metrics").error(
+            "metrics.bind_failed", host=host, port=port, error=str(exc)
+        )
+        return 1
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+class FleetCollector:
+    """Live figures read at scrape time: queue depths, orders per status, the oldest pending
+    order, orders held as outcome unknown, the circuit breaker, the vendor balance, live
+    workers."""
+
+    def __init__(
+        self,
+        store: Any,
+        redis_client: Any,
+        namespace: str,
+        breaker: Any,
+        queues: tuple[str, ...] = ("fulfillment", "fulfillment.deadletter"),
+    ) -> None:
+        self.store = store
+        self.redis = redis_client
+        self.namespace = namespace
+        self.breaker = breaker
+        self.queues = queues
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from db.admin_store import AdminStore
+        from fulfillment.domain.errors import StoreError
+
+        depth = GaugeMetricFamily(
+            "fulfillment_queue_depth",
+            "Messages in Redis per queue and state.",
+            labels=["queue", "state"],
+        )
+        up = GaugeMetricFamily(
+            "fulfillment_collector_up", "1 when the source answered this scrape.", labels=["source"]
+        )
+        try:
+            ns = self.namespace
+            for queue in self.queues:
+                ready = self.redis.llen(f"{ns}:{queue}")
+                total = self.redis.hlen(f"{ns}:{queue}.msgs")
+                depth.add_metric([queue, "ready"], ready)
+                depth.add_metric([queue, "in_progress"], max(total - ready, 0))
+                depth.add_metric([queue, "delayed"], self.redis.hlen(f"{ns}:{queue}.DQ.msgs"))
+                depth.add_metric([queue, "dead_lettered"], self.redis.zcard(f"{ns}:{queue}.XQ"))
+            beats = self.redis.zrangebyscore(
+                f"{ns}:__heartbeats__", (self.redis.time()[0] - 60) * 1000, "+inf"
+            )
+            workers = GaugeMetricFamily(
+                "fulfillment_workers_alive", "Dramatiq consumers with a heartbeat in the last 60 s."
+            )
+            workers.add_metric([], len(beats))
+            balance = self.redis.get(f"{ns}:fulfillment:vendor_balance")
+            yield depth
+            yield workers
+            if balance is not None:
+                gauge = GaugeMetricFamily(
+                    "fulfillment_vendor_balance", "Last vendor account balance read (GHS)."
+                )
+                gauge.add_metric([], float(balance))
+                yield gauge
+            state = self.breaker.state()["state"]
+            circuit = GaugeMetricFamily(
+                "fulfillment_circuit_state",
+                "Vendor circuit breaker: 1 for the current state.",
+                labels=["state"],
+            )
+            for name in ("closed", "half_open", "open"):
+                circuit.add_metric([name], 1.0 if state == name else 0.0)
+            yield circuit
+            up.add_metric(["redis"], 1)
+        except Exception:  # noqa: BLE001 - a scrape must answer even when Redis does not
+            up.add_metric(["redis"], 0)
+        try:
+            counts = self.store.status_counts()
+            oldest = self.store.oldest_pending_seconds()
+            orders = GaugeMetricFamily(
+                "fulfillment_orders", "Orders per fulfillment status.", labels=["status"]
+            )
+            for status in ("pending", "processing", "success", "failed", "dead_lettered"):
+                orders.add_metric([status], counts.get(status, 0))
+            yield orders
+            pending = GaugeMetricFamily(
+                "fulfillment_oldest_pending_seconds", "Age of the oldest order not yet attempted."
+            )
+            pending.add_metric([], oldest)
+            yield pending
+            unknown = GaugeMetricFamily(
+                "fulfillment_outcome_unknown_orders",
+                "Orders whose vendor outcome stayed unknown, held for a person to decide "
+                "(processing, never failed).",
+            )
+            unknown.add_metric([], AdminStore(self.store).outcome_unknown_count())
+            yield unknown
+            up.add_metric(["postgresql"], 1)
+        except StoreError:
+            up.add_metric(["postgresql"], 0)
+        yield up

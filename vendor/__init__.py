@@ -1,1 +1,0 @@
-"""The AT-iShare vendor: its API client (the one module speaking its protocol) and a simulator."""
