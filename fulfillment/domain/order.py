@@ -21,22 +21,6 @@ class OrderStatus(StrEnum):
     FAILED = "failed"
 
 
-#: Which status may follow which. A failed order goes back to processing for a retry;
-#: success is final. Processing may stay processing (vendor pending, or a claim taken over).
-TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.PENDING: frozenset({OrderStatus.PROCESSING, OrderStatus.FAILED}),
-    OrderStatus.PROCESSING: frozenset(
-        {OrderStatus.PROCESSING, OrderStatus.SUCCESS, OrderStatus.FAILED}
-    ),
-    OrderStatus.FAILED: frozenset({OrderStatus.PROCESSING, OrderStatus.FAILED}),
-    OrderStatus.SUCCESS: frozenset(),
-}
-
-
-def can_transition(current: OrderStatus, new: OrderStatus) -> bool:
-    return new in TRANSITIONS[current]
-
-
 def parse_order_id(value: object) -> str:
     """The canonical string form of a message's order id, or MalformedMessage."""
     if not isinstance(value, str):
@@ -113,11 +97,6 @@ class Order:
     vendor_transaction_id: str | None
     created_at: datetime
     updated_at: datetime
-
-    @property
-    def awaiting_vendor(self) -> bool:
-        """Processing with the vendor's answer still open (pending, or a lost worker)."""
-        return self.status is OrderStatus.PROCESSING
 
     def request(self) -> FulfillmentRequest:
         return build_request(

@@ -1,8 +1,8 @@
 """A circuit breaker around the vendor, shared by every worker of the fleet through Redis.
 
 Closed: calls go through; each outcome is counted in per-second buckets. When the last
-window's calls show the vendor down (BreakerPolicy.should_open: every call failed for
-vendor-wide reasons, timeouts, connection errors, 5xx, 401, or most of enough calls did),
+window's calls show the vendor down (every call failed for vendor-wide reasons, timeouts,
+connection errors, 5xx, 401, or most of enough calls did: the rule is the _RECORD script),
 the circuit opens: workers do not call the vendor, orders wait (delayed, no attempt spent)
 until it may close. After the open period one worker at a time is let through as a half-open
 probe: success closes the circuit, failure opens it again for longer. Redis errors fail open
@@ -23,10 +23,41 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.telemetry.logs import get_logger
 
 log = get_logger("fulfillment.breaker")
+
+#: open_periods() stops doubling here, whatever the ratio of max_open_s to open_s
+_MAX_PERIODS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    #: seconds of recent vendor calls, across the fleet, that the rule looks at
+    window_s: int = 60
+    #: the ratio rule needs at least this many calls in the window
+    min_calls: int = 20
+    #: open when at least this share of the window's calls failed for vendor-wide reasons
+    failure_ratio: float = 0.5
+    #: ...or when at least this many failed and none succeeded, however few calls there were
+    quiet_failures: int = 2
+    #: first open period; each failed half-open probe doubles it up to max_open_s
+    open_s: float = 30.0
+    max_open_s: float = 300.0
+
+    def open_for(self, consecutive_openings: int) -> float:
+        """How long the n-th opening in a row (1-based) lasts."""
+        n = max(consecutive_openings, 1)
+        return float(min(self.open_s * 2 ** (n - 1), self.max_open_s))
+
+    def open_periods(self) -> tuple[float, ...]:
+        """open_for(1), open_for(2)... up to the first that reaches max_open_s (at most 32);
+        the last one lasts for every later opening."""
+        periods = [self.open_for(1)]
+        while periods[-1] < self.max_open_s and len(periods) < _MAX_PERIODS:
+            periods.append(self.open_for(len(periods) + 1))
+        return tuple(periods)
+
 
 # ARGV[1] of every script: "now" in seconds, or "" for Redis's clock (a test injects one).
 _NOW = """
@@ -84,7 +115,7 @@ for s = second - window + 1, second do
   calls = calls + tonumber(c[1] or '0')
   failures = failures + tonumber(c[2] or '0')
 end
--- BreakerPolicy.should_open
+-- the rule: every call of the window failed (at least `quiet` of them), or most of enough
 if (failures >= quiet and failures == calls)
     or (calls >= min_calls and failures >= ratio * calls) then
   local until_ts = fmt(now + open_for(1))
@@ -134,7 +165,9 @@ return {1, fmt(until_ts)}
 
 
 @dataclass(frozen=True, slots=True)
-class Permit:
+class BreakerPermit:
+    """allow()'s answer; satisfies fulfillment.services.ports.Permit (the port)."""
+
     allowed: bool
     #: this call is the half-open probe: its outcome closes or reopens the circuit
     probe: bool = False
@@ -195,7 +228,7 @@ class VendorBreaker:
             state = "half_open"
         return {"state": state, "until": until, "openings": int(data.get("openings", 0) or 0)}
 
-    def allow(self) -> Permit:
+    def allow(self) -> BreakerPermit:
         try:
             allowed, probe, retry_in_s = self._allow(
                 keys=[self.pause_key, self.state_key, self.probe_key],
@@ -203,8 +236,8 @@ class VendorBreaker:
             )
         except RedisError as exc:
             log.warning("breaker.redis_unavailable", error=type(exc).__name__)
-            return Permit(True)
-        return Permit(bool(allowed), probe=bool(probe), retry_in_s=float(retry_in_s))
+            return BreakerPermit(True)
+        return BreakerPermit(bool(allowed), probe=bool(probe), retry_in_s=float(retry_in_s))
 
     def record(self, *, success: bool, probe: bool = False) -> None:
         p = self.policy

@@ -17,11 +17,18 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fulfillment.domain.breaker import BreakerPolicy
-from fulfillment.fleet.breaker import VendorBreaker
+from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
 
 pytestmark = pytest.mark.integration
 POLICY = BreakerPolicy(window_s=10, min_calls=5, failure_ratio=0.5, open_s=4, max_open_s=10)
+
+
+def should_open(policy: BreakerPolicy, calls: int, failures: int) -> bool:
+    """The rule the script must follow, written the plain way: every call of the window failed
+    (at any volume: a quiet hour), or most calls failed once there are enough to tell."""
+    if failures >= policy.quiet_failures and failures == calls:
+        return True
+    return calls >= policy.min_calls and failures >= policy.failure_ratio * calls
 
 
 class Clock:
@@ -140,10 +147,10 @@ _policies = st.builds(
         max_size=40,
     ),
 )
-def test_the_script_opens_exactly_when_should_open_says(
+def test_the_script_opens_exactly_when_the_rule_says(
     redis_url: str, redis_namespace: str, policy: BreakerPolicy, calls: list[tuple[bool, float]]
 ) -> None:
-    """The Lua script and BreakerPolicy.should_open are one rule: after every recorded call,
+    """The Lua script follows should_open above: after every recorded call,
     the circuit opened iff should_open holds for the calls in the window, and only on a
     failure; it opens for open_for(1)."""
     clock = Clock()
@@ -161,13 +168,46 @@ def test_the_script_opens_exactly_when_should_open_says(
         second = math.floor(clock.now)
         seen.append((second, success))
         window = [ok for s, ok in seen if s > second - policy.window_s]
-        expected = not success and policy.should_open(len(window), window.count(False))
+        expected = not success and should_open(policy, len(window), window.count(False))
         b.record(success=success)
         assert bool(opened) is expected, (len(window), window.count(False))
         if opened:
             assert opened == [pytest.approx(clock.now + policy.open_for(1), abs=1e-5)]
             opened.clear()
             b.reset()  # closed again, the window kept: the next failure is judged afresh
+    b.client.close()
+
+
+@pytest.mark.parametrize(
+    ("calls", "failures", "opens"),
+    [
+        (2, 2, True),  # a quiet hour: a POST timed out, its status lookup failed
+        (1, 1, False),  # one failure is not yet an outage
+        (3, 2, False),  # the vendor answered one call: not down, and too few for the ratio
+        (19, 19, True),  # every call failed, still below min_calls
+        (20, 10, True),  # the ratio rule
+        (20, 9, False),
+        (40, 20, True),
+        (0, 0, False),
+    ],
+)
+def test_the_script_on_named_windows(
+    redis_url: str, redis_namespace: str, calls: int, failures: int, opens: bool
+) -> None:
+    """Successes, then failures, within one second, through the real script."""
+    policy = BreakerPolicy(min_calls=20, failure_ratio=0.5, quiet_failures=2)
+    opened: list[float] = []
+    b = VendorBreaker(
+        redis.Redis.from_url(redis_url),
+        f"{redis_namespace}:{uuid.uuid4().hex[:8]}",
+        policy,
+        on_open=lambda until, _reason: opened.append(until),
+        clock=Clock(),
+    )
+    for i in range(calls):
+        b.record(success=i < calls - failures)
+    assert bool(opened) is opens
+    assert should_open(policy, calls, failures) is opens
     b.client.close()
 
 
@@ -207,7 +247,7 @@ import json, sys, time
 _real = time.time
 time.time = lambda: _real() + float(sys.argv[3])  # this host's clock is off
 import redis
-from fulfillment.domain.breaker import BreakerPolicy
+from fulfillment.fleet.breaker import BreakerPolicy
 from fulfillment.fleet.breaker import VendorBreaker
 b = VendorBreaker(redis.Redis.from_url(sys.argv[1]), sys.argv[2],
                   BreakerPolicy(**json.loads(sys.argv[4])))

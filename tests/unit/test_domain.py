@@ -29,9 +29,7 @@ from fulfillment.domain.errors import (
     VendorUnauthorized,
 )
 from fulfillment.domain.order import (
-    OrderStatus,
     build_request,
-    can_transition,
     order_id_from_message,
     parse_order_id,
 )
@@ -160,13 +158,6 @@ def test_order_ids_from_messages() -> None:
             order_id_from_message(args, kwargs)
     with pytest.raises(MalformedMessage):
         parse_order_id("x" * 10_000)
-
-
-def test_transitions() -> None:
-    assert can_transition(OrderStatus.PENDING, OrderStatus.PROCESSING)
-    assert can_transition(OrderStatus.FAILED, OrderStatus.PROCESSING)
-    assert not can_transition(OrderStatus.SUCCESS, OrderStatus.PROCESSING)
-    assert not can_transition(OrderStatus.PENDING, OrderStatus.SUCCESS)
 
 
 def _after(
