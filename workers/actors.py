@@ -125,7 +125,7 @@ def _message_id() -> str | None:
 )
 def fulfill_order(*args: Any, **kwargs: Any) -> None:
     """Message contract: fulfill_order(order_id: str UUID)."""
-    from fulfillment.services.fulfil import fulfil
+    from fulfillment.services.delivery import fulfil
     from fulfillment.services.ports import DeadLetterNotice
 
     try:
@@ -183,7 +183,7 @@ def dead_letter_order(notice: dict[str, Any]) -> None:
 def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Dramatiq's on_retry_exhausted hook for fulfill_order."""
     from fulfillment.services.deadletter import handle_gave_up, notice_for_gave_up
-    from fulfillment.services.fulfil import settle_for_dead_letter
+    from fulfillment.services.delivery import settle_for_dead_letter
 
     notice = notice_for_gave_up(message_data, retry_info, bootstrap.store())
     if notice is not None:

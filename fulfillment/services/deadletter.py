@@ -110,7 +110,7 @@ def handle_gave_up(
     settle: Callable[[str], Outcome] | None = None,
 ) -> bool:
     """Like handle_dead_letter, but an order a worker still holds is retried later, not lost,
-    and one the vendor may hold is first looked up (`settle`: fulfillment.services.fulfil's
+    and one the vendor may hold is first looked up (`settle`: fulfillment.services.delivery's
     settle_for_dead_letter), so that it is flagged only as what the vendor says it is."""
     if settle is not None and notice.order_id and _may_be_bought(notice.order_id, store):
         outcome = settle(notice.order_id)

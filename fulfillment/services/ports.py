@@ -1,7 +1,9 @@
 """What the fulfil service needs and says: its dependencies, outcomes and dead-letter notices.
 
-Kept apart from the state machine in workers/fulfil.py so actors, the reconciler and the
-dead-letter consumer can share them without importing each other.
+Kept apart from the state machine in fulfillment/services/delivery/ so actors, the reconciler,
+the web process's webhook and the dead-letter consumer can share them without importing each
+other. The adapters that satisfy these ports live in fulfillment.fleet (VendorBreaker, its
+BreakerPermit; VendorGate) and fulfillment.atishare (the vendor client).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fulfillment.domain.retry import RetryPolicy
 
 
 class Permit(Protocol):
-    """A breaker's answer (read-only: frozen dataclasses satisfy it)."""
+    """A breaker's answer (read-only: frozen dataclasses satisfy it, e.g. BreakerPermit)."""
 
     @property
     def allowed(self) -> bool: ...
@@ -30,7 +32,7 @@ class Permit(Protocol):
 
 
 class BreakerPort(Protocol):
-    """The fleet-wide circuit breaker around the vendor (workers/breaker.py)."""
+    """The fleet-wide circuit breaker around the vendor (fulfillment/fleet/breaker.py)."""
 
     def allow(self) -> Permit: ...
     def record(self, *, success: bool, probe: bool = False) -> None: ...
@@ -40,7 +42,7 @@ class BreakerPort(Protocol):
 
 
 class GatePort(Protocol):
-    """The fleet-wide vendor rate limit (workers/ratelimit.py)."""
+    """The fleet-wide vendor rate limit (fulfillment/fleet/ratelimit.py)."""
 
     def slot(self, max_wait_s: float | None = None) -> AbstractContextManager[bool]: ...
 

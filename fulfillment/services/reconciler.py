@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from db.store import Store
 from fulfillment.domain.errors import FulfillmentError
-from fulfillment.services.fulfil import fulfil
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 from fulfillment.telemetry.logs import get_logger

@@ -18,10 +18,9 @@ from db.store import Store
 from fulfillment.atishare.client import AtIshareClient
 from fulfillment.dev.simulator.faults import FaultConfig
 from fulfillment.dev.simulator.server import Simulator
-from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.domain.retry import RetryPolicy
-from fulfillment.fleet.breaker import VendorBreaker
-from fulfillment.services.fulfil import fulfil
+from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -30,7 +30,7 @@ from fulfillment.domain.constants import KNOWN_NETWORKS, NETWORK_AT_ISHARE
 from fulfillment.domain.errors import InvalidOrder, MalformedMessage, VendorError
 from fulfillment.domain.order import FulfillmentRequest, build_request, order_id_from_message
 from fulfillment.domain.retry import RetryPolicy
-from fulfillment.services.fulfil import fulfil
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 
 pytestmark = pytest.mark.timeout(120)

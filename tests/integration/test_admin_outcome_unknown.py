@@ -21,7 +21,7 @@ import pytest
 
 from db.store import Store
 from fulfillment.dev.simulator.server import Simulator
-from fulfillment.services.fulfil import fulfil
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import FulfilDeps, Outcome
 from tests.conftest import WebServer
 

@@ -13,7 +13,7 @@ import pytest
 from db.store import Store
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.services.deadletter import handle_dead_letter, notice_for_gave_up
-from fulfillment.services.fulfil import fulfil
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome
 from fulfillment.services.reconciler import reconcile_once

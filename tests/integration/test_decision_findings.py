@@ -20,7 +20,7 @@ from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.order import FulfillmentRequest
 from fulfillment.services.admin import view_status
 from fulfillment.services.deadletter import handle_gave_up
-from fulfillment.services.fulfil import fulfil, settle_for_dead_letter
+from fulfillment.services.delivery import fulfil, settle_for_dead_letter
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome, VendorPort
 
@@ -80,12 +80,12 @@ class OpensOnFailure:
     opened: bool = False
 
     def allow(self) -> object:
-        from fulfillment.fleet.breaker import Permit
+        from fulfillment.fleet.breaker import BreakerPermit
 
         if self.opened and self.deny > 0:
             self.deny -= 1
-            return Permit(False, retry_in_s=30.0)
-        return Permit(True)
+            return BreakerPermit(False, retry_in_s=30.0)
+        return BreakerPermit(True)
 
     def record(self, *, success: bool, probe: bool = False) -> None:
         if not success:

@@ -13,10 +13,9 @@ import redis
 
 from db.store import Store
 from fulfillment.dev.simulator.server import Simulator
-from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.domain.errors import OrderNotFound, StoreError
-from fulfillment.fleet.breaker import VendorBreaker
-from fulfillment.services.fulfil import fulfil
+from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import FulfilDeps, NoBreaker, Outcome
 
 from .conftest import Sent
