@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from chaos.orders import VENDOR_REJECTS_SUFFIX
 from fulfillment.dev.launcher import base_env
+from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
 
 DATABASE = "chaos"
 NAMESPACE = "chaos"

@@ -18,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 from db.store import Store
+from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
 from fulfillment.domain.errors import InvalidOrder, StoreError
 from producers.publish import publish_fulfillment
 
-VENDOR_REJECTS_SUFFIX = "0000"  # SIM_INVALID_PHONE_SUFFIX: the vendor answers INVALID_PHONE
 NOT_MOBILE = ("12345", "+4915112345678", "0302123456", "not-a-number")
 VENDOR_REJECTS_RATE = 0.02
 NOT_MOBILE_RATE = 0.005

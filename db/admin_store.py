@@ -1,7 +1,8 @@
 """The admin surface's reads and actions (dashboard, platform API, CLI), by name.
 
-list_orders is one named query completed with named filter fragments from queries.sql:
-fixed text chosen from a closed set, every value a parameter.
+list_orders (one page) and export_orders (every row, for the CSV export) are named queries
+completed with named filter fragments from queries.sql: fixed text chosen from a closed set,
+every value a parameter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from db.queries import q
-from db.store import Row, Store, _translated
+from db.store import Row, Store, translate_errors
 
 #: The dashboard's status filter -> the fragment that implements it (None: no filter).
 VIEW_FILTERS: dict[str, str | None] = {
@@ -55,8 +56,12 @@ class AdminStore:
     def _compose(
         self, flt: OrderFilter, after: Keyset | None, limit: int | None
     ) -> tuple[sql.Composed, dict[str, Any]]:
+        """list_orders (a page of `limit` rows) or, with no limit, export_orders (every row),
+        its {filters} slot filled with the fragments of `flt` and the keyset after `after`;
+        and every parameter they take."""
+        base = "export_orders" if limit is None else "list_orders"
         names: list[str] = []
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {} if limit is None else {"limit": limit}
         view = VIEW_FILTERS[flt.view]
         if view:
             names.append(view)
@@ -74,15 +79,12 @@ class AdminStore:
             params["after_created"] = after.created_at
             params["after_id"] = after.order_id
         filters = sql.SQL("\n").join(sql.SQL(q(n)) for n in names)
-        base = q("list_orders")
-        if limit is None:
-            base = base.replace("LIMIT %(limit)s", "")
-        query = sql.SQL(base).format(filters=filters)
+        query = sql.SQL(q(base)).format(filters=filters)
         return query, params
 
     def list_orders(self, flt: OrderFilter, *, after: Keyset | None, limit: int) -> list[Row]:
         query, params = self._compose(flt, after, limit)
-        with _translated(), self.store.pool.connection() as conn:
+        with translate_errors(), self.store.pool.connection() as conn:
             rows: list[Row] = conn.execute(query, params).fetchall()
             return rows
 
@@ -90,7 +92,7 @@ class AdminStore:
         """Every matching order, streamed through a server-side cursor (constant memory)."""
         query, params = self._compose(flt, None, None)
         with (
-            _translated(),
+            translate_errors(),
             self.store.pool.connection() as conn,
             conn.transaction(),
             conn.cursor(name="export_orders") as cur,
@@ -100,18 +102,18 @@ class AdminStore:
             yield from cur
 
     def stats(self) -> Row:
-        row = self.store._one("order_stats", {})
+        row = self.store.fetch_one("order_stats", {})
         assert row is not None
         return row
 
     def audit(self, order_id: str) -> list[Row]:
-        return self.store._all("order_audit", {"order_id": order_id})
+        return self.store.fetch_all("order_audit", {"order_id": order_id})
 
     def notifications(self, order_id: str) -> list[Row]:
-        return self.store._all("order_notifications", {"order_id": order_id})
+        return self.store.fetch_all("order_notifications", {"order_id": order_id})
 
     def latest_log(self, order_id: str) -> Row | None:
-        return self.store._one("latest_log", {"order_id": order_id})
+        return self.store.fetch_one("latest_log", {"order_id": order_id})
 
     def record(
         self,
@@ -122,7 +124,7 @@ class AdminStore:
         reason: str | None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        self.store._one(
+        self.store.fetch_one(
             "insert_audit",
             {
                 "actor": actor,
@@ -134,16 +136,16 @@ class AdminStore:
         )
 
     def retry(self, order_id: str, *, max_attempts: int, allow_resolved: bool) -> Row | None:
-        return self.store._one(
+        return self.store.fetch_one(
             "admin_retry",
             {"order_id": order_id, "max_attempts": max_attempts, "allow_resolved": allow_resolved},
         )
 
     def trigger(self, order_id: str) -> Row | None:
-        return self.store._one("admin_trigger", {"order_id": order_id})
+        return self.store.fetch_one("admin_trigger", {"order_id": order_id})
 
     def dismiss(self, order_id: str, *, actor: str) -> Row | None:
-        return self.store._one("admin_dismiss", {"order_id": order_id, "actor": actor})
+        return self.store.fetch_one("admin_dismiss", {"order_id": order_id, "actor": actor})
 
     def settle_review(
         self,
@@ -156,7 +158,7 @@ class AdminStore:
         """A person's decision on an outcome unknown: recheck, mark_delivered (with the vendor's
         transaction id, if known) or mark_not_delivered (with the dead letter's reason). No row
         unless the order was in that state and unclaimed."""
-        return self.store._one(
+        return self.store.fetch_one(
             "admin_settle_review",
             {
                 "order_id": order_id,
@@ -167,7 +169,7 @@ class AdminStore:
         )
 
     def outcome_unknown_count(self) -> int:
-        row = self.store._one("outcome_unknown_count", {})
+        row = self.store.fetch_one("outcome_unknown_count", {})
         return int(row["n"]) if row else 0
 
     def orders(self, order_ids: Sequence[str]) -> list[Row]:

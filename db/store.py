@@ -26,7 +26,8 @@ Row = dict[str, Any]
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def translate_errors() -> Iterator[None]:
+    """Driver errors inside the block (psycopg, psycopg_pool) leave it as StoreError."""
     try:
         yield
     except psycopg_pool.PoolTimeout as exc:
@@ -39,7 +40,7 @@ def open_pool(
     database_url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 30.0
 ) -> psycopg_pool.ConnectionPool[Any]:
     """A started pool of autocommit connections returning dict rows."""
-    with _translated():
+    with translate_errors():
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             database_url,
             min_size=min_size,
@@ -137,25 +138,27 @@ class Store:
     def close(self) -> None:
         self.pool.close()
 
-    # -- plumbing --------------------------------------------------------------------------
+    # -- plumbing: named queries of db/queries.sql, driver errors translated ---------------
 
-    def _one(self, name: str, params: dict[str, Any]) -> Row | None:
-        with _translated(), self.pool.connection() as conn:
+    def fetch_one(self, name: str, params: dict[str, Any]) -> Row | None:
+        """The first row of the named query, or None."""
+        with translate_errors(), self.pool.connection() as conn:
             row: Row | None = conn.execute(_sql(name), params).fetchone()
             return row
 
-    def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        with _translated(), self.pool.connection() as conn:
+    def fetch_all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        """Every row of the named query."""
+        with translate_errors(), self.pool.connection() as conn:
             rows: list[Row] = conn.execute(_sql(name), params or {}).fetchall()
             return rows
 
     def _exec(self, name: str, params: dict[str, Any]) -> int:
-        with _translated(), self.pool.connection() as conn:
+        with translate_errors(), self.pool.connection() as conn:
             count: int = conn.execute(_sql(name), params).rowcount
             return count
 
     def ping(self) -> None:
-        with _translated(), self.pool.connection() as conn:
+        with translate_errors(), self.pool.connection() as conn:
             conn.execute("SELECT 1")
 
     # -- the worker ------------------------------------------------------------------------
@@ -173,7 +176,7 @@ class Store:
         """begin: an order never tried is marked as buying attempt 1 by the same statement.
         in_review: an order a human holds as outcome unknown may be taken too (a callback, a
         dead letter's last look), never by a fulfill_order message."""
-        row = self._one(
+        row = self.fetch_one(
             "claim_order",
             {
                 "order_id": order_id,
@@ -194,21 +197,21 @@ class Store:
         )
 
     def get_order(self, order_id: str) -> Order | None:
-        row = self._one("get_order", {"order_id": order_id})
+        row = self.fetch_one("get_order", {"order_id": order_id})
         if row is None or row["fulfillment_status"] is None:
             return None if row is None else _order(row)
         return _order(row)
 
     def seconds_until_due(self, order_id: str) -> float | None:
-        row = self._one("seconds_until_due", {"order_id": order_id})
+        row = self.fetch_one("seconds_until_due", {"order_id": order_id})
         return float(row["wait_s"]) if row else None
 
     def order_row(self, order_id: str) -> Row | None:
-        return self._one("get_order", {"order_id": order_id})
+        return self.fetch_one("get_order", {"order_id": order_id})
 
     def begin_purchase(self, order_id: str, token: str, attempt: int, *, ttl_s: float) -> bool:
         params = {"order_id": order_id, "token": token, "attempt": attempt, "ttl_s": ttl_s}
-        return self._one("begin_purchase", params) is not None
+        return self.fetch_one("begin_purchase", params) is not None
 
     def finish_call(self, record: CallRecord) -> bool:
         """Write the audit row and the order's state; False when the claim was lost meanwhile."""
@@ -237,7 +240,7 @@ class Store:
             "worker": record.worker,
             "keep_claim": record.keep_claim,
         }
-        row = self._one("finish_call", params)
+        row = self.fetch_one("finish_call", params)
         return bool(row and row["updated"])
 
     def defer(
@@ -256,7 +259,7 @@ class Store:
             "delay_s": delay_s,
             "clear_in_flight": clear_in_flight,
         }
-        return self._one("defer_order", params) is not None
+        return self.fetch_one("defer_order", params) is not None
 
     def release_claim(
         self, order_id: str, token: str, status: OrderStatus, *, clear_in_flight: bool = False
@@ -296,7 +299,7 @@ class Store:
     def record_callback(self, digest: str, order_id: str, status: str) -> bool:
         """True the first time this signed callback is seen, False for a replay."""
         params = {"digest": digest, "order_id": order_id, "status": status[:32]}
-        return self._one("record_callback", params) is not None
+        return self.fetch_one("record_callback", params) is not None
 
     def prune_callbacks(self, *, keep_s: float) -> int:
         return self._exec("prune_callbacks", {"keep_s": keep_s})
@@ -317,7 +320,7 @@ class Store:
     ) -> Row | None:
         """Flag the order and store its notification; None when it was flagged already
         (or succeeded, or an admin retried it since). notification_id is None on a repeat."""
-        return self._one(
+        return self.fetch_one(
             "flag_dead_letter",
             {
                 "order_id": order_id,
@@ -337,7 +340,7 @@ class Store:
         details: dict[str, Any],
         dedupe_key: str,
     ) -> int | None:
-        row = self._one(
+        row = self.fetch_one(
             "insert_notification",
             {
                 "kind": kind,
@@ -360,18 +363,18 @@ class Store:
     def undelivered_notifications(
         self, *, max_attempts: int, grace_s: float, limit: int = 100
     ) -> list[Row]:
-        return self._all(
+        return self.fetch_all(
             "undelivered_notifications",
             {"max_attempts": max_attempts, "grace_s": grace_s, "limit": limit},
         )
 
     def notifications(self, limit: int = 50) -> list[Row]:
-        return self._all("notifications", {"limit": limit})
+        return self.fetch_all("notifications", {"limit": limit})
 
     # -- the reconciler ----------------------------------------------------------------------
 
     def sweep_due_orders(self, *, grace_s: float, limit: int = 500) -> list[DueOrder]:
-        rows = self._all("sweep_due_orders", {"grace_s": grace_s, "limit": limit})
+        rows = self.fetch_all("sweep_due_orders", {"grace_s": grace_s, "limit": limit})
         return [
             DueOrder(
                 order_id=str(r["id"]),
@@ -406,23 +409,23 @@ class Store:
         )
 
     def order_logs(self, order_id: str) -> list[Row]:
-        return self._all("order_logs", {"order_id": order_id})
+        return self.fetch_all("order_logs", {"order_id": order_id})
 
     def status_counts(self) -> dict[str, int]:
-        return {r["status"]: int(r["n"]) for r in self._all("status_counts")}
+        return {r["status"]: int(r["n"]) for r in self.fetch_all("status_counts")}
 
     def attempts_distribution(self) -> list[Row]:
-        return self._all("attempts_distribution")
+        return self.fetch_all("attempts_distribution")
 
     def dead_lettered_orders(self, limit: int = 50) -> list[Row]:
-        return self._all("dead_lettered_orders", {"limit": limit})
+        return self.fetch_all("dead_lettered_orders", {"limit": limit})
 
     def oldest_pending_seconds(self) -> float:
-        row = self._one("oldest_pending", {})
+        row = self.fetch_one("oldest_pending", {})
         return float(row["age_s"]) if row else 0.0
 
     def unfinished_count(self) -> int:
-        rows = self._all("unfinished_count")
+        rows = self.fetch_all("unfinished_count")
         return int(rows[0]["n"])
 
 

@@ -149,7 +149,8 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
     from fulfillment.messaging.dlq import DeadMessageQueue
     from fulfillment.messaging.publish import build_broker
     from fulfillment.services.admin import AdminService
-    from fulfillment.web.app import WebDeps, create_app
+    from fulfillment.web.app import create_app
+    from fulfillment.web.deps import WebDeps
 
     published: list[tuple[str, float]] = []
     broker = build_broker(redis_url, redis_namespace)

@@ -1,4 +1,6 @@
-"""`fulfillment orders|retry|dlq|export|stats`: the admin surface at a terminal.
+"""`fulfillment orders|status|retry|dlq|export|stats`: the admin surface at a terminal.
+
+`fulfillment status ORDER_ID` is `fulfillment orders show ORDER_ID` under a shorter name.
 
 An order whose vendor outcome stayed unknown (status outcome_unknown) is decided with
 `orders recheck`, `orders mark-delivered` or `orders mark-not-delivered`, each with --reason.
@@ -21,7 +23,6 @@ from typing import Any
 
 from db.admin_store import VIEW_FILTERS
 from fulfillment.cli.admin_commands import (
-    EXIT_REFUSED,
     cmd_decide,
     cmd_dlq_delete,
     cmd_dlq_dismiss,
@@ -33,8 +34,7 @@ from fulfillment.cli.admin_commands import (
     cmd_retry,
     cmd_stats,
 )
-from fulfillment.cli.main import EXIT_NOT_FOUND, EXIT_USAGE
-from fulfillment.cli.output import fail
+from fulfillment.cli.output import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE, fail
 from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import (
     FulfillmentError,
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), EXIT_USAGE)
     except OrderNotFound as exc:
         return fail(str(exc), EXIT_NOT_FOUND)
-    except FulfillmentError as exc:  # StoreError, PublishError, ConfigurationError, ...
+    except FulfillmentError as exc:  # StoreError, BrokerUnavailable, ConfigurationError, ...
         return fail(f"{exc} ({exc.code})", EXIT_REFUSED)
     except RuntimeError as exc:  # no server configured and no embedded one either
         return fail(str(exc), EXIT_REFUSED)
@@ -79,13 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # The module docstring is the description; the commands live in admin/cli_commands.py,
-    # their printing in admin/cli_output.py: this module holds the arguments and the dispatch.
+    # The module docstring is the description; the commands live in admin_commands.py, their
+    # printing in output.py: this module holds the arguments and the dispatch.
     parser = argparse.ArgumentParser(
         prog="fulfillment", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _orders_and_retry(sub)
+    _show_args(sub.add_parser("status", help="the same as `orders show`"))
     _dlq(sub)
 
     p = sub.add_parser("export", help="CSV of every matching order, streamed")
@@ -107,10 +108,9 @@ def _orders_and_retry(sub: Any) -> None:
     _filters(p, status_default="all")
     _paging(p)
     p.set_defaults(func=cmd_orders_list)
-    p = orders.add_parser("show", help="an order with every attempt, audit row and notification")
-    p.add_argument("order_id", metavar="ORDER_ID")
-    _json_flag(p)
-    p.set_defaults(func=cmd_orders_show)
+    _show_args(
+        orders.add_parser("show", help="an order with every attempt, audit row and notification")
+    )
     for decision, help_text in (
         (
             Decision.RECHECK,
@@ -139,6 +139,13 @@ def _orders_and_retry(sub: Any) -> None:
     _reason_flag(p)
     _json_flag(p)
     p.set_defaults(func=cmd_retry, parser=p)
+
+
+def _show_args(p: argparse.ArgumentParser) -> None:
+    """`orders show` and its alias `status`: one order, its attempts, audit and notifications."""
+    p.add_argument("order_id", metavar="ORDER_ID")
+    _json_flag(p)
+    p.set_defaults(func=cmd_orders_show)
 
 
 def _dlq(sub: Any) -> None:

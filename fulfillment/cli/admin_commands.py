@@ -1,11 +1,12 @@
 """The admin CLI's commands (`orders list|show|recheck|mark-delivered|mark-not-delivered`,
-`retry`, `dlq ...`, `export`, `stats`).
+`status` (= `orders show`), `retry`, `dlq ...`, `export`, `stats`).
 
-One function per subcommand, each handed the parsed arguments by admin/cli.py and returning
-the exit status: it reads or acts through the same AdminService as the web process (so the
-same rules and audit rows, actor `cli:<user>`), or Dramatiq's raw dead-letter queue, and hands
-what it got to admin/cli_output.py to print. Usage errors that argparse cannot see (both ids
-and --all, say) go through the subcommand's parser; a refusal exits 1, something unknown 3.
+One function per subcommand, each handed the parsed arguments by fulfillment.cli.admin and
+returning the exit status: it reads or acts through the same AdminService as the web process
+(so the same rules and audit rows, actor `cli:<user>`), or Dramatiq's raw dead-letter queue,
+and hands what it got to fulfillment.cli.output to print. Usage errors that argparse cannot
+see (both ids and --all, say) go through the subcommand's parser; a refusal exits 1,
+something unknown 3.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fulfillment.cli.main import EXIT_NOT_FOUND, _table
 from fulfillment.cli.output import (
     BODY_CHARS,
+    EXIT_NOT_FOUND,
+    EXIT_REFUSED,
     cell,
     fail,
     print_cursor,
     print_json,
     print_rows,
     redacted,
+    table,
     write_csv,
 )
 from fulfillment.domain.errors import ActionRefused, MalformedMessage, OrderNotFound
@@ -36,8 +39,6 @@ from fulfillment.runtime import bootstrap
 if TYPE_CHECKING:
     from fulfillment.messaging.dlq import DeadMessageQueue
     from fulfillment.services.admin import AdminService
-
-EXIT_REFUSED = 1
 
 
 def _order_ids(values: Iterable[str]) -> list[str]:
@@ -195,7 +196,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rate, median = shown.pop("success_rate"), shown.pop("median_fulfil_s_24h")
     shown["success rate"] = None if rate is None else f"{rate:.1%}"
     shown["median to fulfil (24 h)"] = None if median is None else f"{median:.1f} s"
-    print(_table(["", "value"], [[k.replace("_", " "), cell(v)] for k, v in shown.items()]))
+    print(table(["", "value"], [[k.replace("_", " "), cell(v)] for k, v in shown.items()]))
     return 0
 
 

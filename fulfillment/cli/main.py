@@ -10,17 +10,12 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from fulfillment.cli.output import EXIT_REFUSED, EXIT_USAGE
 from fulfillment.domain.errors import FulfillmentError, InvalidOrder, MalformedMessage
-from fulfillment.domain.order import parse_order_id
-from fulfillment.domain.phone import mask_phone
 from fulfillment.runtime import bootstrap
-
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fulfillment.web.server import main as web_main
 
         return web_main(args_list[1:])
-    if args_list[:1] in (["orders"], ["retry"], ["dlq"], ["export"], ["stats"]):
+    if args_list[:1] in (["orders"], ["status"], ["retry"], ["dlq"], ["export"], ["stats"]):
         from fulfillment.cli.admin import main as admin_main
 
         return admin_main(args_list)
@@ -41,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fulfillment.dev.demo import main as demo_main
 
         return demo_main(args_list[1:])
+    if args_list[:1] == ["dev"]:
+        from fulfillment.dev.launcher import main as dev_main
+
+        return dev_main(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     try:
@@ -50,10 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except FulfillmentError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     except RuntimeError as exc:  # configuration missing (vendor, embedded servers)
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     return result
 
 
@@ -66,9 +65,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the AT-iShare simulator (see `fulfillment sim --help`)")
     sub.add_parser("demo", help="run the whole pipeline end to end (see `fulfillment demo -h`)")
+    sub.add_parser("dev", help="development: `dev procfile [--check]`, `dev stop` (servers)")
     sub.add_parser("web", help="serve the admin web process (see `fulfillment web -h`)")
     for name, text in (
         ("orders", "list / show orders"),
+        ("status", "an order and every attempt: `orders show` under a shorter name"),
         ("retry", "retry failed orders"),
         ("dlq", "dead letters: list / requeue / dismiss"),
         ("export", "CSV export"),
@@ -84,11 +85,6 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("health", help="can this host work? PostgreSQL, Redis, the vendor")
     p.set_defaults(func=cmd_health)
-
-    p = sub.add_parser("status", help="an order's fulfillment state and every attempt")
-    p.add_argument("order_id")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("publish", help="commit a test order and publish it (development)")
     p.add_argument("--phone", required=True)
@@ -189,73 +185,6 @@ def cmd_health(_: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    order_id = parse_order_id(args.order_id)
-    store = bootstrap.store()
-    row = store.order_row(order_id)
-    if row is None:
-        print(f"error: no order with id {order_id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    logs = store.order_logs(order_id)
-    order = {
-        k: row[k]
-        for k in (
-            "id",
-            "network",
-            "size_gb",
-            "package_name",
-            "fulfillment_status",
-            "fulfillment_attempts",
-            "next_attempt_at",
-            "last_error_code",
-            "last_error_message",
-            "dead_letter_reason",
-            "dead_lettered_at",
-            "fulfilled_at",
-            "vendor_transaction_id",
-            "created_at",
-        )
-    }
-    order["phone_number"] = mask_phone(row["phone_number"])
-    attempts = [
-        {
-            k: log[k]
-            for k in (
-                "created_at",
-                "action",
-                "attempt_number",
-                "max_attempts",
-                "status",
-                "http_status",
-                "error_code",
-                "error_message",
-                "latency_ms",
-                "retry_after",
-                "vendor_transaction_id",
-            )
-        }
-        for log in logs
-    ]
-    if args.json:
-        print(json.dumps({"order": order, "attempts": attempts}, default=_json_default))
-        return 0
-    for key, value in order.items():
-        print(f"{key:>22}: {_fmt(value)}")
-    print()
-    cols = [
-        "created_at",
-        "action",
-        "attempt_number",
-        "status",
-        "http_status",
-        "error_code",
-        "latency_ms",
-        "retry_after",
-    ]
-    print(_table(cols, [[_fmt(a[c]) for c in cols] for a in attempts]))
-    return 0
-
-
 def cmd_publish(args: argparse.Namespace) -> int:
     from db.store import Store
     from producers.publish import publish_fulfillment
@@ -280,27 +209,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
         json.dumps({"order_id": order_id, "published": result.published, "reason": result.reason})
     )
     return 0
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

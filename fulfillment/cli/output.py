@@ -1,9 +1,10 @@
-"""How the admin CLI (admin/cli.py) prints: tables for people, JSON for scripts, CSV exports.
+"""How the `fulfillment` command (fulfillment.cli.main, fulfillment.cli.admin) prints: tables
+for people, JSON for scripts, CSV exports; and the exit statuses every subcommand returns.
 
 Every value is shaped here: times to the second in UTC in tables and as ISO-8601 UTC in JSON,
 ids and decimals as text, one line per table cell, cut to a width; phone numbers are masked
 (redacted) before anything is shown, nested ones included. Error lines go to stderr (fail).
-Nothing here reads the database or decides an exit status beyond what it is handed.
+Nothing here reads the database or decides which exit status applies: a command hands it one.
 """
 
 from __future__ import annotations
@@ -15,15 +16,29 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, Final
 from uuid import UUID
 
-from fulfillment.cli.main import _table
 from fulfillment.domain.phone import mask_phone, mask_phones_in_text
+
+#: an action was refused, or PostgreSQL / Redis / the vendor failed
+EXIT_REFUSED: Final = 1
+#: bad input: a malformed id, an unknown filter, a missing flag (argparse's own code)
+EXIT_USAGE: Final = 2
+#: an order or a message that does not exist
+EXIT_NOT_FOUND: Final = 3
 
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 CELL_CHARS = 40
 BODY_CHARS = 60
+
+
+def table(columns: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns two spaces apart, a header line first; cells are printed as given."""
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
 
 
 def fail(message: str, code: int) -> int:
@@ -76,7 +91,7 @@ def print_rows(
     if not rows:
         print(empty)
         return
-    print(_table(columns, [[cell(v, width) for v in r] for r in rows]))
+    print(table(columns, [[cell(v, width) for v in r] for r in rows]))
 
 
 def print_cursor(cursor: str | None) -> None:

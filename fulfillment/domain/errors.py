@@ -8,7 +8,8 @@ FulfillmentError
 ├── MalformedMessage                   dead-letter the message, never retry
 ├── ActionRefused                      an admin action that the order's state forbids
 ├── OrderNotFound                      unknown order id: dead-letter / 404
-├── PublishError                       the broker refused a message; the reconciler recovers
+├── BrokerUnavailable                  Redis (the broker) could not be read or written
+│   └── PublishError                   a message could not be published; the reconciler recovers
 ├── ConfigurationError                 the fleet is misconfigured: not any order's fault
 ├── StoreError                         PostgreSQL failed (driver errors translated in db/)
 └── VendorError                        anything the AT-iShare API did (what each means for the
@@ -95,7 +96,15 @@ class OrderNotFound(FulfillmentError):
 # -- infrastructure -----------------------------------------------------------------------
 
 
-class PublishError(FulfillmentError):
+class BrokerUnavailable(FulfillmentError):
+    """Redis, the broker, did not answer a read or a write (Dramatiq's dead-letter queue)."""
+
+    code = "BROKER_UNAVAILABLE"
+
+
+class PublishError(BrokerUnavailable):
+    """A message could not be sent (or sent again) on its queue."""
+
     code = "PUBLISH_FAILED"
 
 

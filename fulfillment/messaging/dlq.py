@@ -2,7 +2,8 @@
 
 Dramatiq's Redis broker keeps them in `<namespace>:<queue>.XQ` (ids by time) and
 `<namespace>:<queue>.XQ.msgs` (id -> encoded message) for a week. The order-level dead-letter
-list lives in PostgreSQL; this is the message-level view under it.
+list lives in PostgreSQL; this is the message-level view under it. Redis failures leave as
+BrokerUnavailable (PublishError when a message could not be sent again).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dramatiq
 from redis.exceptions import RedisError
 
 from fulfillment.domain.constants import FULFILLMENT_QUEUE
-from fulfillment.domain.errors import PublishError
+from fulfillment.domain.errors import BrokerUnavailable, PublishError
 
 MAX_BODY_CHARS = 4000
 
@@ -57,7 +58,7 @@ class DeadMessageQueue:
         try:
             return int(self.client.zcard(self.ids_key))
         except RedisError as exc:
-            raise PublishError(f"Redis unavailable: {type(exc).__name__}") from exc
+            raise BrokerUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
 
     def list(self, limit: int = 100) -> builtins.list[DeadMessage]:
         try:
@@ -65,7 +66,7 @@ class DeadMessageQueue:
             ids = [e[0] for e in entries]
             bodies = self.client.hmget(self.msgs_key, ids) if ids else []
         except RedisError as exc:
-            raise PublishError(f"Redis unavailable: {type(exc).__name__}") from exc
+            raise BrokerUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
         result = []
         for (raw_id, score), body in zip(entries, bodies, strict=True):
             result.append(self._parse(raw_id, score, body))
@@ -96,7 +97,7 @@ class DeadMessageQueue:
         try:
             return sum(self._remove(message_id) for message_id in ids)
         except RedisError as exc:
-            raise PublishError(f"Redis unavailable: {type(exc).__name__}") from exc
+            raise BrokerUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
 
     def _remove(self, message_id: str) -> int:
         pipe = self.client.pipeline()

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from fulfillment.domain.constants import DEAD_LETTER_QUEUE, FULFILLMENT_QUEUE
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9191
 
@@ -117,7 +119,7 @@ class FleetCollector:
         redis_client: Any,
         namespace: str,
         breaker: Any,
-        queues: tuple[str, ...] = ("fulfillment", "fulfillment.deadletter"),
+        queues: tuple[str, ...] = (FULFILLMENT_QUEUE, DEAD_LETTER_QUEUE),
     ) -> None:
         self.store = store
         self.redis = redis_client

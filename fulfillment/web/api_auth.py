@@ -20,7 +20,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fulfillment.telemetry.logs import get_logger
-from fulfillment.web.app import WebDeps, error_body
+from fulfillment.web.deps import WebDeps, error_body
 from fulfillment.web.security import (
     SESSION_COOKIE,
     Sessions,

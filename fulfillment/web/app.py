@@ -3,64 +3,30 @@ webhook, /metrics, /healthz and /readyz. Built by create_app from explicit depen
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from db.store import Store
 from fulfillment.domain.errors import (
     ActionRefused,
+    BrokerUnavailable,
     FulfillmentError,
     InvalidOrder,
     MalformedMessage,
     OrderNotFound,
-    PublishError,
     StoreError,
 )
-from fulfillment.messaging.dlq import DeadMessageQueue
-from fulfillment.services.admin import AdminService
-from fulfillment.services.ports import FulfilDeps
 from fulfillment.telemetry.logs import get_logger
+from fulfillment.web import api, dashboard, webhooks
+from fulfillment.web.deps import WebDeps, error_body
 from fulfillment.web.security import AuthThrottle, Sessions
 
 log = get_logger("fulfillment.web")
 
 
-@dataclass(frozen=True)
-class WebDeps:
-    service: AdminService
-    dlq: DeadMessageQueue
-    store: Store
-    api_token: str
-    admin_token: str
-    #: the vendor's webhook signing key and secret (the same pair the client signs with)
-    vendor_key: str
-    vendor_secret: str
-    #: wiring for the webhook's confirmation (vendor client, store, publishing)
-    fulfil_deps: Callable[[], FulfilDeps]
-    #: raises when Redis does not answer
-    ping_redis: Callable[[], Any]
-    #: mark cookies Secure (behind HTTPS)
-    secure_cookies: bool = False
-    #: live fleet figures read at scrape time (fulfillment.runtime.metrics_server.FleetCollector)
-    collector: Any = None
-    #: raises when the vendor does not answer (readiness); None: not checked
-    ping_vendor: Callable[[], Any] | None = None
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"success": False, "error": {"code": code, "message": message}}
-
-
 def create_app(deps: WebDeps) -> FastAPI:
-    from fulfillment.web import api, dashboard, webhooks
-
     app = FastAPI(
         title="AT-iShare fulfillment admin",
         version="1.0.0",
@@ -90,7 +56,7 @@ def create_app(deps: WebDeps) -> FastAPI:
         return JSONResponse(error_body(exc.code, str(exc)), status_code=409)
 
     @app.exception_handler(StoreError)
-    @app.exception_handler(PublishError)
+    @app.exception_handler(BrokerUnavailable)
     async def _unavailable(_: Request, exc: FulfillmentError) -> JSONResponse:
         log.error("web.dependency_unavailable", error_code=exc.code, error=str(exc))
         return JSONResponse(

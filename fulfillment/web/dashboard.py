@@ -6,7 +6,7 @@ recheck, mark delivered, mark not delivered), open dead letters (requeue, dismis
 Dramatiq's own dead-letter queue (requeue, delete). A login form (name + ADMIN_TOKEN) sets
 the signed session cookie; every form carries the session's CSRF token. All rules and audit
 rows come from AdminService, the same as the API and the CLI. The plumbing (gates,
-rendering, flash messages) is in dashboard_forms.
+rendering, flash messages) is in fulfillment.web.pages.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from fulfillment.domain.errors import ActionRefused, InvalidOrder, MalformedMessage, PublishError
+from fulfillment.domain.errors import (
+    ActionRefused,
+    BrokerUnavailable,
+    InvalidOrder,
+    MalformedMessage,
+)
 from fulfillment.domain.order import parse_order_id
 from fulfillment.services.admin import ActionResult, Decision
 from fulfillment.telemetry.logs import get_logger
-from fulfillment.web.dashboard_forms import (
+from fulfillment.web.pages import (
     HERE,
     PREFIX,
     Ids,
@@ -389,7 +394,7 @@ def _dlq_action(
     deps = deps_of(request)
     try:
         done = deps.dlq.requeue(ids) if action == "dlq_requeue" else deps.dlq.delete(ids)
-    except PublishError as exc:
+    except BrokerUnavailable as exc:
         return back_to(request, back, flash("error", f"Redis refused: {exc}"))
     deps.service.admin.record(
         actor=session.actor,

@@ -23,7 +23,7 @@ from fulfillment.runtime.settings import Settings
 from fulfillment.telemetry.logs import get_logger
 
 if TYPE_CHECKING:
-    from fulfillment.web.app import WebDeps
+    from fulfillment.web.deps import WebDeps
 
 log = get_logger("fulfillment.web")
 
@@ -92,7 +92,7 @@ def build_deps(settings: Settings, tokens: Tokens, *, secure_cookies: bool) -> W
     """WebDeps wired from fulfillment.runtime.bootstrap (connects to PostgreSQL)."""
     import redis
 
-    from fulfillment.web.app import WebDeps
+    from fulfillment.web.deps import WebDeps
 
     try:
         _, vendor_key, vendor_secret = settings.vendor_credentials()

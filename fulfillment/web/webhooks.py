@@ -6,8 +6,8 @@ A signed callback is only a hint, and changes nothing twice:
 
 - a replay (the same body, timestamp and signature) is answered 200 without any work;
 - one that reports success is confirmed with the vendor's status endpoint
-  (fulfillment.services.fulfil.confirm_delivery), which completes the order at once and never buys;
-  anything short of a confirmed delivery leaves the order exactly as it was;
+  (fulfillment.services.delivery.confirm_delivery), which completes the order at once and never
+  buys; anything short of a confirmed delivery leaves the order exactly as it was;
 - one that reports anything else is recorded and the order keeps its schedule (its backoff,
   its status checks): its own worker looks the reference up when it is due.
 
@@ -28,7 +28,7 @@ from fulfillment.atishare.signing import verify
 from fulfillment.domain.errors import ConfigurationError, MalformedMessage, OrderNotFound
 from fulfillment.domain.order import parse_order_id
 from fulfillment.services.admin import view_status
-from fulfillment.services.fulfil import confirm_delivery
+from fulfillment.services.delivery import confirm_delivery
 from fulfillment.services.ports import Outcome
 from fulfillment.telemetry.logs import get_logger
 from fulfillment.web.api_auth import ApiError, JsonErrorRoute, web_deps

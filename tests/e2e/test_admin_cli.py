@@ -209,6 +209,12 @@ def test_orders_show_every_attempt_audit_and_notification(admin: Fleet) -> None:
     malformed = run(admin, "orders", "show", "not-a-uuid", code=EXIT_USAGE)
     assert "not a UUID" in malformed.stderr
 
+    # `status` is `orders show` under a shorter name: the same output and exit statuses
+    assert run(admin, "status", oid).stdout == text
+    assert run_json(admin, "status", oid) == run_json(admin, "orders", "show", oid)
+    assert run(admin, "status", missing, code=EXIT_NOT_FOUND).stderr == unknown.stderr
+    assert run(admin, "status", "not-a-uuid", code=EXIT_USAGE).stderr == malformed.stderr
+
 
 def test_retry_requeue_and_dismiss_follow_the_rules_and_leave_audit(admin: Fleet) -> None:
     dead, success = add_order(admin, "dead"), add_order(admin, "success")

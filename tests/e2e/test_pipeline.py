@@ -263,29 +263,30 @@ def test_cli_as_a_user_runs_it(fleet: Fleet) -> None:
     fleet.publish(oid)
     fleet.wait_for_status(oid, "success")
 
-    shown = fleet.cli("status", oid)
+    shown = fleet.cli("status", oid)  # `orders show` under a shorter name
     assert shown.returncode == 0, shown.stderr
-    assert oid in shown.stdout
-    assert "fulfillment_status: success" in shown.stdout
-    assert "attempt_number" in shown.stdout and "purchase" in shown.stdout
+    assert shown.stdout == fleet.cli("orders", "show", oid).stdout
+    assert f"order {oid}" in shown.stdout
+    assert " status: success" in shown.stdout
+    assert "attempts (1)" in shown.stdout and "purchase" in shown.stdout
     assert PHONE not in shown.stdout  # masked
 
     as_json = fleet.cli("status", "--json", oid)
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
-    assert report["order"]["fulfillment_status"] == "success"
+    assert report["order"]["status"] == "success"
     assert [(a["action"], a["attempt_number"], a["status"]) for a in report["attempts"]] == [
         ("purchase", 1, "success")
     ]
 
     missing = str(uuid.uuid4())
     unknown = fleet.cli("status", missing)
-    assert unknown.returncode != 0
+    assert unknown.returncode == 3  # as `orders show`: not found
     assert f"no order with id {missing}" in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
     malformed = fleet.cli("status", "not-a-uuid")
-    assert malformed.returncode != 0
+    assert malformed.returncode == 2  # as `orders show`: bad input
     assert "not a UUID" in malformed.stderr and "Traceback" not in malformed.stderr
 
     # One reconciler pass as an operator runs it: everything is settled, nothing to do.

@@ -21,7 +21,8 @@ from schemathesis import Case, CheckFunction
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from db.store import Store
-from fulfillment.web.app import WebDeps, create_app
+from fulfillment.web.app import create_app
+from fulfillment.web.deps import WebDeps
 from fulfillment.web.security import AuthThrottle
 from tests.conftest import WebServer
 

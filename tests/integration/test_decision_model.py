@@ -82,7 +82,7 @@ from db.store import Store
 from fulfillment.atishare.signing import signed_headers
 from fulfillment.domain.errors import FulfillmentError, OrderNotFound
 from fulfillment.domain.retry import RetryPolicy
-from fulfillment.services import fulfil as fulfil_module
+from fulfillment.services import delivery
 from fulfillment.services.deadletter import handle_dead_letter, handle_gave_up, notice_for_gave_up
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
@@ -347,7 +347,7 @@ class DecisionModel(RuleBasedStateMachine):
         self.vendor.kills_allowed = data is not None
         self.vendor.chooser = _drawer(data) if data is not None else always_first
         try:
-            outcome = fulfil_module.fulfil(oid, self.deps)
+            outcome = delivery.fulfil(oid, self.deps)
             self.trace.append(f"    -> {getattr(outcome, 'value', outcome)}")
         except WorkerKilled:
             self._expire_claims(oid)
@@ -550,7 +550,7 @@ class DecisionModel(RuleBasedStateMachine):
     def _callback_direct(self, order: OrderRef) -> None:
         """What the webhook did with every signed callback: confirm_delivery."""
         try:
-            outcome = fulfil_module.confirm_delivery(order.id, self.deps)
+            outcome = delivery.confirm_delivery(order.id, self.deps)
             self.trace.append(f"    -> {getattr(outcome, 'value', outcome)}")
         except OrderNotFound:
             self.trace.append("    -> 404")
@@ -594,7 +594,7 @@ class DecisionModel(RuleBasedStateMachine):
                 self.trace.append("    -> no notice (a fleet problem)")
                 return
             kwargs: dict[str, Any] = {}
-            settle = getattr(fulfil_module, "settle_for_dead_letter", None)
+            settle = getattr(delivery, "settle_for_dead_letter", None)
             if settle is not None and "settle" in _parameters(handle_gave_up):
                 # as workers.actors.message_gave_up wires it
                 kwargs["settle"] = lambda order_id: settle(order_id, self.deps)
@@ -847,7 +847,8 @@ def _webhook_client(env: ModelEnv) -> Iterator[httpx.Client]:
     import uvicorn
 
     from fulfillment.services.admin import AdminService
-    from fulfillment.web.app import WebDeps, create_app
+    from fulfillment.web.app import create_app
+    from fulfillment.web.deps import WebDeps
 
     values: dict[str, Any] = {
         "service": AdminService(store=env.store, publish=lambda *_: None, max_attempts=3),

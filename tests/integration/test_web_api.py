@@ -20,7 +20,7 @@ from db.admin_store import VIEW_FILTERS
 from db.store import Store
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.services.deadletter import handle_dead_letter
-from fulfillment.services.fulfil import fulfil
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import FulfilDeps, Outcome
 from fulfillment.web.api_models import StatusFilter

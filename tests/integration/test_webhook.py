@@ -16,7 +16,7 @@ import redis
 from db.store import Store
 from fulfillment.atishare.signing import signed_headers
 from fulfillment.dev.simulator.server import Simulator
-from fulfillment.services.fulfil import fulfil
+from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import FulfilDeps, Outcome
 from tests.conftest import _free_port
 
@@ -62,7 +62,8 @@ def _serve(
     from fulfillment.messaging.dlq import DeadMessageQueue
     from fulfillment.messaging.publish import build_broker
     from fulfillment.services.admin import AdminService
-    from fulfillment.web.app import WebDeps, create_app
+    from fulfillment.web.app import create_app
+    from fulfillment.web.deps import WebDeps
 
     broker = build_broker(redis_url, redis_namespace)
     client = redis.Redis.from_url(redis_url)

@@ -24,6 +24,9 @@ from fulfillment.domain.constants import NETWORK_AT_ISHARE
 
 PHONE_PATTERN: Final = re.compile(r"\+233\d{9}")
 MAX_GB: Final = 100
+#: The invalid-phone suffix the demo and the chaos run configure (SIM_INVALID_PHONE_SUFFIX,
+#: FaultConfig.invalid_phone_suffix): the simulator answers INVALID_PHONE for numbers ending so.
+VENDOR_REJECTS_SUFFIX: Final = "0000"
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]

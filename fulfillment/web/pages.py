@@ -1,6 +1,8 @@
-"""The dashboard's plumbing, apart from its routes: the session and CSRF gates, page
-rendering (Jinja2, autoescaped) and error pages, flash messages in a short-lived signed
-cookie, safe redirect targets, CSV streaming and the filters that format values for people.
+"""The dashboard's page plumbing, apart from its routes (fulfillment.web.dashboard): the
+session and CSRF gates around each page and form action, page rendering (Jinja2 templates,
+autoescaped) and error pages, the form fields for order ids and text, flash messages in a
+short-lived signed cookie, safe redirect targets, CSV streaming and the filters that format
+values for people.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from fulfillment.domain.errors import InvalidOrder, OrderNotFound, PublishError, StoreError
+from fulfillment.domain.errors import BrokerUnavailable, InvalidOrder, OrderNotFound, StoreError
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.services.admin import ActionResult
 from fulfillment.telemetry.logs import get_logger
-from fulfillment.web.app import WebDeps
+from fulfillment.web.deps import WebDeps
 from fulfillment.web.security import SESSION_COOKIE, Session, Sessions, tokens_match
 
 log = get_logger("fulfillment.dashboard")
@@ -357,7 +359,7 @@ def _run(request: Request, call: Callable[[], Response]) -> Response:
         return error_page(request, 404, "Order not found", "There is no order with that id.")
     except InvalidOrder as exc:
         return error_page(request, 422, "Invalid request", str(exc))
-    except (StoreError, PublishError) as exc:
+    except (StoreError, BrokerUnavailable) as exc:
         log.error("dashboard.dependency_unavailable", error_code=exc.code, error=str(exc))
         return error_page(request, 503, "Service unavailable", "A dependency is unavailable.")
 
