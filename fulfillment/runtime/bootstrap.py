@@ -19,11 +19,10 @@ from pydantic import ValidationError
 
 from db.store import Store, open_pool
 from fulfillment.atishare.client import AtIshareClient
-from fulfillment.domain.breaker import BreakerPolicy
 from fulfillment.domain.errors import ConfigurationError, FulfillmentError
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.balance import BalanceWatch
-from fulfillment.fleet.breaker import VendorBreaker
+from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
 from fulfillment.fleet.ratelimit import VendorGate
 from fulfillment.messaging.publish import Publisher, build_broker
 from fulfillment.runtime.settings import Settings
