@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration e2e bench chaos install clean
+.PHONY: demo stop test lint unit integration e2e bench chaos install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fulfillment demo $(DEMO_ARGS)
+
+# The demo leaves its embedded PostgreSQL and Redis running (.fulfillment-dev/); this stops them.
+stop:
+	@if [ -x $(BIN)/fulfillment ]; then $(BIN)/fulfillment dev stop; \
+	 else echo "no $(BIN)/fulfillment: no embedded server was started from this checkout"; fi
 
 test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -41,12 +46,12 @@ e2e: $(STAMP)
 BACKLOG_ORDERS ?= 100000
 ADMIN_ORDERS   ?= 1000000
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/concurrency.py
-	$(BIN)/python bench/latency.py
-	$(BIN)/python bench/backlog.py --orders $(BACKLOG_ORDERS)
-	$(BIN)/python bench/admin_queries.py --orders $(ADMIN_ORDERS)
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.concurrency
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.backlog --orders $(BACKLOG_ORDERS)
+	$(BIN)/python -m bench.admin_queries --orders $(ADMIN_ORDERS)
 
 # The fleet under faults, then its invariants (docs/RELIABILITY.md); CI runs ORDERS=300.
 # Then the long run of the decision's model test (make test runs 100 examples of 30 steps).
@@ -56,5 +61,5 @@ chaos: $(STAMP)
 	MODEL_EXAMPLES=$(MODEL_EXAMPLES) MODEL_STEPS=50 $(BIN)/pytest -q -p no:cacheprovider \
 	    tests/integration/test_decision_model.py
 
-clean:
+clean: stop
 	rm -rf $(VENV) .fulfillment-dev *.egg-info

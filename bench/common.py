@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -39,24 +38,21 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from db.migrate import migrate  # noqa: E402
 from fulfillment.dev.embedded import free_port  # noqa: E402
-from fulfillment.dev.launcher import base_env  # noqa: E402
+from fulfillment.dev.launcher import SIM_READY, Proc, base_env, dramatiq_argv  # noqa: E402
+from fulfillment.domain.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE  # noqa: E402
 
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-FULFILLMENT_QUEUE = "fulfillment"
-FULFILL_ACTOR = "fulfill_order"
 NOOP_QUEUE = "bench-noop"
 NOOP_ACTOR = "noop"
 NAP_QUEUE = "bench-nap"
 NAP_ACTOR = "nap"
 PHONE = "+233261234567"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-STOP_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0
 #: Variables of the fleet's configuration a caller's shell may have set: the benchmarks set
 #: their own and leave everything else at the code's defaults.
 _FLEET_PREFIXES = ("SIM_", "DRAMATIQ_", "DB_POOL_", "VENDOR_", "RETRY_", "MAX_", "CLAIM_")
@@ -119,11 +115,6 @@ def rss_mb(pid: int) -> float:
     return int(value.split()[0]) / 1024 if value else 0.0
 
 
-def thread_count(pid: int) -> int:
-    value = _status(pid, "Threads")
-    return int(value) if value else 0
-
-
 def children(pid: int) -> list[int]:
     """Direct children of a process, oldest first."""
     found = []
@@ -146,10 +137,11 @@ def children(pid: int) -> list[int]:
 class Simulator:
     """`python -m fulfillment.dev.simulator.server` of the tree under test, on a free port."""
 
-    def __init__(self, env: dict[str, str], log: IO[bytes], *, latency_ms: float) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, *, latency_ms: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen(
+        self.proc = Proc(
+            "simulator",
             [
                 sys.executable,
                 "-m",
@@ -162,15 +154,16 @@ class Simulator:
                 str(latency_ms),
             ],
             env=env,
+            log_dir=log_dir,
+            ready=SIM_READY,
             cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        if "listening" not in line:
-            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.proc.start()
+        try:
+            self.proc.wait_ready(START_TIMEOUT_S)
+        except BaseException:
+            self.proc.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -187,24 +180,8 @@ class Simulator:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def set_latency(self, ms: float) -> None:
-        self.control("faults", {"latency_ms": ms})
-
     def stop(self) -> None:
-        _stop_group(self.proc)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        self.proc.stop()
 
 
 # -- the sandbox ---------------------------------------------------------------------------
@@ -220,12 +197,14 @@ class Sandbox:
     tmp: Path
     sim: Simulator
     _conn: psycopg.Connection[Any] | None = None
-    _logs: list[IO[bytes]] = field(default_factory=list)
+    _log_dirs: int = 0
 
-    def log_file(self, name: str) -> IO[bytes]:
-        f = (self.tmp / f"{name}.log").open("ab")
-        self._logs.append(f)
-        return f
+    def log_dir(self, name: str) -> Path:
+        """A new directory for the logs of one group of processes."""
+        self._log_dirs += 1
+        path = self.tmp / f"{self._log_dirs:02d}-{name}"
+        path.mkdir()
+        return path
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -333,24 +312,19 @@ def sandbox(
     }
     sim: Simulator | None = None
     box: Sandbox | None = None
-    sim_log = (tmp / "simulator.log").open("ab")
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db_name}"'.encode())
     try:
         migrate(db_url)
-        sim = Simulator(full_env, sim_log, latency_ms=sim_latency_ms)
+        sim = Simulator(full_env, tmp, latency_ms=sim_latency_ms)
         full_env["AT_ISHARE_API_URL"] = sim.url
         box = Sandbox(name, db_url, namespace, client, full_env, tmp, sim)
         yield box
     finally:
         if sim is not None:
             sim.stop()
-        sim_log.close()
-        if box is not None:
-            if box._conn is not None:
-                box._conn.close()
-            for f in box._logs:
-                f.close()
+        if box is not None and box._conn is not None:
+            box._conn.close()
         with psycopg.connect(SERVER_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'.encode())
         keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
@@ -367,8 +341,8 @@ def sandbox(
 
 
 class Workers:
-    """One `dramatiq MODULE --queues QUEUE --processes P --threads T` group, as the Procfile
-    starts it, with its own metrics port."""
+    """One `dramatiq MODULE --queues QUEUE --processes P --threads T` group, as the Procfile's
+    `worker:` type starts it (fulfillment.dev.launcher), with its own metrics port."""
 
     def __init__(
         self,
@@ -384,23 +358,15 @@ class Workers:
         self.processes = processes
         self.threads = threads
         label = f"{module.rsplit('.', 1)[-1]}-{processes}x{threads}"
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "dramatiq"),
-                module,
-                "--queues",
-                queue,
-                "--processes",
-                str(processes),
-                "--threads",
-                str(threads),
-            ],
-            env={**box.env, "METRICS_PORT": str(free_port()), **(env or {})},
+        self.proc = Proc(
+            label,
+            dramatiq_argv(module, queue, processes=processes, threads=threads),
+            env={**box.env, **(env or {})},
+            log_dir=box.log_dir(label),
+            metrics=True,
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=box.log_file(label),
-            start_new_session=True,
         )
+        self.proc.start()
 
     def worker_pids(self) -> list[int]:
         """The worker processes: the group's first children (the metrics server forks last)."""
@@ -410,10 +376,10 @@ class Workers:
         return [self.proc.pid, *children(self.proc.pid)]
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.alive
 
     def stop(self) -> None:
-        _stop_group(self.proc)
+        self.proc.stop()
 
     def __enter__(self) -> Workers:
         return self

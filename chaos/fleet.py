@@ -1,6 +1,6 @@
-"""The fleet as real processes, started the way the Procfile starts them, each killable.
+"""The fleet as real processes, started from the Procfile's process types, each killable.
 
-Every process is the leader of its own process group (fulfillment/processes.py), so SIGKILL
+Every process is the leader of its own process group (fulfillment/dev/launcher.py), so SIGKILL
 of the group is what a crashed host or the OOM killer does. A role killed or crashed is
 started again; each start writes to its own log file under the state directory, so a killed
 process's last words stay readable. `holder` finds the worker group whose process holds a
@@ -12,49 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import sys
 import threading
-import time
 from pathlib import Path
 
-from fulfillment.dev import launcher as processes
-from fulfillment.dev.embedded import free_port
-from fulfillment.dev.launcher import STOP_TIMEOUT_S
-
-BIN = Path(sys.executable).parent
-
-WORKER_READY = "Worker process is ready for action."
-SIM_READY = "simulator listening on "
-RECONCILER_READY = '"reconciler.started"'
-WEB_READY = "Application startup complete."  # uvicorn's, once the app serves
-
-
-class Proc(processes.Proc):
-    """One role of the fleet (a worker group, the reconciler...): its current process."""
-
-    def __init__(
-        self, name: str, argv: list[str], *, env: dict[str, str], log_dir: Path, ready: str
-    ) -> None:
-        super().__init__(name, argv)
-        self.env = env
-        self.log_dir = log_dir
-        self.ready = ready
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        # its own metrics port, so a group restarted at once never fights over the old one
-        env = {**self.env, "METRICS_PORT": str(free_port())}
-        self.launch(env, self.log_dir / f"{self.name}-{self.starts}.log")
-
-    def wait_ready(self, timeout: float) -> str:
-        """The log line that says the process is ready; RuntimeError if it dies or times out."""
-        return self.wait_for_output(self.ready, timeout)
+from fulfillment.dev.launcher import DEADLETTER, RECONCILER, SIM, WEB, WORKER, Proc, stop_all
 
 
 class Fleet:
     """Simulator, worker groups, dead-letter consumer, reconciler and the admin web process
-    (the vendor's callbacks go to it) of one chaos run."""
+    (the vendor's callbacks go to it) of one chaos run. `env` has SIM_PORT and WEB_PORT."""
 
     def __init__(
         self, env: dict[str, str], log_dir: Path, *, worker_groups: int, threads: int
@@ -62,64 +28,15 @@ class Fleet:
         self.env = env
         self.log_dir = log_dir
         self._lock = threading.Lock()  # kills and restarts come from more than one thread
-        dramatiq = str(BIN / "dramatiq")
-        fulfillment = str(BIN / "fulfillment")
-        self.sim = Proc(
-            "sim",
-            [fulfillment, "sim", "--port", env["SIM_PORT"]],
-            env=env,
-            log_dir=log_dir,
-            ready=SIM_READY,
-        )
+        self.sim = SIM.proc(env, log_dir)
+        # each worker role one dramatiq process: a kill takes out one worker's threads
+        worker_env = {**env, "WORKER_PROCESSES": "1", "WORKER_THREADS": str(threads)}
         self.workers = [
-            Proc(
-                f"worker{i + 1}",
-                [
-                    dramatiq,
-                    "workers.actors",
-                    "--queues",
-                    "fulfillment",
-                    "-p",
-                    "1",
-                    "-t",
-                    str(threads),
-                ],
-                env=env,
-                log_dir=log_dir,
-                ready=WORKER_READY,
-            )
-            for i in range(worker_groups)
+            WORKER.proc(worker_env, log_dir, name=f"worker{i + 1}") for i in range(worker_groups)
         ]
-        self.deadletter = Proc(
-            "deadletter",
-            [
-                dramatiq,
-                "workers.actors",
-                "--queues",
-                "fulfillment.deadletter",
-                "-p",
-                "1",
-                "-t",
-                "2",
-            ],
-            env=env,
-            log_dir=log_dir,
-            ready=WORKER_READY,
-        )
-        self.reconciler = Proc(
-            "reconciler",
-            [fulfillment, "reconcile", "--loop"],
-            env=env,
-            log_dir=log_dir,
-            ready=RECONCILER_READY,
-        )
-        self.web = Proc(
-            "web",
-            [fulfillment, "web", "--port", env["WEB_PORT"]],
-            env=env,
-            log_dir=log_dir,
-            ready=WEB_READY,
-        )
+        self.deadletter = DEADLETTER.proc(env, log_dir)
+        self.reconciler = RECONCILER.proc(env, log_dir)
+        self.web = WEB.proc({**env, "PORT": env["WEB_PORT"]}, log_dir)
 
     @property
     def consumers(self) -> list[Proc]:
@@ -165,7 +82,7 @@ class Fleet:
         inode = _socket_inode(local_port, remote_port)
         if inode is None:
             return None
-        groups = {proc.popen.pid: proc for proc in self.workers if proc.popen and proc.alive}
+        groups = {proc.pid: proc for proc in self.workers if proc.alive}
         target = f"socket:[{inode}]"
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -184,11 +101,7 @@ class Fleet:
 
     def stop(self) -> None:
         """SIGTERM every role at once, then give them STOP_TIMEOUT_S together."""
-        for proc in reversed(self.procs):
-            proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in reversed(self.procs):
-            proc.reap(deadline)
+        stop_all(reversed(self.procs))
 
 
 def _socket_inode(local_port: int, remote_port: int) -> str | None:

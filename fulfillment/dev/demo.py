@@ -1,10 +1,12 @@
 """`fulfillment demo`: the whole pipeline end to end on one machine, in about a minute.
 
 Embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set; a fresh database
-`fulfillment_demo` on that server; the fleet of the Procfile (simulator with faults, worker
-processes, dead-letter consumer, reconciler) under honcho; a few hundred orders, some with
-invalid numbers; progress while it runs; a summary at the end. Exit status 0 only when every
-order reached a terminal state and the simulator delivered no order twice.
+`fulfillment_demo` on that server; the fleet of the Procfile's process types (simulator with
+faults, worker processes, dead-letter consumer, reconciler, web), started by
+fulfillment.dev.launcher in the state directory, so it runs from an installed wheel too; a few
+hundred orders, some with invalid numbers; progress while it runs; a summary at the end. Exit
+status 0 only when every order reached a terminal state and the simulator delivered no order
+twice. Embedded servers keep running afterwards: `fulfillment dev stop` stops them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import logging
 import os
 import random
 import secrets
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,18 +31,19 @@ import psycopg
 from db.migrate import migrate
 from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port, resolve_urls
+from fulfillment.dev.launcher import DEADLETTER, RECONCILER, SIM, WEB, WORKER, Proc, stop_all
+from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
 from fulfillment.domain.errors import InvalidOrder
 from fulfillment.messaging.publish import build_broker
 from fulfillment.runtime.settings import Settings
 from fulfillment.telemetry import logs
 from producers.publish import publish_fulfillment
 
-ROOT = Path(__file__).resolve().parents[2]
 DEMO_DB = "fulfillment_demo"
 SIM_KEY, SIM_SECRET = "demo-key", "demo-secret-not-for-production"
-VENDOR_REJECTS_SUFFIX = "0000"  # the simulator answers INVALID_PHONE for these numbers
 # Refused at publish time: not Ghanaian mobile numbers. The order is committed anyway, so the
 # reconciler picks it up and the worker dead-letters it with the reason.
+START_TIMEOUT_S = 60.0  # every process of the fleet ready: cold interpreters, a loaded machine
 MALFORMED_NUMBERS = ("12345", "+4915112345678", "0302123456", "not-a-number")
 
 
@@ -65,54 +66,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate(database_url)
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
     sim_port, web_port = free_port(), free_port()
+    dev_dir = settings.fulfillment_dev_dir.expanduser().resolve()
     env = _fleet_env(args, database_url, redis_url, namespace, sim_port)
     # The demo makes the admin tokens (the web process refuses to start without them).
     env.update(
         {
             "WEB_PORT": str(web_port),
-            # honcho numbers PORT per process from this base; the Procfile derives each
-            # group's metrics port from it (PORT + 4000), away from other demos' ports
-            "PORT": str(random.randrange(20000, 25000, 100)),
+            "FULFILLMENT_DEV_DIR": str(dev_dir),  # the fleet runs elsewhere: absolute
             "FULFILLMENT_DEMO": "1",
             "ADMIN_TOKEN": env.get("ADMIN_TOKEN") or secrets.token_urlsafe(18),
             "API_TOKEN": env.get("API_TOKEN") or secrets.token_urlsafe(18),
         }
     )
     dashboard = f"http://127.0.0.1:{web_port}/dashboard/admin/fulfillment"
-    log_path = settings.fulfillment_dev_dir.resolve() / "demo-fleet.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = dev_dir / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
     print(f"\n== AT-iShare fulfillment demo: {args.orders} orders ==")
     print(f"   database  {_safe(database_url)}")
     print(f"   redis     {_safe(redis_url)} (namespace {namespace})")
-    print(
-        f"   fleet log {log_path}  (honcho: sim, worker x{args.processes}, deadletter, "
-        "reconciler, web)"
-    )
+    print(f"   fleet logs {log_dir}  (sim, worker x{args.processes}, deadletter, reconciler, web)")
     print(f"   dashboard {dashboard}")
     print(f"             log in with any name and the admin token {env['ADMIN_TOKEN']}\n")
-    fleet = _start_fleet(env, log_path)
+    fleet = _fleet(env, web_port, log_dir)
     store = Store(open_pool(database_url, min_size=1, max_size=4))
     sim_url = f"http://127.0.0.1:{sim_port}"
     try:
-        _wait_for_simulator(sim_url, fleet)
+        _start_fleet(fleet)
         started = time.monotonic()
         refused = _publish_orders(store, redis_url, namespace, args)
         converged = _watch(store, started, args.timeout, fleet)
         ok = _summary(store, sim_url, refused, converged, time.monotonic() - started)
         _metrics_scrape(
             [
-                f"http://127.0.0.1:{int(env['PORT']) + 4000}/metrics",  # worker group (Procfile)
+                f"http://127.0.0.1:{_named(fleet, WORKER.name).env['METRICS_PORT']}/metrics",
                 f"http://127.0.0.1:{web_port}/metrics",
             ],  # admin process: the live collector
-            log_path.with_name("demo-metrics.txt"),
+            log_dir / "demo-metrics.txt",
         )
         if args.serve or (args.serve is None and sys.stdin.isatty()):
             _serve(store, sim_url, dashboard, env["ADMIN_TOKEN"], fleet)
     finally:
-        _stop_fleet(fleet)
+        stop_all(reversed(fleet))
         store.close()
-    print(f"\nfleet log: {log_path}")
-    print(f"inspect:   DATABASE_URL='{database_url}' fulfillment status <order id>")
+        _stop_hint(settings, dev_dir)
+    print(f"\nfleet logs: {log_dir}")
+    print(f"inspect:    DATABASE_URL='{database_url}' fulfillment status <order id>")
     return 0 if ok else 1
 
 
@@ -138,9 +138,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _serve(
-    store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: subprocess.Popen[bytes]
-) -> None:
+def _stop_hint(settings: Settings, dev_dir: Path) -> None:
+    """How to stop the embedded servers, which outlive the demo (the next one reuses them)."""
+    embedded = [
+        product
+        for product, url in (("PostgreSQL", settings.database_url), ("Redis", settings.redis_url))
+        if not url
+    ]
+    if not embedded:
+        return
+    if os.environ.get("FULFILLMENT_DEV_DIR"):
+        command = f"FULFILLMENT_DEV_DIR='{dev_dir}' fulfillment dev stop"
+    else:
+        command = "fulfillment dev stop (make stop in the checkout)"
+    print(
+        f"\nembedded {' and '.join(embedded)} keep running under {dev_dir} for the next "
+        f"demo; stop them: {command}"
+    )
+
+
+def _serve(store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: list[Proc]) -> None:
     """Leave the fleet up for a look around: the vendor is healthy from now on, so a
     dead-lettered order requeued from the dashboard goes through."""
     httpx.post(
@@ -166,7 +183,7 @@ def _serve(
             print(f"   {row['phone_number']:<18} {row['dead_letter_reason']}")
     print("press Ctrl-C to stop")
     try:
-        while fleet.poll() is None:
+        while not _dead(fleet):
             time.sleep(1)
     except KeyboardInterrupt:
         print()
@@ -183,6 +200,7 @@ def _fleet_env(
     args: argparse.Namespace, database_url: str, redis_url: str, namespace: str, sim_port: int
 ) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("PORT", None)  # honcho's; the web process gets the demo's own
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(
         {
@@ -228,52 +246,34 @@ def _fleet_env(
     return env
 
 
-def _start_fleet(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    honcho = Path(sys.executable).parent / "honcho"
-    with log_path.open("wb") as out:
-        return subprocess.Popen(
-            [
-                str(honcho),
-                "-f",
-                str(ROOT / "Procfile"),
-                "-d",
-                str(ROOT),
-                "start",  # worker first: it gets honcho's base PORT (metrics on PORT + 4000)
-                "worker",
-                "deadletter",
-                "reconciler",
-                "sim",
-                "web",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+def _fleet(env: dict[str, str], web_port: int, log_dir: Path) -> list[Proc]:
+    """The demo's processes, in the order they start."""
+    return [
+        SIM.proc(env, log_dir),
+        WORKER.proc(env, log_dir),
+        DEADLETTER.proc(env, log_dir),
+        RECONCILER.proc(env, log_dir),
+        WEB.proc({**env, "PORT": str(web_port)}, log_dir),
+    ]
 
 
-def _stop_fleet(fleet: subprocess.Popen[bytes]) -> None:
-    if fleet.poll() is None:
-        os.killpg(fleet.pid, signal.SIGTERM)
-        try:
-            fleet.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(fleet.pid, signal.SIGKILL)
-            fleet.wait()
+def _start_fleet(fleet: list[Proc]) -> None:
+    """Start every process; return once each says it is ready."""
+    for proc in fleet:
+        proc.start()
+    try:
+        for proc in fleet:
+            proc.wait_ready(START_TIMEOUT_S)
+    except RuntimeError as exc:
+        raise SystemExit(f"the fleet did not start: {exc}") from exc
 
 
-def _wait_for_simulator(sim_url: str, fleet: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if fleet.poll() is not None:
-            raise SystemExit("the fleet exited at start; see the fleet log")
-        try:
-            if httpx.get(f"{sim_url}/_sim/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the simulator did not start within 60 s; see the fleet log")
+def _named(fleet: list[Proc], name: str) -> Proc:
+    return next(proc for proc in fleet if proc.name == name)
+
+
+def _dead(fleet: list[Proc]) -> list[str]:
+    return [proc.name for proc in fleet if not proc.alive]
 
 
 def _random_mobile(rng: random.Random, *, rejected: bool = False) -> str:
@@ -333,7 +333,7 @@ def _publish_orders(
     return refused
 
 
-def _watch(store: Store, started: float, timeout: float, fleet: subprocess.Popen[bytes]) -> bool:
+def _watch(store: Store, started: float, timeout: float, fleet: list[Proc]) -> bool:
     while True:
         counts = store.status_counts()
         unfinished = store.unfinished_count()
@@ -346,7 +346,10 @@ def _watch(store: Store, started: float, timeout: float, fleet: subprocess.Popen
         )
         if unfinished == 0:
             return True
-        if elapsed > timeout or fleet.poll() is not None:
+        if dead := _dead(fleet):
+            print(f"  the fleet lost {', '.join(dead)}: see its log", flush=True)
+            return False
+        if elapsed > timeout:
             return False
         time.sleep(2)
 

@@ -94,11 +94,14 @@ def embedded_redis_url(state_dir: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def stop_embedded(state_dir: Path) -> None:
-    """Stop the embedded servers under ``state_dir``; a no-op for those not running."""
+def stop_embedded(state_dir: Path) -> list[str]:
+    """Stop the embedded servers under ``state_dir``; a no-op for those not running. The names
+    of those it stopped ("Redis", "PostgreSQL")."""
     state = _absolute(state_dir)
-    _stop_redis(state / "redis")
-    _stop_postgres(state / "pg")
+    stopped = ["Redis"] if _stop_redis(state / "redis") else []
+    if _stop_postgres(state / "pg"):
+        stopped.append("PostgreSQL")
+    return stopped
 
 
 def _warn_once(service: str, variable: str, product: str, url: str) -> None:
@@ -200,9 +203,9 @@ def _start_redis(directory: Path) -> int:
     return port
 
 
-def _stop_redis(directory: Path) -> None:
+def _stop_redis(directory: Path) -> bool:
     if not directory.is_dir():
-        return
+        return False
     with locked(directory / ".lock"):
         port = _running_redis_port(directory)
         if port is not None:
@@ -214,20 +217,24 @@ def _stop_redis(directory: Path) -> None:
             while redis_pid(port) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
         (directory / "redis.port").unlink(missing_ok=True)
+    return port is not None
 
 
-def _stop_postgres(pgdata: Path) -> None:
+def _stop_postgres(pgdata: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():  # removed by a clean shutdown
-        return
+        return False
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # platformdirs, as in embedded_postgres_url
+            warnings.simplefilter("ignore", UserWarning)
+            from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError:
-        return
+        return False
     # postgres refuses to run as root; pgserver runs it as its `pgserver` system user.
     user = "pgserver" if os.geteuid() == 0 else None
     # A stale postmaster.pid makes pg_ctl fail: nothing was running, which is fine.
-    subprocess.run(  # noqa: S603 -- fixed binary from an installed package, no shell
+    done = subprocess.run(  # noqa: S603 -- fixed binary from an installed package, no shell
         [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
         check=False, user=user, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, timeout=30,
     )  # fmt: skip
+    return done.returncode == 0

@@ -1,4 +1,4 @@
-"""E2E fixtures: the fleet as real processes, started the way the Procfile starts them.
+"""E2E fixtures: the fleet as real processes, started from the Procfile's process types.
 
 `fleet` gives each test the vendor simulator (`fulfillment sim`), a worker group and a
 dead-letter consumer group (the standard `dramatiq` CLI), on the run's PostgreSQL database
@@ -6,8 +6,8 @@ dead-letter consumer group (the standard `dramatiq` CLI), on the run's PostgreSQ
 and the CLI run as a user runs them: `fulfillment reconcile ...`, `fulfillment status ...`.
 
 Every process gets a new session, so a test can SIGKILL a whole worker group; every process is
-stopped at teardown (SIGTERM, then SIGKILL after 10 s). Their output goes to log files under
-the test's tmp_path; a failed test prints the tail of each.
+stopped at teardown (SIGTERM, then SIGKILL after launcher.STOP_TIMEOUT_S). Each runs in the
+test's tmp_path, its output to a log file there; a failed test prints the tail of each.
 """
 
 from __future__ import annotations
@@ -26,9 +26,20 @@ import pytest
 import redis
 
 from db.store import Row, Store
-from fulfillment.dev import launcher as processes
+from fulfillment.dev import launcher
 from fulfillment.dev.embedded import free_port as _free_port
-from fulfillment.dev.launcher import STOP_TIMEOUT_S, base_env
+from fulfillment.dev.launcher import (
+    DEADLETTER,
+    RECONCILER,
+    RECONCILER_READY,
+    SIM,
+    SIM_READY,
+    WORKER,
+    WORKER_READY,
+    ProcessType,
+    base_env,
+)
+from fulfillment.domain.constants import FULFILLMENT_QUEUE
 from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
 
@@ -43,19 +54,8 @@ START_TIMEOUT_S = 45.0  # a cold interpreter on a loaded 2-core machine
 CLI_TIMEOUT_S = 60.0
 LOG_TAIL_LINES = 60
 
-WORKER_ARGV = ("workers.actors", "--queues", "fulfillment", "--processes", "1", "--threads", "4")
-DEADLETTER_ARGV = (
-    "workers.actors",
-    "--queues",
-    "fulfillment.deadletter",
-    "--processes",
-    "1",
-    "--threads",
-    "2",
-)
-WORKER_READY = "Worker process is ready for action."
-SIM_READY = "simulator listening on "
-RECONCILER_READY = '"reconciler.started"'
+#: The `worker:` group of the tests: 1 process, 4 threads.
+WORKER_SIZE = {"WORKER_PROCESSES": "1", "WORKER_THREADS": "4"}
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -68,16 +68,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-class Proc(processes.Proc):
-    """A process of the test, started at once. Where a wait for its output gives up, the test
-    fails, with the tail of the log."""
+class Proc(launcher.Proc):
+    """A process of the test. Where a wait for its output gives up, the test fails, with the
+    tail of the log."""
 
     tail_lines = LOG_TAIL_LINES
-
-    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(name, argv)
-        self.env = env
-        self.launch(env, log_path)
 
     def fail(self, problem: str) -> NoReturn:
         pytest.fail(f"{problem}:\n{self.tail()}")
@@ -125,17 +120,24 @@ class Fleet:
     # -- processes -------------------------------------------------------------------------
 
     def spawn(self, name: str, argv: list[str]) -> Proc:
+        """Start `argv` with the fleet's environment, in the test's directory."""
         self._seq += 1
         # every process group its own metrics port, so groups never fight over the default
-        env = {**self.env, "METRICS_PORT": str(_free_port())}
-        proc = Proc(name, argv, env=env, log_path=self.log_dir / f"{self._seq:02d}-{name}.log")
+        proc = Proc(name, argv, env=self.env, log_dir=self.log_dir, metrics=True)
+        proc.start(self.log_dir / f"{self._seq:02d}-{name}.log")
         self.procs.append(proc)
         return proc
 
+    def spawn_type(
+        self, ptype: ProcessType, *extra: str, env: dict[str, str] | None = None
+    ) -> Proc:
+        """A process type of the Procfile, its variables from the fleet's environment (and
+        `env`), then `extra` arguments."""
+        return self.spawn(ptype.name, ptype.argv({**self.env, **(env or {})}, *extra))
+
     def start_sim(self) -> None:
         for _ in range(3):  # the free port may be taken between the probe and the bind
-            argv = [str(BIN / "fulfillment"), "sim", "--port", str(_free_port())]
-            proc = self.spawn("sim", argv)
+            proc = self.spawn_type(SIM, env={"SIM_PORT": str(_free_port())})
             line = proc.await_output(SIM_READY, START_TIMEOUT_S)
             if line is not None:
                 break
@@ -146,32 +148,29 @@ class Fleet:
 
     def start_workers(self) -> Proc:
         """A `worker:` group of the Procfile (1 process, 4 threads), ready to consume."""
-        self.workers = self.spawn("worker", [str(BIN / "dramatiq"), *WORKER_ARGV])
+        self.workers = self.spawn_type(WORKER, env=WORKER_SIZE)
         self.workers.wait_for_output(WORKER_READY)
         return self.workers
 
     def start_deadletter(self) -> Proc:
-        self.deadletter = self.spawn("deadletter", [str(BIN / "dramatiq"), *DEADLETTER_ARGV])
+        self.deadletter = self.spawn_type(DEADLETTER)
         self.deadletter.wait_for_output(WORKER_READY)
         return self.deadletter
 
     def start_consumers(self) -> None:
         """Both dramatiq groups, booting side by side."""
-        self.workers = self.spawn("worker", [str(BIN / "dramatiq"), *WORKER_ARGV])
-        self.deadletter = self.spawn("deadletter", [str(BIN / "dramatiq"), *DEADLETTER_ARGV])
+        self.workers = self.spawn_type(WORKER, env=WORKER_SIZE)
+        self.deadletter = self.spawn_type(DEADLETTER)
         self.workers.wait_for_output(WORKER_READY)
         self.deadletter.wait_for_output(WORKER_READY)
 
     def stop_consumers(self) -> None:
         groups = [p for p in (self.workers, self.deadletter) if p is not None]
-        self._stop_all(groups)
+        launcher.stop_all(groups)
         self.workers = self.deadletter = None
 
     def start_reconciler_loop(self) -> Proc:
-        self.reconciler = self.spawn(
-            "reconciler",
-            [str(BIN / "fulfillment"), "reconcile", "--loop", "--interval", "1", "--grace", "1"],
-        )
+        self.reconciler = self.spawn_type(RECONCILER, "--interval", "1", "--grace", "1")
         self.reconciler.wait_for_output(RECONCILER_READY)
         return self.reconciler
 
@@ -195,31 +194,25 @@ class Fleet:
             check=False,
         )
 
-    def _stop_all(self, procs: list[Proc]) -> None:
-        """SIGTERM every group at once, then give them STOP_TIMEOUT_S together."""
-        for proc in procs:
-            proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in procs:
-            proc.reap(deadline)
-
     def close(self, *, dump_logs: bool) -> None:
         try:
-            self._stop_all(list(reversed(self.procs)))
+            launcher.stop_all(reversed(self.procs))
         finally:
             self.http.close()
             self.redis.close()
             self.broker.client.connection_pool.disconnect()
         if dump_logs:
             for proc in self.procs:
-                print(f"\n----- {proc.name} ({proc.log_path}), exit {proc.popen.returncode} -----")
+                code = None if proc.popen is None else proc.popen.returncode
+                print(f"\n----- {proc.name} ({proc.log_path}), exit {code} -----")
                 print(proc.tail())
 
     def check_alive(self) -> None:
         """Fail at once, with its log, when a process the test relies on has died."""
         for proc in (self.workers, self.deadletter, self.reconciler):
             if proc is not None and not proc.alive:
-                pytest.fail(f"{proc.name} died (exit {proc.popen.returncode}):\n{proc.tail()}")
+                code = None if proc.popen is None else proc.popen.returncode
+                pytest.fail(f"{proc.name} died (exit {code}):\n{proc.tail()}")
 
     # -- orders ----------------------------------------------------------------------------
 
@@ -315,7 +308,7 @@ class Fleet:
             self.redis.delete(*keys)
         return len(keys)
 
-    def unfinished_messages(self, queue: str = "fulfillment") -> int:
+    def unfinished_messages(self, queue: str = FULFILLMENT_QUEUE) -> int:
         """Messages of `queue` (and its delay queue) not yet acknowledged."""
         return sum(
             int(self.redis.hlen(f"{self.namespace}:{name}.msgs")) for name in (queue, f"{queue}.DQ")
