@@ -6,7 +6,7 @@ service (admin/service.py, the code the dashboard, API and CLI call) against it.
 is printed in ms and as a ratio to a primary-key lookup measured in the same run (absolute
 times drift on shared machines), with EXPLAIN (ANALYZE, BUFFERS) summaries proving index use.
 
-    .venv/bin/python bench/admin_queries.py [--orders 1000000] [--runs 5] [--reuse] [--keep]
+    .venv/bin/python -m bench.admin_queries [--orders 1000000] [--runs 5] [--reuse] [--keep]
 
 --reuse skips the load when the database already holds at least --orders orders (it exists
 only after a run with --keep: the database, about 1.6 GB at 1M orders, is dropped otherwise).
@@ -27,21 +27,17 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from db.admin_store import Keyset, OrderFilter  # noqa: E402
-from db.migrate import migrate  # noqa: E402
-from db.queries import q  # noqa: E402
-from db.store import Store, open_pool  # noqa: E402
-from fulfillment.services.admin import AdminService, decode_cursor, encode_cursor, search_key  # noqa: E402
+from db.admin_store import Keyset, OrderFilter
+from db.migrate import migrate
+from db.queries import q
+from db.store import Store, open_pool
+from fulfillment.services.admin import AdminService, decode_cursor, encode_cursor, search_key
 
 DB_NAME = "fulfillment_bench_admin"
 TABLES = ("orders", "fulfillment_logs")

@@ -11,7 +11,7 @@ used_memory (other users of the server count too) and as MEMORY USAGE summed ove
 keys. The baseline, measured in the same run, is the same count of messages drained from a
 full queue by the no-op actor with the same processes and threads.
 
-    .venv/bin/python bench/backlog.py [--orders 100000] [--processes 2] [--threads 8]
+    .venv/bin/python -m bench.backlog [--orders 100000] [--processes 2] [--threads 8]
         [--sample-s 5] [--no-baseline]
 """
 
@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     FULFILL_ACTOR,

@@ -10,7 +10,7 @@ shape drains the same count through a bare Dramatiq actor that only sleeps L ms
 latency the workers saw (fulfillment_logs.latency_ms, median) and the time per order beyond
 it are printed too.
 
-    .venv/bin/python bench/concurrency.py [--latency-ms 200] [--configs 1x8,2x8]
+    .venv/bin/python -m bench.concurrency [--latency-ms 200] [--configs 1x8,2x8]
         [--seconds 15] [--rounds 1] [--candidate PATH]
 
 `--candidate PATH` runs each configuration a second time with the workers of another copy of
@@ -24,8 +24,6 @@ import itertools
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     drain_noop,

@@ -15,7 +15,7 @@ printed next to it: the rest is queueing, the claim, the two other statements an
 (e.g. dramatiq_worker_timeout=100) also publish the same schedule to such a group, in the
 same run, after the current tree.
 
-    .venv/bin/python bench/latency.py [--latency-ms 50] [--load 0.5] [--seconds 30]
+    .venv/bin/python -m bench.latency [--latency-ms 50] [--load 0.5] [--seconds 30]
         [--processes 2] [--threads 8] [--capacity-orders 3000]
         [--candidate PATH] [--candidate-env NAME=VALUE ...]
 """
@@ -26,8 +26,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     FULFILL_ACTOR,

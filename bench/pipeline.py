@@ -19,7 +19,7 @@ tree: candidate/current is the change's effect, measured in the same run. `--can
 sets environment for that group only (e.g. DB_POOL_MAX_SIZE=16); with no path, the candidate
 is the current tree under that environment.
 
-    .venv/bin/python bench/pipeline.py [--orders 2000] [--rounds 3] [--processes 1,2]
+    .venv/bin/python -m bench.pipeline [--orders 2000] [--rounds 3] [--processes 1,2]
         [--threads 8] [--profile-orders 4000 | --no-profile]
         [--candidate PATH] [--candidate-env NAME=VALUE ...]
 """
@@ -34,8 +34,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import profiling
 from bench.common import (

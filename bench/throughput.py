@@ -6,7 +6,7 @@ same Redis: the ratio is the figure to compare across machines (absolute times d
 bench/pipeline.py runs the same measurement over several rounds and process counts, with the
 CPU split and a profile; this is its quick single drain.
 
-    .venv/bin/python bench/throughput.py [--orders 2000] [--processes 1] [--threads 8]
+    .venv/bin/python -m bench.throughput [--orders 2000] [--processes 1] [--threads 8]
 
 Uses DATABASE_URL / REDIS_URL when set, else the local servers on 127.0.0.1; its database
 and Redis keys are removed at the end (bench/common.py).
@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     drain_noop,

@@ -52,9 +52,8 @@ from chaos.config import (
     NAMESPACE,
     SECRET,
     fleet_env,
-    fresh_database,
 )
-from chaos.db import rows
+from chaos.db import fresh_database, rows
 from chaos.faults import Injector, LastAttemptTrap, schedule, script_vendor_scenarios
 from chaos.fleet import Fleet
 from chaos.midcall import MidCallKill, pick_armed
