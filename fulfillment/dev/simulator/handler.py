@@ -13,19 +13,18 @@ import contextlib
 import hmac
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from functools import partial
-from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any, Final
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
 from fulfillment.atishare.signing import verify
-from fulfillment.dev.simulator.faults import FaultConfig, FaultKind, purchase_problem
-from fulfillment.dev.simulator.ledger import Outcome
-
-if TYPE_CHECKING:
-    from fulfillment.dev.simulator.server import Simulator, _Server
+from fulfillment.dev.simulator.faults import Chaos, FaultConfig, FaultKind, purchase_problem
+from fulfillment.dev.simulator.ledger import Ledger, Outcome
 
 MAX_BODY_BYTES: Final = 64 * 1024
 PURCHASE_PATH: Final = "/v1/data/purchase"
@@ -55,11 +54,42 @@ def _reference(payload: JsonBody | None) -> str | None:
     return reference if isinstance(reference, str) and reference else None
 
 
+class SimulatedVendor(Protocol):
+    """What the handler needs of the simulator (server.Simulator is the one)."""
+
+    api_key: str
+    api_secret: str
+    ledger: Ledger
+    chaos: Chaos
+
+    def update_faults(self, changes: Mapping[str, Any]) -> FaultConfig: ...
+    def reset(self) -> None: ...
+    def purchase_in_flight(
+        self, ticket: int, reference: str, client_port: int
+    ) -> AbstractContextManager[None]: ...
+    def purchases_in_flight(self) -> JsonBody: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class VendorHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # bursts of concurrent clients must not wait on SYN retries
+
+    def __init__(self, address: tuple[str, int], simulator: SimulatedVendor) -> None:
+        self.simulator = simulator
+        super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (e.g. after its own timeout) is normal here, not a traceback."""
+        if not isinstance(sys.exception(), ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "AT-iShare-Simulator/1.0"
     disable_nagle_algorithm = True  # headers and body go out in two writes
-    server: _Server
+    server: VendorHTTPServer
     _ticket = 0  # the ledger's number of the /v1 request being answered (Ledger.ticket)
     _arrived = 0.0
 
@@ -67,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
         """Silenced: request lines carry references, and bodies phone numbers."""
 
     @property
-    def sim(self) -> Simulator:
+    def sim(self) -> SimulatedVendor:
         return self.server.simulator
 
     def _dispatch(self) -> None:

@@ -15,12 +15,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from http.server import ThreadingHTTPServer
 from types import FrameType
 from typing import Any, Final
 
 from fulfillment.dev.simulator.faults import Chaos, FaultConfig
-from fulfillment.dev.simulator.handler import Handler, JsonBody
+from fulfillment.dev.simulator.handler import JsonBody, VendorHTTPServer
 from fulfillment.dev.simulator.ledger import Ledger
 
 POLL_INTERVAL_S: Final = 0.05  # how soon stop() is noticed
@@ -51,7 +50,7 @@ class Simulator:
         self._inflight_lock = threading.Lock()
         self._inflight: dict[int, JsonBody] = {}
         self._thread: threading.Thread | None = None
-        self._server = _Server((host, port), self)
+        self._server = VendorHTTPServer((host, port), self)
 
     @property
     def url(self) -> str:
@@ -142,20 +141,6 @@ class Simulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # bursts of concurrent clients must not wait on SYN retries
-
-    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (e.g. after its own timeout) is normal here, not a traceback."""
-        if not isinstance(sys.exception(), ConnectionError):
-            super().handle_error(request, client_address)
 
 
 # -- command line ----------------------------------------------------------------
