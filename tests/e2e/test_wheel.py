@@ -217,10 +217,10 @@ def empty_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def migrated(venv: Venv, empty_database: str, redis_url: str) -> subprocess.CompletedProcess[str]:
-    """`fulfillment migrate` of the venv against the empty database (REDIS_URL set: nothing
-    may fall back to an embedded server)."""
-    env = venv.env(DATABASE_URL=empty_database, REDIS_URL=redis_url)
+def migrated(venv: Venv, empty_database: str) -> subprocess.CompletedProcess[str]:
+    """`fulfillment migrate` of the venv against the empty database, with DATABASE_URL only:
+    migrating needs no Redis, so none may be started (embedded) for it."""
+    env = venv.env(DATABASE_URL=empty_database)
     return venv.run(venv.bin("fulfillment"), "migrate", env=env)
 
 
@@ -325,7 +325,6 @@ def test_migrate_applies_the_shipped_schema(
     migrated: subprocess.CompletedProcess[str],
     empty_database: str,
     database_url: str,
-    redis_url: str,
 ) -> None:
     assert "schema applied" in _check(migrated, "fulfillment migrate")
     # the same catalog as the checkout's schema.sql gives the run's database
@@ -333,7 +332,7 @@ def test_migrate_applies_the_shipped_schema(
     again = venv.run(
         venv.bin("fulfillment"),
         "migrate",
-        env=venv.env(DATABASE_URL=empty_database, REDIS_URL=redis_url),
+        env=venv.env(DATABASE_URL=empty_database),
     )
     assert "schema applied" in _check(again, "fulfillment migrate, again")
     assert not (venv.workdir / ".fulfillment-dev").exists()  # no embedded server started
