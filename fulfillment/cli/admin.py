@@ -34,8 +34,8 @@ from fulfillment.cli.admin_commands import (
     cmd_retry,
     cmd_stats,
 )
-from fulfillment.cli.output import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE, fail
-from fulfillment.domain.constants import KNOWN_NETWORKS
+from fulfillment.cli.output import fail
+from fulfillment.domain.constants import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE, KNOWN_NETWORKS
 from fulfillment.domain.errors import (
     FulfillmentError,
     InvalidOrder,

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from fulfillment.cli.output import (
     BODY_CHARS,
-    EXIT_NOT_FOUND,
-    EXIT_REFUSED,
     cell,
     fail,
     print_cursor,
@@ -32,6 +30,7 @@ from fulfillment.cli.output import (
     table,
     write_csv,
 )
+from fulfillment.domain.constants import EXIT_NOT_FOUND, EXIT_REFUSED
 from fulfillment.domain.errors import ActionRefused, MalformedMessage, OrderNotFound
 from fulfillment.domain.order import parse_order_id
 from fulfillment.runtime import bootstrap

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from fulfillment.cli.output import EXIT_REFUSED, EXIT_USAGE
+from fulfillment.domain.constants import EXIT_REFUSED, EXIT_USAGE
 from fulfillment.domain.errors import FulfillmentError, InvalidOrder, MalformedMessage
 from fulfillment.runtime import bootstrap
 

@@ -16,17 +16,10 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import IO, Any, Final
+from typing import IO, Any
 from uuid import UUID
 
 from fulfillment.domain.phone import mask_phone, mask_phones_in_text
-
-#: an action was refused, or PostgreSQL / Redis / the vendor failed
-EXIT_REFUSED: Final = 1
-#: bad input: a malformed id, an unknown filter, a missing flag (argparse's own code)
-EXIT_USAGE: Final = 2
-#: an order or a message that does not exist
-EXIT_NOT_FOUND: Final = 3
 
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 CELL_CHARS = 40

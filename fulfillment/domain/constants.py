@@ -20,3 +20,11 @@ DEFAULT_REDIS_NAMESPACE: Final = "dramatiq"
 
 # The vendor reference of an order is its id; this header pair is what the vendor signs.
 VENDOR_SIGNATURE_MAX_SKEW_S: Final = 300
+
+# Exit codes of every command (`fulfillment ...`, `fulfillment web`, the simulator).
+#: an action was refused, or PostgreSQL / Redis / the vendor failed
+EXIT_REFUSED: Final = 1
+#: bad input: a malformed id, an unknown filter, a missing flag (argparse's own code)
+EXIT_USAGE: Final = 2
+#: an order or a message that does not exist
+EXIT_NOT_FOUND: Final = 3

@@ -20,9 +20,15 @@ import tempfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fulfillment.domain.constants import DEAD_LETTER_QUEUE, FULFILLMENT_QUEUE
+
+if TYPE_CHECKING:
+    import redis
+
+    from db.store import Store
+    from fulfillment.fleet.breaker import VendorBreaker
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9191
@@ -115,10 +121,10 @@ class FleetCollector:
 
     def __init__(
         self,
-        store: Any,
-        redis_client: Any,
+        store: Store,
+        redis_client: redis.Redis,
         namespace: str,
-        breaker: Any,
+        breaker: VendorBreaker,
         queues: tuple[str, ...] = (FULFILLMENT_QUEUE, DEAD_LETTER_QUEUE),
     ) -> None:
         self.store = store

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from fulfillment.domain.constants import EXIT_USAGE
 from fulfillment.domain.errors import ConfigurationError, FulfillmentError
 from fulfillment.runtime import bootstrap
 from fulfillment.runtime.metrics_server import FleetCollector
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 log = get_logger("fulfillment.web")
 
-EXIT_USAGE: Final = 2
 DEFAULT_PORT: Final = 8000
 DASHBOARD_PATH: Final = "/dashboard/admin/fulfillment"
 
