@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
 
 from fulfillment.dev.launcher import base_env
 from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
@@ -53,12 +50,6 @@ VENDOR_FAULTS = {
     # An answer later than the workers wait is an unknown outcome to them (blind re-purchases)
     "SIM_CLIENT_TIMEOUT_SECONDS": FLEET_TIMINGS["VENDOR_READ_TIMEOUT_S"],
 }
-
-
-def fresh_database(server_url: str) -> str:
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    return urlunsplit(urlsplit(server_url)._replace(path="/" + DATABASE))
 
 
 def fleet_env(database_url: str, redis_url: str, sim_port: int, seed: int) -> dict[str, str]:

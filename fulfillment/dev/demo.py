@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import psycopg
 
+from db.databases import create_database
 from db.migrate import migrate
 from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port, resolve_urls
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_db_url, redis_url = resolve_urls(
         settings.database_url, settings.redis_url, settings.fulfillment_dev_dir
     )
-    database_url = _fresh_database(server_db_url)
+    database_url = create_database(server_db_url, DEMO_DB, replace=True)
     migrate(database_url)
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
     sim_port, web_port = free_port(), free_port()
@@ -187,13 +187,6 @@ def _serve(store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: 
             time.sleep(1)
     except KeyboardInterrupt:
         print()
-
-
-def _fresh_database(server_url: str) -> str:
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
-    return urlunsplit(urlsplit(server_url)._replace(path="/" + DEMO_DB))
 
 
 def _fleet_env(
