@@ -7,22 +7,22 @@ server skips the test locally and fails it in CI (CI=true).
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import psycopg
 import pytest
 import redis
 
+from db.databases import database_url as database_url_of
 from db.migrate import migrate
 from db.store import Store, open_pool
+from fulfillment.dev.embedded import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -37,11 +37,6 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database for this test run, with schema.sql applied; dropped at the end."""
@@ -51,7 +46,7 @@ def database_url() -> Iterator[str]:
             conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: hex only
     except psycopg.OperationalError as exc:
         _unavailable("PostgreSQL", exc)
-    url = _with_database(ADMIN_URL, name)
+    url = database_url_of(ADMIN_URL, name)
     migrate(url)
     yield url
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
@@ -133,13 +128,6 @@ def park_dead_messages(
     return ids
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServer]:
     """The admin app under uvicorn on a free port, against this run's database and a Redis
@@ -173,7 +161,7 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
         fulfil_deps=no_fulfil_deps,
         ping_redis=client.ping,
     )
-    port = _free_port()
+    port = free_port()
     app = create_app(deps)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)

@@ -27,7 +27,7 @@ import redis
 
 from db.store import Row, Store
 from fulfillment.dev import launcher
-from fulfillment.dev.embedded import free_port as _free_port
+from fulfillment.dev.embedded import free_port
 from fulfillment.dev.launcher import (
     DEADLETTER,
     RECONCILER,
@@ -137,7 +137,7 @@ class Fleet:
 
     def start_sim(self) -> None:
         for _ in range(3):  # the free port may be taken between the probe and the bind
-            proc = self.spawn_type(SIM, env={"SIM_PORT": str(_free_port())})
+            proc = self.spawn_type(SIM, env={"SIM_PORT": str(free_port())})
             line = proc.await_output(SIM_READY, START_TIMEOUT_S)
             if line is not None:
                 break
@@ -374,6 +374,31 @@ class Fleet:
                 f"(references {totals['blind_repurchase_references']})"
             )
         return breaches
+
+
+@pytest.fixture
+def idle_fleet(
+    request: pytest.FixtureRequest,
+    store: Store,
+    database_url: str,
+    redis_url: str,
+    redis_namespace: str,
+    tmp_path: Path,
+) -> Iterator[Fleet]:
+    """The test run's settings and views with no process running (the CLI alone, or a test
+    that starts its own); the logs of whatever it started are shown when the test failed."""
+    idle = Fleet(
+        store=store,
+        database_url=database_url,
+        redis_url=redis_url,
+        namespace=redis_namespace,
+        log_dir=tmp_path,
+    )
+    try:
+        yield idle
+    finally:
+        reports = request.node.stash.get(_REPORTS, {})
+        idle.close(dump_logs=any(r.failed for r in reports.values()) or "call" not in reports)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import dramatiq
 import pytest
 from psycopg import sql
 
-from db.store import Row, Store
+from db.store import Row
 from fulfillment.services.admin import EXPORT_COLUMNS
 
 from .conftest import PHONE, Fleet
@@ -67,19 +66,9 @@ STATES: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-def admin(
-    store: Store, database_url: str, redis_url: str, redis_namespace: str, tmp_path: Path
-) -> Iterator[Fleet]:
+def admin(idle_fleet: Fleet) -> Fleet:
     """The fleet's environment and views with no process running: the CLI alone."""
-    fleet = Fleet(
-        store=store,
-        database_url=database_url,
-        redis_url=redis_url,
-        namespace=redis_namespace,
-        log_dir=tmp_path,
-    )
-    yield fleet
-    fleet.close(dump_logs=False)
+    return idle_fleet
 
 
 def add_order(

@@ -10,7 +10,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import BIN, Fleet, _free_port
+from fulfillment.dev.embedded import free_port
+from fulfillment.dev.launcher import WEB
+
+from .conftest import Fleet
 
 pytestmark = [pytest.mark.e2e]
 
@@ -97,9 +100,9 @@ def test_admin_process_serves_live_fleet_metrics_and_readiness(fleet: Fleet) -> 
     for oid in ok:
         fleet.wait_for_status(oid, "success")
     waiting = fleet.new_order()  # committed, never published: pending
-    port = _free_port()
+    port = free_port()
     fleet.env.update({"ADMIN_TOKEN": "e2e-admin", "API_TOKEN": "e2e-api"})
-    web = fleet.spawn("web", [str(BIN / "fulfillment"), "web", "--port", str(port)])
+    web = fleet.spawn_type(WEB, env={"PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
     fleet.wait_until(lambda: _answers(f"{base}/healthz"), 20, what="the web process to answer")
     ready = httpx.get(f"{base}/readyz", timeout=10).json()

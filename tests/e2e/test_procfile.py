@@ -9,43 +9,15 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from db.store import Store
 from fulfillment.dev.embedded import free_port
 
 from .conftest import BIN, ROOT, Fleet
 
 pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture
-def procfile_fleet(
-    request: pytest.FixtureRequest,
-    store: Store,
-    database_url: str,
-    redis_url: str,
-    redis_namespace: str,
-    tmp_path: Path,
-) -> Iterator[Fleet]:
-    """The test run's settings and views, no process running yet; logs dumped on failure."""
-    fleet = Fleet(
-        store=store,
-        database_url=database_url,
-        redis_url=redis_url,
-        namespace=redis_namespace,
-        log_dir=tmp_path,
-    )
-    failed = True
-    try:
-        yield fleet
-        failed = False
-    finally:
-        fleet.close(dump_logs=failed)
 
 
 def _bindable(port: int) -> bool:
@@ -74,8 +46,8 @@ def _status(url: str) -> int | None:
         return None
 
 
-def test_honcho_start_serves_the_dashboard_on_port(procfile_fleet: Fleet) -> None:
-    fleet = procfile_fleet
+def test_honcho_start_serves_the_dashboard_on_port(idle_fleet: Fleet) -> None:
+    fleet = idle_fleet
     # web: PORT; worker, deadletter, reconciler: their PORT (100 apart) + 4000
     metrics = {"worker": 4100, "deadletter": 4200, "reconciler": 4300}
     base = _base_port((0, *metrics.values()))

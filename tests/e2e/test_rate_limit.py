@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import BIN, WORKER_READY, Fleet
+from fulfillment.dev.launcher import WORKER
+
+from .conftest import WORKER_READY, Fleet
 
 pytestmark = [pytest.mark.e2e]
 
@@ -16,19 +18,7 @@ def test_two_worker_processes_stay_under_the_fleet_wide_limit(fleet: Fleet) -> N
     fleet.stop_consumers()
     fleet.env.update({"VENDOR_RATE_LIMIT_PER_S": str(LIMIT), "VENDOR_MAX_CONCURRENCY": "4"})
     # Two processes of 8 threads each would do hundreds per second against this simulator.
-    fleet.workers = fleet.spawn(
-        "workers",
-        [
-            str(BIN / "dramatiq"),
-            "workers.actors",
-            "--queues",
-            "fulfillment",
-            "--processes",
-            "2",
-            "--threads",
-            "8",
-        ],
-    )
+    fleet.workers = fleet.spawn_type(WORKER, env={"WORKER_PROCESSES": "2", "WORKER_THREADS": "8"})
     fleet.workers.wait_for_output(WORKER_READY)
     fleet.start_deadletter()
     orders = fleet.publish_new_orders(ORDERS)

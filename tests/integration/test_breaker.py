@@ -23,6 +23,21 @@ pytestmark = pytest.mark.integration
 POLICY = BreakerPolicy(window_s=10, min_calls=5, failure_ratio=0.5, open_s=4, max_open_s=10)
 
 
+def _fresh_breaker(
+    redis_url: str, namespace: str, policy: BreakerPolicy, clock: Clock
+) -> tuple[VendorBreaker, list[float]]:
+    """A breaker in a key space of its own, and the list of the deadlines it opened until."""
+    opened: list[float] = []
+    b = VendorBreaker(
+        redis.Redis.from_url(redis_url),
+        f"{namespace}:{uuid.uuid4().hex[:8]}",
+        policy,
+        on_open=lambda until, _reason: opened.append(until),
+        clock=clock,
+    )
+    return b, opened
+
+
 def should_open(policy: BreakerPolicy, calls: int, failures: int) -> bool:
     """The rule the script must follow, written the plain way: every call of the window failed
     (at any volume: a quiet hour), or most calls failed once there are enough to tell."""
@@ -154,14 +169,7 @@ def test_the_script_opens_exactly_when_the_rule_says(
     the circuit opened iff should_open holds for the calls in the window, and only on a
     failure; it opens for open_for(1)."""
     clock = Clock()
-    opened: list[float] = []
-    b = VendorBreaker(
-        redis.Redis.from_url(redis_url),
-        f"{redis_namespace}:{uuid.uuid4().hex[:8]}",
-        policy,
-        on_open=lambda until, _reason: opened.append(until),
-        clock=clock,
-    )
+    b, opened = _fresh_breaker(redis_url, redis_namespace, policy, clock)
     seen: list[tuple[int, bool]] = []  # (second, success) of every call recorded
     for success, advance in calls:
         clock.now += advance
@@ -196,14 +204,7 @@ def test_the_script_on_named_windows(
 ) -> None:
     """Successes, then failures, within one second, through the real script."""
     policy = BreakerPolicy(min_calls=20, failure_ratio=0.5, quiet_failures=2)
-    opened: list[float] = []
-    b = VendorBreaker(
-        redis.Redis.from_url(redis_url),
-        f"{redis_namespace}:{uuid.uuid4().hex[:8]}",
-        policy,
-        on_open=lambda until, _reason: opened.append(until),
-        clock=Clock(),
-    )
+    b, opened = _fresh_breaker(redis_url, redis_namespace, policy, Clock())
     for i in range(calls):
         b.record(success=i < calls - failures)
     assert bool(opened) is opens

@@ -80,6 +80,7 @@ from psycopg import sql
 
 from db.store import Store
 from fulfillment.atishare.signing import signed_headers
+from fulfillment.dev.embedded import free_port
 from fulfillment.domain.errors import FulfillmentError, OrderNotFound
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.services import delivery
@@ -87,7 +88,6 @@ from fulfillment.services.deadletter import handle_dead_letter, handle_gave_up, 
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 from fulfillment.services.reconciler import reconcile_once
-from tests.conftest import _free_port
 from tests.model_vendor import (
     STATUS_FAULTS,
     ModelBreaker,
@@ -863,7 +863,7 @@ def _webhook_client(env: ModelEnv) -> Iterator[httpx.Client]:
     }
     names = {f.name for f in dataclasses.fields(WebDeps)}
     app = create_app(WebDeps(**{k: v for k, v in values.items() if k in names}))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False)
     )

@@ -9,12 +9,13 @@ import psycopg
 import pytest
 import redis
 
+from db.databases import database_url as database_url_of
 from db.migrate import migrate
 from fulfillment.domain.constants import FULFILLMENT_QUEUE
 from fulfillment.domain.errors import InvalidPhoneNumber, UnsupportedNetwork
 from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
-from tests.conftest import ADMIN_URL, _with_database
+from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def blank_database(database_url: str) -> Iterator[str]:
     name = f"fulfillment_blank_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(ADMIN_URL, name)
+    yield database_url_of(ADMIN_URL, name)
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -18,6 +18,7 @@ import redis
 
 from db.admin_store import VIEW_FILTERS
 from db.store import Store
+from fulfillment.dev.embedded import free_port
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.services.deadletter import handle_dead_letter
 from fulfillment.services.delivery import fulfil
@@ -30,7 +31,7 @@ from fulfillment.web.security import (
     SESSION_COOKIE,
     Sessions,
 )
-from tests.conftest import WebServer, _free_port, park_dead_messages
+from tests.conftest import WebServer, park_dead_messages
 
 from .conftest import Sent
 from .test_fulfil import make_due, script
@@ -622,12 +623,12 @@ def _run_web(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 def test_web_refuses_to_start_without_its_tokens(database_url: str, redis_url: str) -> None:
     env = _web_env(DATABASE_URL=database_url, REDIS_URL=redis_url)
-    process = _run_web(["--port", str(_free_port())], env)
+    process = _run_web(["--port", str(free_port())], env)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 2, (stdout, stderr)
     assert stdout == ""
     assert "ADMIN_TOKEN" in stderr and "API_TOKEN" in stderr and "refusing" in stderr
-    process = _run_web(["--port", str(_free_port())], {**env, "ADMIN_TOKEN": "set"})
+    process = _run_web(["--port", str(free_port())], {**env, "ADMIN_TOKEN": "set"})
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2 and "API_TOKEN" in stderr and "ADMIN_TOKEN" not in stderr
 
@@ -635,7 +636,7 @@ def test_web_refuses_to_start_without_its_tokens(database_url: str, redis_url: s
 def test_demo_mode_generates_tokens_prints_the_login_url_and_serves(
     database_url: str, redis_url: str, redis_namespace: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = _web_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,

@@ -15,10 +15,10 @@ import redis
 
 from db.store import Store
 from fulfillment.atishare.signing import signed_headers
+from fulfillment.dev.embedded import free_port
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import FulfilDeps, Outcome
-from tests.conftest import _free_port
 
 from .conftest import KEY, SECRET
 from .test_fulfil import script
@@ -78,7 +78,7 @@ def _serve(
         fulfil_deps=make_deps,
         ping_redis=client.ping,
     )
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(deps), host="127.0.0.1", port=port, log_level="warning", access_log=False
