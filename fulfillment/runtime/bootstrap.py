@@ -28,7 +28,7 @@ from fulfillment.messaging.dlq import DeadMessageQueue
 from fulfillment.messaging.publish import Publisher, build_broker
 from fulfillment.runtime.settings import Settings
 from fulfillment.services.admin import AdminService
-from fulfillment.services.deadletter import send_dead_letter
+from fulfillment.services.deadletter import handle_dead_letter, send_dead_letter
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, GatePort, NoGate
 from fulfillment.telemetry import logs, metrics
@@ -182,7 +182,11 @@ def publish_retry(order_id: str, delay_s: float) -> None:
 
 
 def publish_dead_letter(notice: DeadLetterNotice) -> None:
-    send_dead_letter(notice, publisher().dead_letter, store(), notifier())
+    send_dead_letter(
+        notice,
+        publisher().dead_letter,
+        keep=lambda kept: handle_dead_letter(kept, store(), notifier()),
+    )
 
 
 def admin_service() -> AdminService:

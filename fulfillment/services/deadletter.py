@@ -188,10 +188,10 @@ def notice_for_gave_up(
 def send_dead_letter(
     notice: DeadLetterNotice,
     send: Callable[[dict[str, Any]], bool],
-    store: Store,
-    notifier: Notifier,
+    keep: Callable[[DeadLetterNotice], object],
 ) -> None:
     """Publish a notice for the dead-letter consumer. A notice that names no order cannot be
-    found again by the reconciler, so when the broker is down it is stored here and now."""
+    found again by the reconciler, so when the broker is down `keep` stores it here and now
+    (only then: publishing needs no database)."""
     if not send(notice.to_message()) and notice.order_id is None:
-        handle_dead_letter(notice, store, notifier)
+        keep(notice)
