@@ -2,7 +2,7 @@
 
 Builds (or reuses) the database fulfillment_bench_admin with N orders and 3N fulfillment_logs
 rows generated server-side (INSERT ... SELECT FROM generate_series), then times the admin
-service (admin/service.py, the code the dashboard, API and CLI call) against it. Every figure
+service (services/admin.py, the code the dashboard, API and CLI call) against it. Every figure
 is printed in ms and as a ratio to a primary-key lookup measured in the same run (absolute
 times drift on shared machines), with EXPLAIN (ANALYZE, BUFFERS) summaries proving index use.
 

@@ -34,16 +34,21 @@ _PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # Inside the vendor call, the innermost of these names the cost.
 _VENDOR_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("vendor call: HMAC signing", ("vendor/signing.py",)),
+    ("vendor call: HMAC signing", ("atishare/signing.py",)),
     ("vendor call: JSON", ("json/",)),
     ("vendor call: httpx", ("httpx/", "httpcore/", "h11/")),
 )
 # Anywhere in a message's stack, these win over the phase they happen in.
 _CROSS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("logging (structlog)", ("structlog/", "fulfillment/logs.py")),
+    ("logging (structlog)", ("structlog/", "fulfillment/telemetry/logs.py")),
     (
         "metrics (Prometheus)",
-        ("prometheus_client/", "fulfillment/metrics.py", "middleware/prometheus.py", "_InSeconds"),
+        (
+            "prometheus_client/",
+            "fulfillment/telemetry/metrics.py",
+            "middleware/prometheus.py",
+            "_InSeconds",
+        ),
     ),
 )
 
@@ -103,7 +108,7 @@ def classify(frames: list[str]) -> str | None:
         return inner or "vendor call: client code"
     if phase is not None:
         return phase
-    if any("fulfillment/" in f or "workers/" in f or "vendor/" in f for f in frames):
+    if any("fulfillment/" in f or "workers/" in f or "db/" in f for f in frames):
         return "fulfil state machine (the rest)"
     return "Dramatiq (decode, middleware, dispatch)"
 

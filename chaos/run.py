@@ -448,7 +448,7 @@ class _Run:
 
 
 def _breaker_state(redis_url: str) -> str:
-    """The fleet's circuit as workers/breaker.py keeps it in Redis (an observation only)."""
+    """The fleet's circuit as fleet/breaker.py keeps it in Redis (an observation only)."""
     client = redis.Redis.from_url(redis_url, socket_timeout=1)
     try:
         state = client.hget(f"{NAMESPACE}:fulfillment:breaker:state", "state")

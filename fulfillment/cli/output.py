@@ -1,5 +1,6 @@
 """How the `fulfillment` command (fulfillment.cli.main, fulfillment.cli.admin) prints: tables
-for people, JSON for scripts, CSV exports; and the exit statuses every subcommand returns.
+for people, JSON for scripts, CSV exports. (The exit statuses are in domain/constants.py,
+shared with the web process.)
 
 Every value is shaped here: times to the second in UTC in tables and as ISO-8601 UTC in JSON,
 ids and decimals as text, one line per table cell, cut to a width; phone numbers are masked

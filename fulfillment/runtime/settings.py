@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     reconcile_grace_s: float = Field(default=300.0, ge=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
 
-    #: the vendor circuit breaker (fleet-wide, in Redis): see workers/breaker.py
+    #: the vendor circuit breaker (fleet-wide, in Redis): see fulfillment/fleet/breaker.py
     breaker_window_s: int = Field(default=60, ge=1)
     breaker_min_calls: int = Field(default=20, ge=1)
     breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)

@@ -2,7 +2,7 @@
 three decisions on an outcome unknown (recheck, mark delivered, mark not delivered).
 
 The web process and the CLI call these, so both follow the same rules and leave the same
-audit rows. No SQL here (db/admin.py), no HTTP (admin/web/).
+audit rows. No SQL here (db/admin_store.py), no HTTP (fulfillment/web/).
 """
 
 from __future__ import annotations

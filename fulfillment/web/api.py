@@ -8,9 +8,9 @@
   Dramatiq's own dead-letter queue.
 
 Routes are sync functions (FastAPI runs them in its threadpool: the store and Redis block).
-The rules live in admin/service.py; this module only shapes answers. Authentication and the
-JSON error plumbing live in admin/web/api_auth.py, the request and response models in
-admin/web/api_models.py. Every error is the app's JSON
+The rules live in fulfillment/services/admin.py; this module only shapes answers.
+Authentication and the JSON error plumbing live in api_auth.py, the request and response
+models in api_models.py. Every error is the app's JSON
 `{"success": false, "error": {"code", "message"}}`.
 """
 

@@ -1,11 +1,11 @@
-"""Authentication and error plumbing of the platform and admin JSON APIs (admin/web/api.py).
+"""Authentication and error plumbing of the platform and admin JSON APIs (fulfillment/web/api.py).
 
 ApiError and the routes that render every HTTPException as the app's JSON error body
 (JsonErrorRoute, and PlatformRoute / AdminRoute, which authenticate before the body is read);
 the security schemes the OpenAPI document names; and the checks themselves: check_api_token /
 require_api for the purchase platform's bearer API_TOKEN, require_admin (and the `Admin`
 dependency) for the bearer ADMIN_TOKEN or a dashboard session with its X-CSRF-Token. Tokens
-are compared in constant time (admin/web/security.py).
+are compared in constant time (fulfillment/web/security.py).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def web_deps(request: Request) -> WebDeps:
 
 def check_bearer(request: Request, given: str | None, expected: str, which: str) -> None:
     """401 for a missing or wrong token; 429 once this address has guessed wrong too often
-    (admin/web/security.py: AuthThrottle), even when the token is right."""
+    (fulfillment/web/security.py: AuthThrottle), even when the token is right."""
     if given is None:
         raise unauthorized(which)
     client = client_address(request)

@@ -1,4 +1,4 @@
-"""The request and response models of the platform and admin JSON APIs (admin/web/api.py).
+"""The request and response models of the platform and admin JSON APIs (fulfillment/web/api.py).
 
 Pydantic models and the annotated field types they share (Text, PhoneSearch, Reason, ...):
 they validate what callers send and are what the OpenAPI document shows. Text is refused

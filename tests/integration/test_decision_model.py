@@ -533,7 +533,7 @@ class DecisionModel(RuleBasedStateMachine):
             self.callback_changes.append(f"a replayed callback for {order.name} asked the vendor")
 
     def _callback_over_http(self, order: OrderRef, callback: dict[str, Any]) -> None:
-        """The real webhook route (admin/web/webhooks.py) in process: signature, replay memory,
+        """The real webhook route (web/webhooks.py) in process: signature, replay memory,
         confirmation through confirm_delivery."""
         assert self.env.webhook is not None
         response = self.env.webhook.post(

@@ -1,4 +1,4 @@
-"""The admin web's guard against token guessing (admin/web/security.py: AuthThrottle)."""
+"""The admin web's guard against token guessing (fulfillment/web/security.py: AuthThrottle)."""
 
 from __future__ import annotations
 
