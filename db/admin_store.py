@@ -1,6 +1,6 @@
 """The admin surface's reads and actions (dashboard, platform API, CLI), by name.
 
-list_orders (one page) and export_orders (every row, for the CSV export) are named queries
+list_orders (one page, or with limit NULL every row, for the CSV export) is a named query
 completed with named filter fragments from queries.sql: fixed text chosen from a closed set,
 every value a parameter.
 """
@@ -56,12 +56,12 @@ class AdminStore:
     def _compose(
         self, flt: OrderFilter, after: Keyset | None, limit: int | None
     ) -> tuple[sql.Composed, dict[str, Any]]:
-        """list_orders (a page of `limit` rows) or, with no limit, export_orders (every row),
+        """list_orders (a page of `limit` rows, or with no limit every row: LIMIT NULL),
         its {filters} slot filled with the fragments of `flt` and the keyset after `after`;
         and every parameter they take."""
-        base = "export_orders" if limit is None else "list_orders"
+        base = "list_orders"
         names: list[str] = []
-        params: dict[str, Any] = {} if limit is None else {"limit": limit}
+        params: dict[str, Any] = {"limit": limit}
         view = VIEW_FILTERS[flt.view]
         if view:
             names.append(view)

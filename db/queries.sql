@@ -350,9 +350,9 @@ WHERE (fulfillment_status IN ('pending', 'processing') AND dead_lettered_at IS N
 SELECT * FROM admin_notifications ORDER BY id DESC LIMIT %(limit)s;
 
 -- Admin surface: the dashboard, the platform API and the CLI ------------------------------
--- list_orders and export_orders are completed with one filter_* fragment per active filter
--- and, after list_orders' first page, the keyset fragment; fragments are fixed text from this
--- file, values stay parameters. The two select the same columns in the same order.
+-- list_orders is completed with one filter_* fragment per active filter and, after the first
+-- page, the keyset fragment; fragments are fixed text from this file, values stay parameters.
+-- The CSV export runs it with limit NULL (no limit, in PostgreSQL), streamed by a cursor.
 
 -- name: list_orders
 -- One page of orders, newest first (keyset: no OFFSET, constant cost at any depth).
@@ -365,17 +365,6 @@ FROM orders o
 WHERE o.fulfillment_status IS NOT NULL {filters}
 ORDER BY o.created_at DESC, o.id DESC
 LIMIT %(limit)s
-
--- name: export_orders
--- Every matching order, newest first, for the CSV export (streamed by a server-side cursor).
-SELECT o.id, o.phone_number, o.network, o.size_gb, o.package_name, o.fulfillment_status,
-       o.fulfillment_attempts, o.fulfillment_extra_attempts, o.last_error_code,
-       o.last_error_message, o.next_attempt_at, o.dead_letter_reason, o.dead_lettered_at,
-       o.dead_letter_dismissed_at, o.fulfilled_at, o.vendor_transaction_id, o.created_at,
-       o.updated_at
-FROM orders o
-WHERE o.fulfillment_status IS NOT NULL {filters}
-ORDER BY o.created_at DESC, o.id DESC
 
 -- name: filter_pending
 -- Orders nobody has started.
