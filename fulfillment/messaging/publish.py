@@ -47,29 +47,20 @@ class Publisher:
 
     def fulfil(self, order_id: str, delay_s: float = 0) -> bool:
         """`fulfill_order(order_id)`, now or after `delay_s`."""
-        try:
-            self.send(message(FULFILLMENT_QUEUE, FULFILL_ACTOR, order_id), delay_s)
-        except (RedisError, OSError) as exc:
-            log.error(
-                "broker.publish_failed",
-                order_id=order_id,
-                queue=FULFILLMENT_QUEUE,
-                error=type(exc).__name__,
-            )
-            return False
-        return True
+        msg = message(FULFILLMENT_QUEUE, FULFILL_ACTOR, order_id)
+        return self._logged_send(msg, delay_s, order_id=order_id)
 
     def dead_letter(self, notice: dict[str, Any]) -> bool:
         """`dead_letter_order(notice)`: a DeadLetterNotice's message."""
+        msg = message(DEAD_LETTER_QUEUE, DEAD_LETTER_ACTOR, notice)
+        return self._logged_send(msg, 0, order_id=notice.get("order_id"), kind=notice.get("kind"))
+
+    def _logged_send(self, msg: dramatiq.Message[Any], delay_s: float, **fields: Any) -> bool:
         try:
-            self.send(message(DEAD_LETTER_QUEUE, DEAD_LETTER_ACTOR, notice))
+            self.send(msg, delay_s)
         except (RedisError, OSError) as exc:
             log.error(
-                "broker.publish_failed",
-                order_id=notice.get("order_id"),
-                queue=DEAD_LETTER_QUEUE,
-                error=type(exc).__name__,
-                kind=notice.get("kind"),
+                "broker.publish_failed", queue=msg.queue_name, error=type(exc).__name__, **fields
             )
             return False
         return True
