@@ -338,6 +338,19 @@ def test_migrate_applies_the_shipped_schema(
     assert not (venv.workdir / ".fulfillment-dev").exists()  # no embedded server started
 
 
+def _service_env(
+    venv: Venv, database_url: str, redis_url: str, namespace: str, **extra: str
+) -> dict[str, str]:
+    """The venv's clean environment with the run's PostgreSQL and Redis, JSON logs, and `extra`."""
+    return venv.env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        REDIS_NAMESPACE=namespace,
+        LOG_FORMAT="json",
+        **extra,
+    )
+
+
 def test_worker_from_the_wheel_fulfils_an_order(
     venv: Venv,
     migrated: subprocess.CompletedProcess[str],
@@ -348,14 +361,14 @@ def test_worker_from_the_wheel_fulfils_an_order(
 ) -> None:
     _check(migrated, "fulfillment migrate")
     metrics_port = free_port()
-    env = venv.env(
-        DATABASE_URL=empty_database,
-        REDIS_URL=redis_url,
-        REDIS_NAMESPACE=redis_namespace,
+    env = _service_env(
+        venv,
+        empty_database,
+        redis_url,
+        redis_namespace,
         AT_ISHARE_API_KEY=KEY,
         AT_ISHARE_API_SECRET=SECRET,
         RETRY_DELAYS="1,2,3",
-        LOG_FORMAT="json",
         METRICS_PORT=str(metrics_port),
     )
     for _ in range(3):  # the free port may be taken between the probe and the bind
@@ -413,13 +426,13 @@ def test_web_from_the_wheel_serves_health_and_the_dashboard(
 ) -> None:
     _check(migrated, "fulfillment migrate")
     port = free_port()
-    env = venv.env(
-        DATABASE_URL=empty_database,
-        REDIS_URL=redis_url,
-        REDIS_NAMESPACE=redis_namespace,
+    env = _service_env(
+        venv,
+        empty_database,
+        redis_url,
+        redis_namespace,
         ADMIN_TOKEN="wheel-admin-token",
         API_TOKEN="wheel-api-token",
-        LOG_FORMAT="json",
     )
     web = spawn("web", [venv.bin("fulfillment"), "web", "--port", str(port)], env)
     base = f"http://127.0.0.1:{port}"
