@@ -1,6 +1,8 @@
--- The only DDL of the fulfillment fleet. Applied by `fulfillment migrate`; every statement is
--- idempotent, so running it twice changes nothing. `orders` belongs to the purchase platform:
--- it is created when absent, and an existing one only gains the fulfillment columns.
+-- The schema of a fresh install, at the code's latest version. `fulfillment migrate` applies
+-- it to an empty database and records every step of db/migrations/ as applied; a database
+-- that already holds the fleet (or the platform's orders) is moved step by step instead. A
+-- test holds the two ways to the same catalog. `orders` belongs to the purchase platform: it
+-- is created when absent, and an existing one only gains the fulfillment columns.
 
 CREATE TABLE IF NOT EXISTS orders (
     id uuid PRIMARY KEY,
@@ -186,3 +188,15 @@ CREATE INDEX IF NOT EXISTS admin_audit_created_at_idx ON admin_audit (created_at
 CREATE INDEX IF NOT EXISTS orders_outcome_unknown_idx
     ON orders (created_at DESC, id DESC) INCLUDE (dead_lettered_at, dead_letter_dismissed_at)
     WHERE fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL;
+
+-- Version 2: the runtime pause, one row per paused scope ('*' or a network code).
+CREATE TABLE IF NOT EXISTS fleet_pauses (
+    scope text PRIMARY KEY CHECK (scope <> ''),
+    reason text NOT NULL CHECK (btrim(reason) <> ''),
+    paused_by text NOT NULL,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Version 3: pending orders per network, oldest first (the resume after a pause).
+CREATE INDEX IF NOT EXISTS orders_waiting_idx
+    ON orders (network, created_at, id) WHERE fulfillment_status = 'pending';

@@ -14,7 +14,13 @@ from decimal import Decimal
 from typing import Any
 
 from fulfillment.domain.constants import EXIT_REFUSED, EXIT_USAGE
-from fulfillment.domain.errors import FulfillmentError, InvalidOrder, MalformedMessage
+from fulfillment.domain.errors import (
+    FulfillmentError,
+    InvalidOrder,
+    MalformedMessage,
+    SchemaDrift,
+    UnknownSchemaVersion,
+)
 from fulfillment.runtime import bootstrap
 
 
@@ -44,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     try:
         result: int = args.func(args)
-    except (InvalidOrder, MalformedMessage) as exc:
+    except (InvalidOrder, MalformedMessage, UnknownSchemaVersion) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FulfillmentError as exc:
@@ -60,7 +66,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fulfillment", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("migrate", help="apply schema.sql (idempotent)")
+    p = sub.add_parser(
+        "migrate",
+        help="move the database to the code's schema version (or --to an earlier one)",
+        description="Apply the pending steps of db/migrations/ in order, each in its own "
+        "transaction, under a lock that makes a second migrate wait. --status exits 0 at the "
+        "code's version, 1 with steps pending, 2 on drift.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--status", action="store_true", help="list applied and pending steps")
+    mode.add_argument(
+        "--to", metavar="VERSION", help="move to this version (as --status prints it; 0: none)"
+    )
+    p.add_argument(
+        "--accept-drift",
+        action="store_true",
+        help="record the schema as it is now (changed by hand, checked by someone) and go on",
+    )
     p.set_defaults(func=cmd_migrate)
 
     sub.add_parser("sim", help="run the AT-iShare simulator (see `fulfillment sim --help`)")
@@ -95,11 +117,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_migrate(_: argparse.Namespace) -> int:
-    from db.migrate import migrate
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from db.migrate import load_steps, migrate, parse_version, status
 
-    migrate(bootstrap.database_url())
-    print("schema applied")
+    url = bootstrap.database_url()
+    if args.status:
+        where = status(url)
+        print("\n".join(where.lines()))
+        return where.exit_code
+    steps = load_steps()
+    target = None if args.to is None else parse_version(args.to, steps)
+    try:
+        migrate(url, to=target, steps=steps, accept_drift=args.accept_drift, say=print)
+    except SchemaDrift as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

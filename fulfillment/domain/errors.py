@@ -11,7 +11,11 @@ FulfillmentError
 ├── BrokerUnavailable                  Redis (the broker) could not be read or written
 │   └── PublishError                   a message could not be published; the reconciler recovers
 ├── ConfigurationError                 the fleet is misconfigured: not any order's fault
+│   └── SchemaTooOld                   the database needs `fulfillment migrate` first
 ├── StoreError                         PostgreSQL failed (driver errors translated in db/)
+│   └── MigrationError                 a step failed: the database stays at its version
+│       ├── SchemaDrift                changed by hand, or a step edited once applied
+│       └── UnknownSchemaVersion       `migrate --to` a version no step has
 └── VendorError                        anything the AT-iShare API did (what each means for the
     │                                  order, attempts included: domain/decision.py)
     ├── TransientVendorError           retry on the backoff table
@@ -114,6 +118,32 @@ class ConfigurationError(FulfillmentError, RuntimeError):
 
 class StoreError(FulfillmentError):
     code = "STORE_FAILED"
+
+
+class SchemaTooOld(ConfigurationError):
+    """The database is at a schema version older than this code needs: run `fulfillment
+    migrate` first (a rolling deploy migrates, then upgrades hosts)."""
+
+    code = "SCHEMA_TOO_OLD"
+
+
+class MigrationError(StoreError):
+    """A migration step failed; the database stays at the version before it."""
+
+    code = "MIGRATION_FAILED"
+
+
+class SchemaDrift(MigrationError):
+    """The database is not what its recorded version says: changed by hand, or a step's file
+    edited after it was applied."""
+
+    code = "SCHEMA_DRIFT"
+
+
+class UnknownSchemaVersion(MigrationError, ValueError):
+    """`--to` a version that no step has."""
+
+    code = "UNKNOWN_SCHEMA_VERSION"
 
 
 # -- vendor -------------------------------------------------------------------------------
