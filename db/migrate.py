@@ -57,6 +57,8 @@ REQUIRED_VERSION = 2
 #: that a long transaction on orders does not queue every other query behind the ALTER.
 LOCK_TIMEOUT_S = 5.0
 LOCK_TRIES = 5
+#: How often a migrate that found the migration lock taken tries it again.
+LOCK_POLL_S = 0.25
 
 Say = Callable[[str], None]
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -364,8 +366,8 @@ def migrate(
     tell = say or (lambda _line: None)
     try:
         with _connect(database_url) as conn, _migration_lock(conn, tell):
-            conn.execute(_BOOKKEEPING.encode())
             before = _status(conn, steps)
+            conn.execute(_BOOKKEEPING.encode())
             if before.edited or (before.drift and not accept_drift):
                 raise SchemaDrift(
                     "the database is not what its version says; nothing was changed:\n  "
@@ -547,11 +549,15 @@ def _connect(database_url: str) -> Iterator[Conn]:
         yield conn
 
 
+def _try_lock(conn: Conn) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK,)).fetchone()
+    return bool(row and row[0])
+
+
 @contextmanager
 def _migration_lock(conn: Conn, tell: Say) -> Iterator[None]:
     """Session-level, held by this connection for the whole run (released when it closes)."""
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK,)).fetchone()
-    if not (row and row[0]):
+    if not _try_lock(conn):
         holder = conn.execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND objid = %s AND database = (SELECT oid FROM pg_database "
@@ -562,7 +568,11 @@ def _migration_lock(conn: Conn, tell: Say) -> Iterator[None]:
             "waiting for another migration to finish"
             + (f" (PostgreSQL backend {holder[0]})" if holder else "")
         )
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        # Poll rather than block in pg_advisory_lock: a statement waiting that way holds a
+        # snapshot, and the other run's CREATE INDEX CONCURRENTLY waits for every snapshot to
+        # end, while this one waits for its lock: a deadlock (found by the test of two runs).
+        while not _try_lock(conn):
+            time.sleep(LOCK_POLL_S)
     try:
         yield
     finally:

@@ -1,0 +1,411 @@
+"""Versioned migrations on real PostgreSQL: a fresh install and every upgrade path end with the
+same catalog; each step's reverse gives back the catalog of the version below, with data in the
+tables; a failing step leaves the version before it; two runs at once queue on the lock; drift
+(a step edited, a schema changed by hand) is found and refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db.catalog import Snapshot, snapshot
+from db.databases import create_database
+from db.migrate import (
+    MIGRATION_LOCK,
+    REQUIRED_VERSION,
+    Step,
+    load_steps,
+    migrate,
+    parse_version,
+    require_schema,
+    status,
+)
+from fulfillment.domain.errors import (
+    MigrationError,
+    SchemaDrift,
+    SchemaTooOld,
+    UnknownSchemaVersion,
+)
+from tests.conftest import ADMIN_URL
+
+pytestmark = pytest.mark.integration
+
+STEPS = load_steps()
+LATEST = len(STEPS)
+NewDatabase = Callable[[], str]
+FULFILLMENT = str(Path(sys.executable).with_name("fulfillment"))
+
+
+@pytest.fixture
+def new_database() -> Iterator[NewDatabase]:
+    """Empty databases on demand, all dropped at the end."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"fulfillment_mig_{uuid.uuid4().hex[:10]}")
+        return create_database(ADMIN_URL, names[-1])
+
+    yield make
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # ours: hex only
+
+
+def catalog(url: str) -> Snapshot:
+    with psycopg.connect(url) as conn:
+        return snapshot(conn)
+
+
+def run_sql(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql.encode() if not params else sql, params or None)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description else []
+
+
+def built_to(new_database: NewDatabase, version: int) -> Snapshot:
+    """The catalog of a database moved step by step from empty to `version`."""
+    url = new_database()
+    migrate(url, to=version)
+    return catalog(url)
+
+
+def add_data(url: str) -> None:
+    """Rows in every table the fleet has at the database's version."""
+    oid = uuid.uuid4()
+    run_sql(
+        url,
+        "INSERT INTO orders (id, phone_number, network, size_gb, fulfillment_status, "
+        "fulfillment_attempts, vendor_transaction_id) VALUES (%s, '0241234567', 'at-ishare', 2, "
+        "'success', 1, 'tx-1')",
+        (oid,),
+    )
+    run_sql(
+        url,
+        "INSERT INTO fulfillment_logs (order_id, network, status, attempt_number, max_attempts) "
+        "VALUES (%s, 'at-ishare', 'success', 1, 3)",
+        (oid,),
+    )
+    run_sql(
+        url,
+        "INSERT INTO admin_audit (actor, action, order_id) VALUES ('ama', 'retry', %s)",
+        (oid,),
+    )
+    if status(url).version >= 2:
+        run_sql(
+            url,
+            "INSERT INTO fleet_pauses (scope, reason, paused_by) VALUES ('mtn', 'test', 'ama') "
+            "ON CONFLICT DO NOTHING",
+        )
+
+
+def rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        "orders": run_sql(url, "SELECT * FROM orders ORDER BY id"),
+        "fulfillment_logs": run_sql(url, "SELECT * FROM fulfillment_logs ORDER BY id"),
+        "admin_audit": run_sql(url, "SELECT * FROM admin_audit ORDER BY id"),
+    }
+
+
+# -- one schema, whichever way it was reached ------------------------------------------------
+
+
+def test_a_fresh_install_is_schema_sql_with_every_step_recorded(new_database: NewDatabase) -> None:
+    url = new_database()
+    said: list[str] = []
+    after = migrate(url, say=said.append)
+    assert after.version == LATEST and after.exit_code == 0
+    assert any("fresh install" in line for line in said)
+    assert [a.how for a in after.applied] == ["fresh install"] * LATEST
+    again = migrate(url, say=said.append)
+    assert again.version == LATEST and said[-1].endswith("nothing to do")
+
+
+@pytest.mark.parametrize("start", range(LATEST))
+def test_an_upgrade_from_every_earlier_version_ends_like_a_fresh_install(
+    new_database: NewDatabase, start: int
+) -> None:
+    fresh = built_to(new_database, LATEST)
+    fresh_url = new_database()
+    migrate(fresh_url)  # schema.sql
+    assert catalog(fresh_url) == fresh, "schema.sql and the steps disagree"
+    url = new_database()
+    migrate(url, to=start)
+    add_data(url) if start else None
+    migrate(url)
+    assert catalog(url) == fresh
+    assert status(url).exit_code == 0
+
+
+def test_a_database_of_the_schema_before_versions_is_adopted(new_database: NewDatabase) -> None:
+    url = new_database()
+    run_sql(url, STEPS[0].up)  # what the release before versioned migrations applied
+    add_data(url)
+    before = status(url)
+    assert before.unversioned and before.version == 0 and before.exit_code == 1
+    data = rows(url)
+    after = migrate(url)
+    assert [a.how for a in after.applied] == ["adopted"] + ["applied"] * (LATEST - 1)
+    assert catalog(url) == built_to(new_database, LATEST)
+    assert rows(url) == data
+
+
+# -- the way back ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", range(LATEST, 1, -1))
+def test_each_reverse_step_gives_back_the_version_below_with_the_data(
+    new_database: NewDatabase, version: int
+) -> None:
+    url = new_database()
+    migrate(url, to=version)
+    add_data(url)
+    data = rows(url)
+    down = migrate(url, to=version - 1)
+    assert down.version == version - 1
+    assert catalog(url) == built_to(new_database, version - 1)
+    assert rows(url) == data  # the reverse of a step never touches orders' rows or the logs
+    assert status(url).exit_code == 1  # steps pending again, no drift
+    migrate(url, to=version)
+    assert catalog(url) == built_to(new_database, version)
+    assert rows(url) == data
+
+
+def test_a_rollback_of_several_steps_and_forward_again(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    said: list[str] = []
+    migrate(url, to=1, say=said.append)
+    assert [line.split(" (")[0] for line in said[:-1]] == [
+        f"reversed {s.label} {s.name}" for s in reversed(STEPS[1:])
+    ]
+    assert status(url).version == 1
+    migrate(url)
+    assert catalog(url) == built_to(new_database, LATEST)
+
+
+def test_to_an_unknown_version_is_a_clear_error(new_database: NewDatabase) -> None:
+    for text in ("9", "x", "-1", "0002_not_its_name", ""):
+        with pytest.raises(UnknownSchemaVersion, match="unknown schema version"):
+            parse_version(text, STEPS)
+    assert parse_version("0002", STEPS) == 2
+    assert parse_version(f"0002_{STEPS[1].name}", STEPS) == 2
+    assert parse_version("0", STEPS) == 0
+    url = new_database()
+    migrate(url)
+    cli = subprocess.run(
+        [FULFILLMENT, "migrate", "--to", "42"],
+        env=_env(url),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 2
+    assert "unknown schema version '42'" in cli.stderr and "0001 baseline" in cli.stderr
+    assert status(url).version == LATEST  # nothing moved
+
+
+# -- a step that fails -----------------------------------------------------------------------
+
+
+def test_a_step_failing_half_way_leaves_the_version_before_it(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    add_data(url)
+    bad = Step(
+        version=LATEST + 1,
+        name="half_way",
+        up="CREATE TABLE half_done (id int);\nALTER TABLE orders ADD COLUMN half int;\n"
+        "SELECT 1 / 0;",
+        down="DROP TABLE half_done;",
+    )
+    before = catalog(url)
+    with pytest.raises(MigrationError, match=r"step .* half_way failed.*stays at the version"):
+        migrate(url, steps=(*STEPS, bad))
+    assert status(url).version == LATEST
+    assert catalog(url) == before  # nothing of the step is left
+    assert status(url, (*STEPS, bad)).exit_code == 1  # pending, no drift
+
+
+def test_an_invalid_index_of_a_failed_concurrent_build_is_rebuilt(
+    new_database: NewDatabase,
+) -> None:
+    url = new_database()
+    migrate(url)
+    for _ in range(2):  # the same phone twice: a unique index build fails part way
+        run_sql(
+            url,
+            "INSERT INTO orders (id, phone_number, network) VALUES (%s, '0240000000', 'mtn')",
+            (uuid.uuid4(),),
+        )
+    step = Step(
+        version=LATEST + 1,
+        name="unique_phone",
+        up="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS orders_phone_uniq "
+        "ON orders (phone_number)",
+        down="DROP INDEX CONCURRENTLY IF EXISTS orders_phone_uniq",
+        up_concurrently=True,
+        down_concurrently=True,
+    )
+    steps = (*STEPS, step)
+    with pytest.raises(MigrationError, match="unique_phone failed"):
+        migrate(url, steps=steps)
+    left = status(url, steps)
+    assert left.version == LATEST and left.exit_code == 1
+    assert left.leftovers and "orders_phone_uniq" in left.leftovers[0]
+    assert not left.drift  # an invalid index of a pending step is not drift
+    run_sql(url, "DELETE FROM orders WHERE network = 'mtn'")
+    said: list[str] = []
+    after = migrate(url, steps=steps, say=said.append)
+    assert after.version == LATEST + 1 and after.exit_code == 0
+    assert any("dropping invalid index orders_phone_uniq" in line for line in said)
+    valid = run_sql(
+        url,
+        "SELECT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE i.relname = 'orders_phone_uniq'",
+    )
+    assert valid == [(True,)]
+
+
+# -- two hosts at once -----------------------------------------------------------------------
+
+
+def test_a_second_migrate_waits_for_the_lock_then_finds_nothing_to_do(
+    new_database: NewDatabase,
+) -> None:
+    url = new_database()
+    migrate(url, to=1)
+    slow = replace(STEPS[1], up="SELECT pg_sleep(1.5);\n" + STEPS[1].up)
+    steps = (STEPS[0], slow, *STEPS[2:])
+    first_said: list[str] = []
+    second_said: list[str] = []
+    first = threading.Thread(target=lambda: migrate(url, steps=steps, say=first_said.append))
+    first.start()
+    _wait_for_lock_holder(url)
+    second_started = time.monotonic()
+    result = migrate(url, steps=steps, say=second_said.append)
+    waited = time.monotonic() - second_started
+    first.join(timeout=30)
+    assert second_said[0].startswith("waiting for another migration to finish")
+    assert second_said[-1] == f"database at version {LATEST:04d}: nothing to do"
+    assert result.version == LATEST and result.exit_code == 0
+    assert waited > 0.5
+    assert sum(line.startswith("applied") for line in first_said) == LATEST - 1
+
+
+def test_the_cli_waits_for_a_held_lock_and_exits_0(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        cli = subprocess.Popen(
+            [FULFILLMENT, "migrate"],
+            env=_env(url),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        assert cli.poll() is None  # still waiting
+        holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        out, _ = cli.communicate(timeout=60)
+    assert cli.returncode == 0
+    assert out.startswith("waiting for another migration") and "nothing to do" in out
+
+
+def _wait_for_lock_holder(url: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        held = run_sql(
+            url,
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
+            (MIGRATION_LOCK,),
+        )
+        if held:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the first migrate never took the lock")
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+def test_a_step_edited_after_it_was_applied_is_drift(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    edited = replace(STEPS[1], up=STEPS[1].up + "\nCREATE INDEX x ON fleet_pauses (reason);")
+    steps = (STEPS[0], edited, *STEPS[2:])
+    found = status(url, steps)
+    assert found.exit_code == 2
+    assert "0002 fleet_pauses was edited after it was applied" in found.edited[0]
+    with pytest.raises(SchemaDrift, match="edited after it was applied"):
+        migrate(url, steps=steps)
+    with pytest.raises(SchemaDrift):
+        migrate(url, steps=steps, accept_drift=True)  # a file edit is never accepted
+
+
+def test_a_schema_changed_by_hand_is_drift_until_accepted(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url, to=LATEST - 1)
+    run_sql(url, "ALTER TABLE admin_audit ADD COLUMN ticket text")
+    run_sql(url, "DROP INDEX admin_audit_created_at_idx")
+    found = status(url)
+    assert found.exit_code == 2
+    assert any(line.startswith("unexpected column admin_audit.ticket") for line in found.drift)
+    assert any(line.startswith("missing index admin_audit_created_at_idx") for line in found.drift)
+    with pytest.raises(SchemaDrift, match="nothing was changed"):
+        migrate(url)
+    assert status(url).version == LATEST - 1
+    cli = subprocess.run(
+        [FULFILLMENT, "migrate", "--status"],
+        env=_env(url),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 2 and "drift: unexpected column admin_audit.ticket" in cli.stdout
+    after = migrate(url, accept_drift=True)
+    assert after.version == LATEST and after.exit_code == 0
+
+
+def test_status_exit_codes(new_database: NewDatabase) -> None:
+    url = new_database()
+    assert status(url).exit_code == 1  # empty: everything pending
+    migrate(url, to=1)
+    assert status(url).exit_code == 1
+    migrate(url)
+    assert status(url).exit_code == 0
+    lines = status(url).lines()
+    assert lines[0].startswith(f"database at version {LATEST:04d}")
+    assert [line.split()[:2] for line in lines[1:]] == [["applied", s.label] for s in STEPS]
+
+
+# -- the code's own minimum ------------------------------------------------------------------
+
+
+def test_code_refuses_a_schema_older_than_it_needs(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url, to=REQUIRED_VERSION - 1)
+    with pytest.raises(SchemaTooOld, match="run `fulfillment migrate` first"):
+        require_schema(url)
+    migrate(url, to=REQUIRED_VERSION)
+    assert require_schema(url) == REQUIRED_VERSION
+
+
+def _env(url: str) -> dict[str, str]:
+    import os
+
+    return {
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        "DATABASE_URL": url,
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # never touched by migrate
+    }
