@@ -6,6 +6,7 @@ and `dramatiq workers.actors --queues fulfillment.deadletter` (Procfile `deadlet
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from fulfillment.runtime.metrics_server import (
@@ -26,6 +27,7 @@ from dramatiq.middleware.prometheus import Prometheus
 from fulfillment.domain.constants import (
     DEAD_LETTER_ACTOR,
     DEAD_LETTER_QUEUE,
+    EXIT_REFUSED,
     FULFILL_ACTOR,
     FULFILLMENT_QUEUE,
     GAVE_UP_ACTOR,
@@ -34,6 +36,7 @@ from fulfillment.domain.errors import (
     ConfigurationError,
     MalformedMessage,
     OrderNotFound,
+    SchemaTooOld,
     StoreError,
 )
 from fulfillment.domain.order import order_id_from_message
@@ -51,6 +54,20 @@ class _ReleaseResources(Middleware):
     # lets the vendor call under way finish and record its outcome.
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         bootstrap.reset()
+
+
+class _RequireSchema(Middleware):
+    """A worker process refuses to start on a schema older than this code needs: the deploy
+    order is migrate first, then upgrade the hosts."""
+
+    def after_process_boot(self, broker: Any) -> None:
+        try:
+            version = bootstrap.require_schema()
+        except SchemaTooOld as exc:
+            log.error("worker.schema_too_old", error=str(exc))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_REFUSED) from exc
+        log.info("worker.schema_checked", schema_version=version)
 
 
 class _GroupPrometheus(Prometheus):
@@ -100,6 +117,7 @@ class _SecondsChild:
 if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
     broker.add_middleware(CurrentMessage())
     if in_dramatiq_process():
+        broker.add_middleware(_RequireSchema())
         broker.add_middleware(_GroupPrometheus())
     broker.add_middleware(_ReleaseResources())
 

@@ -139,6 +139,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from fulfillment.services.reconciler import reconcile_once, run_forever
 
     s = bootstrap.settings()
+    bootstrap.require_schema()  # SchemaTooOld: run `fulfillment migrate` first
     bootstrap.install_broker()
     deps = bootstrap.fulfil_deps()
     grace = s.reconcile_grace_s if args.grace is None else args.grace

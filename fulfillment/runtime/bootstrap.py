@@ -89,6 +89,14 @@ def redis_url() -> str:
     return embedded.resolve_redis_url(None, s.fulfillment_dev_dir)
 
 
+def require_schema() -> int:
+    """The database's schema version; SchemaTooOld (naming `fulfillment migrate`) when it is
+    older than this code needs. Every long-running process checks it before it starts."""
+    from db.migrate import require_schema as required
+
+    return required(database_url())
+
+
 def store() -> Store:
     global _store  # noqa: PLW0603
     with _lock:

@@ -144,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fulfillment.web.app import create_app
 
     try:
+        bootstrap.require_schema()  # SchemaTooOld: run `fulfillment migrate` first
         deps = build_deps(settings, tokens, secure_cookies=args.secure_cookies)
     except FulfillmentError as exc:
         print(f"error: {exc}", file=sys.stderr)
