@@ -32,11 +32,14 @@ def parse_order_id(value: object) -> str:
 
 
 def order_id_from_message(args: tuple[object, ...], kwargs: dict[str, object]) -> str:
-    """The message contract: exactly one positional argument, the order id."""
-    if kwargs or len(args) != 1:
+    """The message contract: exactly one positional argument, the order id. Keyword fields
+    are where a later release adds to a message, so they are ignored here (a worker of this
+    release keeps working beside a producer of the next); a message without its one
+    positional order id is malformed."""
+    if len(args) != 1:
         raise MalformedMessage(
             f"fulfill_order takes one positional order id; got {len(args)} args and "
-            f"{sorted(kwargs)[:5]} kwargs"
+            f"{sorted(map(str, kwargs))[:5]} kwargs"
         )
     return parse_order_id(args[0])
 

@@ -258,6 +258,24 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_going(fleet: 
     assert fleet.workers is not None and fleet.workers.alive
 
 
+def test_a_message_with_fields_a_later_release_adds_is_delivered(fleet: Fleet) -> None:
+    """Rolling deploys: a producer of the next release may add keyword fields and options;
+    this release's worker ignores them and delivers the order once."""
+    oid = fleet.new_order()
+    fleet.broker.enqueue(
+        dramatiq.Message(
+            queue_name="fulfillment",
+            actor_name="fulfill_order",
+            args=(oid,),
+            kwargs={"network": "at-ishare", "requested_by": "checkout-v2"},
+            options={"trace_id": "abc123"},
+        )
+    )
+    fleet.wait_for_status(oid, "success")
+    assert fleet.deliveries(oid) == 1
+    assert fleet.notifications("malformed_message") == []
+
+
 def test_cli_as_a_user_runs_it(fleet: Fleet) -> None:
     oid = fleet.new_order()
     fleet.publish(oid)
