@@ -375,7 +375,13 @@ def migrate(
                 )
             if before.drift:
                 _accept_drift(conn, before, tell)
-            if before.ahead and to is None:
+            if before.ahead and to is not None:
+                raise MigrationError(
+                    f"the database is at version {version_label(before.version)}, newer than "
+                    f"this code knows ({version_label(len(steps))}): move it with the release "
+                    "that applied those steps"
+                )
+            if before.ahead:
                 tell(
                     f"database at version {version_label(before.version)}, ahead of this "
                     "code: nothing to do"

@@ -214,6 +214,22 @@ def test_to_an_unknown_version_is_a_clear_error(new_database: NewDatabase) -> No
     assert status(url).version == LATEST  # nothing moved
 
 
+def test_a_database_ahead_of_the_code_is_left_alone(new_database: NewDatabase) -> None:
+    """An older release (a host not yet upgraded, or rolled back) never undoes what a newer
+    one applied: its migrate has nothing to do, and --to refuses."""
+    url = new_database()
+    newer = Step(version=LATEST + 1, name="newer", up="CREATE TABLE newer (id int);",
+                 down="DROP TABLE newer;")  # fmt: skip
+    migrate(url, steps=(*STEPS, newer))
+    said: list[str] = []
+    assert migrate(url, say=said.append).version == LATEST + 1
+    assert "ahead of this code: nothing to do" in said[-1]
+    assert status(url).exit_code == 0 and status(url).ahead
+    with pytest.raises(MigrationError, match="newer than this code knows"):
+        migrate(url, to=1)
+    assert status(url).version == LATEST + 1
+
+
 # -- a step that fails -----------------------------------------------------------------------
 
 
