@@ -37,7 +37,9 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from db.catalog import Snapshot, snapshot
 from db.databases import create_database
+from db.migrate import load_steps
 from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port
 from fulfillment.dev.launcher import SIM_READY, STOP_TIMEOUT_S, WORKER_READY, stop_all
@@ -56,6 +58,7 @@ PACKAGE_DATA = sorted(
     [
         "db/queries.sql",
         "db/schema.sql",  # the root schema.sql, a symlink in the checkout
+        *(p.relative_to(ROOT).as_posix() for p in (ROOT / "db" / "migrations").glob("*.sql")),
         *(
             p.relative_to(ROOT).as_posix()
             for folder in ("templates", "static")
@@ -224,17 +227,9 @@ def migrated(venv: Venv, empty_database: str) -> subprocess.CompletedProcess[str
     return venv.run(venv.bin("fulfillment"), "migrate", env=env)
 
 
-def _catalog(url: str) -> list[tuple[str, ...]]:
+def _catalog(url: str) -> Snapshot:
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT c.relname, c.relkind::text, coalesce(a.attname, ''), "
-            "       coalesce(format_type(a.atttypid, a.atttypmod), '') "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
-            "                         AND NOT a.attisdropped "
-            "WHERE n.nspname = 'public' ORDER BY 1, 2, 3"
-        ).fetchall()
-    return [tuple(row) for row in rows]
+        return snapshot(conn)
 
 
 def _successes(metrics_port: int) -> float:
@@ -326,15 +321,29 @@ def test_migrate_applies_the_shipped_schema(
     empty_database: str,
     database_url: str,
 ) -> None:
-    assert "schema applied" in _check(migrated, "fulfillment migrate")
-    # the same catalog as the checkout's schema.sql gives the run's database
+    version = f"{len(load_steps()):04d}"
+    assert f"database at version {version}" in _check(migrated, "fulfillment migrate")
+    # the same catalog as the checkout's migrate gives the run's database
     assert _catalog(empty_database) == _catalog(database_url)
     again = venv.run(
         venv.bin("fulfillment"),
         "migrate",
         env=venv.env(DATABASE_URL=empty_database),
     )
-    assert "schema applied" in _check(again, "fulfillment migrate, again")
+    assert "nothing to do" in _check(again, "fulfillment migrate, again")
+    # the steps and their reverses are in the wheel: back one step and forward again
+    for argv, said in ((("--to", "1"), "database at version 0001"), ((), version)):
+        moved = venv.run(
+            venv.bin("fulfillment"), "migrate", *argv, env=venv.env(DATABASE_URL=empty_database)
+        )
+        assert said in _check(moved, f"fulfillment migrate {' '.join(argv)}")
+    listed = venv.run(
+        venv.bin("fulfillment"), "migrate", "--status", env=venv.env(DATABASE_URL=empty_database)
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert [line.split()[1] for line in listed.stdout.splitlines()[1:]] == [
+        f"{n:04d}" for n in range(1, len(load_steps()) + 1)
+    ]
     assert not (venv.workdir / ".fulfillment-dev").exists()  # no embedded server started
 
 
