@@ -1,9 +1,9 @@
 """Versioned migrations: move a database to the code's schema version, or back to an earlier one.
 
 The steps are db/migrations/NNNN_name.sql, each an `-- migrate:up` and a `-- migrate:down`
-section. A database records the steps applied in `schema_migrations`, with a checksum of each
-step's up section and the catalog (db/catalog.py) as it was right after the step, so that a
-step edited after it was applied, or a schema changed by hand, shows as drift.
+section. A database records the steps applied in `fulfillment_schema_migrations`, with a
+checksum of each step's up section and the catalog (db/catalog.py) as it was right after the
+step, so that a step edited after it was applied, or a schema changed by hand, shows as drift.
 
 - An empty database gets schema.sql (the fresh install) and every step is recorded as applied.
 - A database that holds the fleet (or a platform's orders) but no version table, created by
@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from db.catalog import MIGRATIONS_TABLE, Snapshot, differences, snapshot
+from db.catalog import MIGRATIONS_TABLE, Snapshot, drift, snapshot
 from fulfillment.domain.errors import (
     MigrationError,
     SchemaDrift,
@@ -57,6 +57,8 @@ REQUIRED_VERSION = 2
 #: that a long transaction on orders does not queue every other query behind the ALTER.
 LOCK_TIMEOUT_S = 5.0
 LOCK_TRIES = 5
+#: Builds of a CONCURRENTLY step a deadlock may cancel before the run gives up.
+CONCURRENT_TRIES = 3
 #: How often a migrate that found the migration lock taken tries it again.
 LOCK_POLL_S = 0.25
 
@@ -64,7 +66,8 @@ Say = Callable[[str], None]
 Conn = psycopg.Connection[tuple[object, ...]]
 
 _SECTION = re.compile(r"^--\s*migrate:(up|down)\b(.*)$", re.MULTILINE)
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$", re.ASCII)
+_VERSION = re.compile(r"(\d{1,4})(?:_([a-z0-9_]+))?", re.ASCII)
 _CONCURRENT_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I
 )
@@ -134,10 +137,11 @@ class Status:
 
     @property
     def exit_code(self) -> int:
-        """0: at the code's version (or ahead); 1: steps pending; 2: drift."""
+        """0: at the code's version (or ahead); 1: steps pending, or an index of a step cut
+        off to settle; 2: drift."""
         if self.edited or self.drift:
             return 2
-        return 1 if self.pending else 0
+        return 1 if self.pending or self.leftovers else 0
 
     def lines(self) -> list[str]:
         out = [
@@ -231,12 +235,13 @@ def _statements(section: str) -> list[str]:
 
 def parse_version(text: str, steps: Sequence[Step]) -> int:
     """'3', '0003' or '0003_orders_waiting_idx' as --status prints it; 0 is no fleet schema."""
-    head = text.strip().split("_", 1)[0]
     known = ", ".join(["0000 (no fleet schema)", *(f"{s.label} {s.name}" for s in steps)])
-    if not head.isdigit() or int(head) > len(steps):
-        raise UnknownSchemaVersion(f"unknown schema version {text!r}; known: {known}")
-    version = int(head)
-    if "_" in text and steps[version - 1].name != text.strip().split("_", 1)[1]:
+    match = _VERSION.fullmatch(text.strip())
+    version = int(match.group(1)) if match else -1
+    name = match.group(2) if match else None
+    if not 0 <= version <= len(steps) or (
+        name is not None and (version == 0 or steps[version - 1].name != name)
+    ):
         raise UnknownSchemaVersion(f"unknown schema version {text!r}; known: {known}")
     return version
 
@@ -246,8 +251,11 @@ def parse_version(text: str, steps: Sequence[Step]) -> int:
 
 def status(database_url: str, steps: Sequence[Step] | None = None) -> Status:
     steps = load_steps() if steps is None else tuple(steps)
-    with _connect(database_url) as conn:
-        return _status(conn, steps)
+    try:
+        with _connect(database_url) as conn:
+            return _status(conn, steps)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read the schema version: {exc}") from exc
 
 
 def require_schema(database_url: str, minimum: int = REQUIRED_VERSION) -> int:
@@ -269,7 +277,9 @@ def require_schema(database_url: str, minimum: int = REQUIRED_VERSION) -> int:
 def _version(conn: Conn) -> int:
     if not _has_table(conn, MIGRATIONS_TABLE):
         return 0
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    row = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM fulfillment_schema_migrations"
+    ).fetchone()
     return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 
@@ -285,11 +295,19 @@ def _status(conn: Conn, steps: Sequence[Step]) -> Status:
         if a.version in by_version and by_version[a.version].checksum != a.checksum
     )
     current = snapshot(conn)
-    leftovers = _leftovers(current, pending)
-    drift: tuple[str, ...] = ()
+    # The indexes of CONCURRENTLY steps that a run cut off may have left in any state: not
+    # built, built but not recorded (the server finished the build after the client died),
+    # invalid (a build or a reverse that failed). They are the next migrate's to settle, not
+    # drift, so they are left out of the comparison on both sides.
+    in_flight = _in_flight(current, steps, done)
+    found: tuple[str, ...] = ()
     if applied:
-        seen = {k: v for k, v in current.items() if k not in leftovers}
-        drift = tuple(differences(applied[-1].catalog, seen))
+        found = tuple(
+            drift(
+                {k: v for k, v in applied[-1].catalog.items() if k not in in_flight},
+                {k: v for k, v in current.items() if k not in in_flight},
+            )
+        )
     unversioned = not _has_table(conn, MIGRATIONS_TABLE) and (
         _has_table(conn, "fulfillment_logs") or _has_column(conn, "orders", "fulfillment_status")
     )
@@ -298,15 +316,28 @@ def _status(conn: Conn, steps: Sequence[Step]) -> Status:
         applied=applied,
         pending=pending,
         edited=edited,
-        drift=drift,
-        leftovers=tuple(f"{key}: {current[key]}" for key in leftovers),
+        drift=found,
+        leftovers=tuple(
+            f"{key}: {current[key]}"
+            + (" (built, not recorded yet)" if not current[key].endswith("(INVALID)") else "")
+            for key in sorted(in_flight)
+            if key in current
+            and (current[key].endswith("(INVALID)") or int(in_flight[key]) not in done)
+        ),
         unversioned=unversioned,
     )
 
 
-def _leftovers(current: Snapshot, pending: Sequence[Step]) -> list[str]:
-    names = {f"index {n}" for s in pending for n in s.indexes_built_concurrently()}
-    return [k for k in names if k in current and current[k].endswith("(INVALID)")]
+def _in_flight(current: Snapshot, steps: Sequence[Step], done: set[int]) -> dict[str, str]:
+    """{"index NAME": version} for the indexes of pending CONCURRENTLY steps, and for those
+    of applied ones that are invalid."""
+    found: dict[str, str] = {}
+    for step in steps:
+        for name in step.indexes_built_concurrently():
+            key = f"index {name}"
+            if step.version not in done or current.get(key, "").endswith("(INVALID)"):
+                found[key] = str(step.version)
+    return found
 
 
 def _applied(conn: Conn) -> tuple[Applied, ...]:
@@ -314,7 +345,7 @@ def _applied(conn: Conn) -> tuple[Applied, ...]:
         return ()
     rows = conn.execute(
         "SELECT version, name, checksum, how, applied_at, applied_by, catalog "
-        "FROM schema_migrations ORDER BY version"
+        "FROM fulfillment_schema_migrations ORDER BY version"
     ).fetchall()
     return tuple(
         Applied(
@@ -368,10 +399,17 @@ def migrate(
         with _connect(database_url) as conn, _migration_lock(conn, tell):
             before = _status(conn, steps)
             conn.execute(_BOOKKEEPING.encode())
-            if before.edited or (before.drift and not accept_drift):
+            if before.edited:
                 raise SchemaDrift(
                     "the database is not what its version says; nothing was changed:\n  "
-                    + "\n  ".join((*before.edited, *before.drift))
+                    + "\n  ".join(before.edited)
+                )
+            if not before.ahead and _repair(conn, steps[: min(before.version, target)], tell):
+                before = _status(conn, steps)
+            if before.drift and not accept_drift:
+                raise SchemaDrift(
+                    "the database is not what its version says; nothing was changed:\n  "
+                    + "\n  ".join(before.drift)
                 )
             if before.drift:
                 _accept_drift(conn, before, tell)
@@ -402,7 +440,7 @@ def migrate(
 
 
 _BOOKKEEPING = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
+CREATE TABLE IF NOT EXISTS fulfillment_schema_migrations (
     version integer PRIMARY KEY CHECK (version > 0),
     name text NOT NULL,
     checksum text NOT NULL,
@@ -458,9 +496,11 @@ def _downgrade(conn: Conn, steps: Sequence[Step], before: Status, target: int, t
             # The version below is now the last: drift is measured from the catalog as this
             # reverse left it (a fresh install recorded only the newest catalog; the tests
             # hold each reverse step to the catalog its version had going up).
-            conn.execute("DELETE FROM schema_migrations WHERE version = %s", (step.version,))
             conn.execute(
-                "UPDATE schema_migrations SET catalog = %s WHERE version = %s",
+                "DELETE FROM fulfillment_schema_migrations WHERE version = %s", (step.version,)
+            )
+            conn.execute(
+                "UPDATE fulfillment_schema_migrations SET catalog = %s WHERE version = %s",
                 (Jsonb(snapshot(conn)), step.version - 1),
             )
 
@@ -490,19 +530,47 @@ def _in_transaction(conn: Conn, step: Step, script: str, then: Callable[[], None
             return
 
 
+def _repair(conn: Conn, applied: Sequence[Step], tell: Say) -> bool:
+    """Build again the invalid index of an applied CONCURRENTLY step (a reverse cut off
+    part-way leaves one); True when there was one."""
+    broken = [
+        s for s in applied if any(map(partial(_invalid, conn), s.indexes_built_concurrently()))
+    ]
+    for step in broken:
+        tell(f"step {step.label} {step.name}: its index is invalid; building it again")
+        _run_concurrently(conn, step, tell)
+    return bool(broken)
+
+
+def _invalid(conn: Conn, name: str) -> bool:
+    row = conn.execute(
+        "SELECT NOT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE i.relname = %s AND i.relnamespace = 'public'::regnamespace",
+        (name,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _run_concurrently(conn: Conn, step: Step, tell: Say) -> None:
-    for name in step.indexes_built_concurrently():
-        row = conn.execute(
-            "SELECT NOT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-            "WHERE i.relname = %s AND i.relnamespace = 'public'::regnamespace",
-            (name,),
-        ).fetchone()
-        if row and row[0]:
-            tell(f"dropping invalid index {name} left by a failed build")
-            conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name))
-            )
-    _execute(conn, step, step.up)
+    for tries_left in range(CONCURRENT_TRIES - 1, -1, -1):
+        for name in step.indexes_built_concurrently():
+            if _invalid(conn, name):
+                tell(f"dropping invalid index {name} left by a failed build")
+                conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name))
+                )
+        try:
+            _execute(conn, step, step.up)
+        except MigrationError as exc:
+            # A session waiting for a lock inside a transaction (a previous release's
+            # migrate, blocked in pg_advisory_xact_lock) holds a snapshot the build waits
+            # for: PostgreSQL cancels one of the two. Build again once it has gone.
+            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected) or not tries_left:
+                raise
+            tell(f"step {step.label} {step.name}: deadlock with another session; trying again")
+            time.sleep(1.0)
+        else:
+            return
 
 
 def _execute(conn: Conn, step: Step, script: str) -> None:
@@ -517,17 +585,23 @@ def _execute(conn: Conn, step: Step, script: str) -> None:
 
 def _record(conn: Conn, step: Step, how: str, catalog: Snapshot) -> None:
     conn.execute(
-        "INSERT INTO schema_migrations (version, name, checksum, how, catalog, applied_by) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
+        "INSERT INTO fulfillment_schema_migrations "
+        "(version, name, checksum, how, catalog, applied_by) VALUES (%s, %s, %s, %s, %s, %s)",
         (step.version, step.name, step.checksum, how, Jsonb(catalog), _who()),
     )
 
 
 def _accept_drift(conn: Conn, before: Status, tell: Say) -> None:
     last = before.applied[-1]
+    invalid = [k for k, v in snapshot(conn).items() if v.endswith("(INVALID)")]
+    if invalid:
+        raise SchemaDrift(
+            f"refusing to accept a schema with invalid indexes ({', '.join(invalid)}): "
+            "drop or rebuild them first"
+        )
     with conn.transaction():
         conn.execute(
-            "UPDATE schema_migrations SET catalog = %s, note = %s WHERE version = %s",
+            "UPDATE fulfillment_schema_migrations SET catalog = %s, note = %s WHERE version = %s",
             (
                 Jsonb(snapshot(conn)),
                 json.dumps({"drift_accepted_by": _who(), "differences": list(before.drift)}),
@@ -552,6 +626,10 @@ def _connect(database_url: str) -> Iterator[Conn]:
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
     with conn:
+        # Everything the fleet has lives in public, and the catalog prints names relative to
+        # the search path: pin it, so that a "$user" schema or a name defined earlier on the
+        # path never takes the tables nor changes how a definition reads.
+        conn.execute("SELECT set_config('search_path', 'public, pg_catalog', false)")
         yield conn
 
 

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from fulfillment.domain.constants import EXIT_REFUSED, EXIT_USAGE
+from fulfillment.domain.constants import EXIT_REFUSED, EXIT_UNREADABLE, EXIT_USAGE
 from fulfillment.domain.errors import (
     FulfillmentError,
     InvalidOrder,
     MalformedMessage,
     SchemaDrift,
+    StoreError,
     UnknownSchemaVersion,
 )
 from fulfillment.runtime import bootstrap
@@ -71,13 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         help="move the database to the code's schema version (or --to an earlier one)",
         description="Apply the pending steps of db/migrations/ in order, each in its own "
         "transaction, under a lock that makes a second migrate wait. --status exits 0 at the "
-        "code's version, 1 with steps pending, 2 on drift.",
+        "code's version, 1 with steps pending, 2 on drift, 4 when it cannot tell.",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="list applied and pending steps")
     mode.add_argument(
         "--to", metavar="VERSION", help="move to this version (as --status prints it; 0: none)"
     )
+    p.add_argument("--yes", action="store_true", help="confirm --to 0 (removing the fleet)")
     p.add_argument(
         "--accept-drift",
         action="store_true",
@@ -122,11 +124,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     url = bootstrap.database_url()
     if args.status:
-        where = status(url)
+        try:
+            where = status(url)
+        except StoreError as exc:
+            print(f"error: cannot tell the schema version: {exc}", file=sys.stderr)
+            return EXIT_UNREADABLE
         print("\n".join(where.lines()))
         return where.exit_code
     steps = load_steps()
     target = None if args.to is None else parse_version(args.to, steps)
+    if target == 0 and not args.yes:
+        print(
+            "error: --to 0 removes the fleet from this database (orders and their history "
+            "stay; docs/RUNBOOK.md says what goes): add --yes to mean it",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         migrate(url, to=target, steps=steps, accept_drift=args.accept_drift, say=print)
     except SchemaDrift as exc:

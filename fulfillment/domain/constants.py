@@ -28,3 +28,5 @@ EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 #: an order or a message that does not exist
 EXIT_NOT_FOUND: Final = 3
+#: a state that could not be read (`migrate --status` with PostgreSQL away): neither yes nor no
+EXIT_UNREADABLE: Final = 4

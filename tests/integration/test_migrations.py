@@ -72,9 +72,12 @@ def run_sql(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[o
 
 
 def built_to(new_database: NewDatabase, version: int) -> Snapshot:
-    """The catalog of a database moved step by step from empty to `version`."""
+    """The catalog of a database moved step by step from empty to `version` (never through
+    schema.sql: an empty database migrated to the latest version is a fresh install)."""
     url = new_database()
-    migrate(url, to=version)
+    migrate(url, to=min(version, LATEST - 1))
+    if version == LATEST:
+        assert migrate(url).applied[-1].how == "applied"
     return catalog(url)
 
 
@@ -193,7 +196,7 @@ def test_a_rollback_of_several_steps_and_forward_again(new_database: NewDatabase
 
 
 def test_to_an_unknown_version_is_a_clear_error(new_database: NewDatabase) -> None:
-    for text in ("9", "x", "-1", "0002_not_its_name", ""):
+    for text in ("9", "x", "-1", "0002_not_its_name", "", f"0000_{STEPS[-1].name}", "\u0663"):
         with pytest.raises(UnknownSchemaVersion, match="unknown schema version"):
             parse_version(text, STEPS)
     assert parse_version("0002", STEPS) == 2
@@ -425,3 +428,169 @@ def _env(url: str) -> dict[str, str]:
         "DATABASE_URL": url,
         "REDIS_URL": "redis://127.0.0.1:1/0",  # never touched by migrate
     }
+
+
+# -- what drift is, in a database the platform shares ---------------------------------------
+
+
+def test_what_the_platform_adds_beside_the_fleet_is_not_drift(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    run_sql(url, "CREATE TABLE payments (id int PRIMARY KEY)")
+    run_sql(url, "ALTER TABLE orders ADD COLUMN coupon text")
+    run_sql(url, "CREATE INDEX orders_coupon_idx ON orders (coupon)")
+    run_sql(url, "CREATE FUNCTION platform_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    run_sql(url, "CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    assert status(url).drift == ()
+    assert status(url).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("ALTER TABLE fulfillment_logs DISABLE TRIGGER fulfillment_logs_append_only",
+         "trigger fulfillment_logs.fulfillment_logs_append_only"),
+        ("ALTER TABLE orders ALTER COLUMN fulfillment_status DROP DEFAULT",
+         "column orders.fulfillment_status"),
+        ("DROP INDEX orders_created_idx", "index orders_created_idx"),
+        ("ALTER TABLE admin_audit ENABLE ROW LEVEL SECURITY", "table admin_audit"),
+        ("ALTER TABLE fleet_pauses ALTER COLUMN reason TYPE text COLLATE \"C\"",
+         "column fleet_pauses.reason"),
+        ("ALTER SEQUENCE fulfillment_logs_id_seq INCREMENT BY 100",
+         "sequence fulfillment_logs_id_seq"),
+        ("ALTER TABLE vendor_callbacks SET UNLOGGED", "table vendor_callbacks"),
+        ("CREATE INDEX by_hand ON admin_audit (actor)", "index by_hand"),
+        ("CREATE OR REPLACE FUNCTION fulfillment_logs_append_only() RETURNS trigger "
+         "LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$", "function"),
+    ],
+)  # fmt: skip
+def test_a_change_by_hand_to_what_the_fleet_owns_is_drift(
+    new_database: NewDatabase, change: str, named: str
+) -> None:
+    url = new_database()
+    migrate(url)
+    run_sql(url, change)
+    found = status(url)
+    assert found.exit_code == 2
+    assert any(named in line for line in found.drift), found.drift
+
+
+def test_the_search_path_never_moves_the_fleet_out_of_public(new_database: NewDatabase) -> None:
+    url = new_database()
+    run_sql(url, "CREATE SCHEMA postgres")  # "$user", first on the default search path
+    run_sql(url, "CREATE FUNCTION postgres.ghana_msisdn(phone text) RETURNS text "
+                 "LANGUAGE sql AS 'SELECT phone'")  # fmt: skip
+    migrate(url)
+    assert run_sql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'postgres'") == [(0,)]
+    assert status(url).exit_code == 0
+    assert migrate(url).version == LATEST
+    assert status(url).drift == ()
+
+
+# -- a CONCURRENTLY step cut off -------------------------------------------------------------
+
+
+def test_an_index_built_but_not_recorded_is_recorded_by_the_next_run(
+    new_database: NewDatabase,
+) -> None:
+    """The client died (a killed deploy job) after the server finished the build."""
+    url = new_database()
+    migrate(url, to=LATEST - 1)
+    run_sql(url, STEPS[-1].up)  # the build, without its record
+    found = status(url)
+    assert found.version == LATEST - 1 and not found.drift and found.exit_code == 1
+    assert found.leftovers and "built, not recorded yet" in found.leftovers[0]
+    assert migrate(url).version == LATEST
+    assert catalog(url) == built_to(new_database, LATEST)
+
+
+def test_an_index_left_invalid_by_a_cut_off_reverse_is_settled(new_database: NewDatabase) -> None:
+    """DROP INDEX CONCURRENTLY cancelled part-way leaves the index invalid, the step still
+    recorded: neither direction may refuse, and going up builds it again."""
+    url = new_database()
+    migrate(url)
+    (index,) = STEPS[-1].indexes_built_concurrently()
+    run_sql(  # what a cancelled DROP INDEX CONCURRENTLY leaves (as a superuser can show it)
+        url,
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
+        (index,),
+    )
+    found = status(url)
+    assert found.version == LATEST and not found.drift and found.exit_code == 1
+    assert index in found.leftovers[0]
+    said: list[str] = []
+    assert migrate(url, say=said.append).exit_code == 0
+    assert any("building it again" in line for line in said)
+    assert catalog(url) == built_to(new_database, LATEST)
+    run_sql(url, "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
+            (index,))  # fmt: skip
+    assert migrate(url, to=LATEST - 1).version == LATEST - 1
+    assert catalog(url) == built_to(new_database, LATEST - 1)
+
+
+# -- orders' rows are never rewritten --------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", STEPS[1:], ids=lambda s: s.label)
+def test_a_step_and_its_reverse_never_rewrite_orders(new_database: NewDatabase, step: Step) -> None:
+    """The same heap file and the same row versions before and after: nothing rewrote the
+    table, nor updated a row (a default that needs a rewrite, an UPDATE, a type change)."""
+    url = new_database()
+    migrate(url, to=step.version - 1)
+    add_data(url)
+    for _ in range(20):
+        run_sql(url, "INSERT INTO orders (id, network) VALUES (%s, 'mtn')", (uuid.uuid4(),))
+
+    def heap() -> tuple[object, ...]:
+        return (
+            run_sql(url, "SELECT pg_relation_filenode('orders')")[0],
+            run_sql(url, "SELECT id, xmin::text FROM orders ORDER BY id"),
+        )
+
+    before = heap()
+    migrate(url, to=step.version)
+    assert heap() == before
+    migrate(url, to=step.version - 1)
+    assert heap() == before
+
+
+def test_drift_with_an_invalid_index_is_never_accepted(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    add_data(url)
+    add_data(url)  # the same actor twice: a unique index build fails and leaves it invalid
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        run_sql(url, "CREATE UNIQUE INDEX CONCURRENTLY by_hand ON admin_audit (actor)")
+    assert any("by_hand" in line and "(INVALID)" in line for line in status(url).drift)
+    with pytest.raises(SchemaDrift, match="invalid indexes"):
+        migrate(url, accept_drift=True)
+    run_sql(url, "DROP INDEX by_hand")
+    assert status(url).exit_code == 0
+
+
+def test_removing_the_fleet_needs_a_yes(new_database: NewDatabase) -> None:
+    url = new_database()
+    migrate(url)
+    cli = subprocess.run(
+        [FULFILLMENT, "migrate", "--to", "0"],
+        env=_env(url),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 2 and "add --yes" in cli.stderr
+    assert status(url).version == LATEST
+
+
+def test_status_cannot_tell_when_postgresql_is_away() -> None:
+    cli = subprocess.run(
+        [FULFILLMENT, "migrate", "--status"],
+        env=_env("postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 4, cli.stderr
+    assert "cannot tell the schema version" in cli.stderr and "Traceback" not in cli.stderr
