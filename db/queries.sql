@@ -5,6 +5,10 @@
 -- Take a due order for one worker; returns the row with the claim and what it was before.
 -- With begin, an order never tried (pending, no attempt) is also marked as buying attempt 1,
 -- what begin_purchase does for the others: one statement instead of two on the common path.
+-- A claim that may buy (may_buy: a fulfill_order message) never takes an order whose network,
+-- or the whole fleet ('*'), is paused in fleet_pauses: read here, at every claim, so a pause
+-- holds on every host at once. The others only ask the vendor and go on (a callback, the
+-- dead-letter consumer's last look, the reconciler's recovery of an expired claim).
 WITH prev AS (
     SELECT id, fulfillment_status AS previous_status,
            (fulfillment_status = 'processing' AND claim_token IS NOT NULL) AS taken_over,
@@ -25,6 +29,8 @@ SET fulfillment_status = 'processing',
 FROM prev
 WHERE o.id = prev.id
   AND o.network = 'at-ishare'
+  AND (NOT %(may_buy)s::boolean
+       OR NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', o.network)))
   AND (
         o.fulfillment_status = 'pending'
      OR (o.fulfillment_status = 'failed'
@@ -258,7 +264,9 @@ RETURNING id, kind, order_id, message, details, created_at;
 
 -- name: sweep_due_orders
 -- The reconciler's pass: orders whose message was lost, due again; stamps them so a concurrent
--- reconciler or the next pass does not enqueue them twice within the grace period.
+-- reconciler or the next pass does not enqueue them twice within the grace period. An order of
+-- a paused scope (fleet_pauses) is left alone when it would be bought (pending, a retry or a
+-- status check overdue); an expired claim's recovery and an unflagged dead letter never buy.
 WITH due AS (
     SELECT id,
            CASE
@@ -287,6 +295,11 @@ WITH due AS (
              AND dead_lettered_at IS NULL
              AND dead_letter_requested_at < now() - make_interval(secs => %(grace_s)s::float8))
       )
+      AND (NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', orders.network))
+           -- the reasons claim_expired and dead_letter_unflagged, as the CASE above names them
+           OR (fulfillment_status <> 'pending'
+               AND ((fulfillment_status = 'processing' AND claim_token IS NOT NULL)
+                    OR dead_letter_reason IS NOT NULL)))
     ORDER BY updated_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -566,3 +579,83 @@ SELECT * FROM fulfillment_logs WHERE order_id = %(order_id)s ORDER BY id DESC LI
 SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age_s
 FROM orders
 WHERE fulfillment_status = 'pending';
+
+-- The runtime pause (fleet_pauses: '*' for the whole fleet, or a network code) ---------------
+
+-- name: paused_scope
+-- Which pause holds an order of this network, the fleet's first (a worker's claim found nothing).
+SELECT scope FROM fleet_pauses
+WHERE scope IN ('*', %(network)s)
+ORDER BY scope = '*' DESC
+LIMIT 1;
+
+-- name: list_pauses
+-- Every pause in force, the whole fleet's first, with its age by the database's clock.
+SELECT scope, reason, paused_by, paused_at,
+       extract(epoch FROM now() - paused_at)::float8 AS age_s
+FROM fleet_pauses
+ORDER BY scope = '*' DESC, scope;
+
+-- name: insert_pause
+-- Pause a scope; a scope already paused keeps its first pause (who, why, since when), and
+-- `created` says which of the two happened.
+WITH added AS (
+    INSERT INTO fleet_pauses (scope, reason, paused_by)
+    VALUES (%(scope)s, %(reason)s, %(paused_by)s)
+    ON CONFLICT (scope) DO NOTHING
+    RETURNING scope, reason, paused_by, paused_at
+)
+SELECT scope, reason, paused_by, paused_at, 0::float8 AS age_s, true AS created FROM added
+UNION ALL
+SELECT scope, reason, paused_by, paused_at,
+       extract(epoch FROM now() - paused_at)::float8 AS age_s, false AS created
+FROM fleet_pauses
+WHERE scope = %(scope)s AND NOT EXISTS (SELECT 1 FROM added);
+
+-- name: delete_pause
+-- Resume a scope; no row back when it was not paused (a second resume, or a concurrent one).
+DELETE FROM fleet_pauses WHERE scope = %(scope)s
+RETURNING scope, reason, paused_by, paused_at,
+          extract(epoch FROM now() - paused_at)::float8 AS age_s;
+
+-- name: requeue_waiting_orders
+-- After a resume: the scope's orders that wait for a worker and no pause holds any more,
+-- oldest due first: pending ones by when they came (orders_waiting_idx), retries and status
+-- checks due by when they fell due, none a human holds (dead_letter_reason) or a worker has;
+-- at most `limit`, stamped enqueued in this statement so the reconciler leaves them for its
+-- grace period. network NULL: every network (the whole fleet's resume). Only at-ishare orders
+-- are fulfilled here, as in claim_order.
+WITH pending AS (
+    SELECT o.id, o.created_at AS due_at
+    FROM orders o
+    WHERE o.fulfillment_status = 'pending'
+      AND o.network = 'at-ishare'
+      AND (%(network)s::text IS NULL OR o.network = %(network)s::text)
+      -- the network is at-ishare: a check made once for the statement, not per row
+      AND NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', 'at-ishare'))
+    ORDER BY o.network, o.created_at, o.id
+    LIMIT %(limit)s
+), due AS (
+    SELECT o.id, coalesce(o.next_attempt_at, o.updated_at) AS due_at
+    FROM orders o
+    WHERE o.fulfillment_status IN ('failed', 'processing')
+      AND o.network = 'at-ishare'
+      AND (%(network)s::text IS NULL OR o.network = %(network)s::text)
+      AND o.claim_token IS NULL
+      AND o.dead_letter_reason IS NULL
+      AND coalesce(o.next_attempt_at, '-infinity') <= now()
+      AND NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', 'at-ishare'))
+    ORDER BY 2, o.id
+    LIMIT %(limit)s
+), chosen AS (
+    SELECT id, due_at FROM (SELECT * FROM pending UNION ALL SELECT * FROM due) waiting
+    ORDER BY due_at, id
+    LIMIT %(limit)s
+), stamped AS (
+    UPDATE orders o
+    SET last_enqueued_at = now()
+    FROM chosen
+    WHERE o.id = chosen.id
+    RETURNING o.id, chosen.due_at
+)
+SELECT id, due_at FROM stamped ORDER BY due_at, id;

@@ -175,7 +175,9 @@ class Store:
     ) -> Claim | None:
         """begin: an order never tried is marked as buying attempt 1 by the same statement.
         in_review: an order a human holds as outcome unknown may be taken too (a callback, a
-        dead letter's last look), never by a fulfill_order message."""
+        dead letter's last look), never by a fulfill_order message.
+        A claim that may buy (begin, not in_review: a fulfill_order message) takes no order
+        of a paused scope (fleet_pauses); the others only ask the vendor."""
         row = self.fetch_one(
             "claim_order",
             {
@@ -185,6 +187,7 @@ class Store:
                 "early_s": early_s,
                 "begin": begin,
                 "in_review": in_review,
+                "may_buy": begin and not in_review,
             },
         )
         if row is None:
@@ -201,6 +204,11 @@ class Store:
         if row is None or row["fulfillment_status"] is None:
             return None if row is None else _order(row)
         return _order(row)
+
+    def paused_scope(self, network: str) -> str | None:
+        """The pause that holds orders of `network` ('*' before the network's own), or None."""
+        row = self.fetch_one("paused_scope", {"network": network})
+        return str(row["scope"]) if row else None
 
     def seconds_until_due(self, order_id: str) -> float | None:
         row = self.fetch_one("seconds_until_due", {"order_id": order_id})

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 import redis
 
+from db.databases import create_database
 from db.databases import database_url as database_url_of
 from db.migrate import migrate
 from db.store import Store, open_pool
@@ -53,6 +54,19 @@ def database_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def own_database(database_url: str) -> Iterator[str]:
+    """An empty database of this test alone on the run's server (no schema), named after the
+    run's; dropped afterwards, sessions and all."""
+    name = f"{database_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:8]}"
+    url = create_database(ADMIN_URL, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # ours: hex only
+
+
 @pytest.fixture(scope="session")
 def session_store(database_url: str) -> Iterator[Store]:
     store = Store(open_pool(database_url, min_size=1, max_size=8))
@@ -65,7 +79,8 @@ def store(session_store: Store) -> Store:
     """The run's store, emptied before each test."""
     with session_store.pool.connection() as conn:
         conn.execute(
-            "TRUNCATE orders, fulfillment_logs, admin_notifications, admin_audit, vendor_callbacks"
+            "TRUNCATE orders, fulfillment_logs, admin_notifications, admin_audit, vendor_callbacks,"
+            " fleet_pauses"
         )
     return session_store
 
@@ -137,6 +152,7 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
     from fulfillment.messaging.dlq import DeadMessageQueue
     from fulfillment.messaging.publish import build_broker
     from fulfillment.services.admin import AdminService
+    from fulfillment.services.pauses import PauseService
     from fulfillment.web.app import create_app
     from fulfillment.web.deps import WebDeps
 
@@ -146,12 +162,14 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
     service = AdminService(
         store=store, publish=lambda oid, d: published.append((oid, d)), max_attempts=3
     )
+    pauses = PauseService(store=store, publish=lambda oid, d: published.append((oid, d)))
 
     def no_fulfil_deps() -> Any:
         raise RuntimeError("this fixture has no vendor; see the webhook tests")
 
     deps = WebDeps(
         service=service,
+        pauses=pauses,
         dlq=DeadMessageQueue(client, redis_namespace, broker),
         store=store,
         api_token="test-api-token",

@@ -1,4 +1,4 @@
-"""`fulfillment` command: migrate, sim, demo, reconcile, status, publish."""
+"""`fulfillment` command: migrate, sim, demo, reconcile, status, publish, pause, resume."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fulfillment.cli.admin import main as admin_main
 
         return admin_main(args_list)
+    if args_list[:1] in (["pause"], ["resume"], ["pauses"]):
+        from fulfillment.cli.pause import main as pause_main
+
+        return pause_main(args_list)
     if args_list[:1] == ["demo"]:
         from fulfillment.dev.demo import main as demo_main
 
@@ -98,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         ("dlq", "dead letters: list / requeue / dismiss"),
         ("export", "CSV export"),
         ("stats", "fulfillment statistics"),
+        ("pause", "pause the whole fleet or one network now (--network, --reason)"),
+        ("resume", "resume a pause; waiting orders are re-enqueued, oldest first"),
+        ("pauses", "the pauses in force"),
     ):
         sub.add_parser(name, help=f"{text} (see `fulfillment {name} -h`)")
 
@@ -107,8 +114,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=None, help="override RECONCILE_GRACE_S")
     p.set_defaults(func=cmd_reconcile)
 
-    p = sub.add_parser("health", help="can this host work? PostgreSQL, Redis, the vendor")
+    p = sub.add_parser(
+        "health", help="can this host work now? PostgreSQL and its schema, Redis, the vendor (JSON)"
+    )
     p.set_defaults(func=cmd_health)
+
+    from fulfillment.cli.check import DESCRIPTION, ROLE_HELP
+    from fulfillment.runtime.preflight import ROLES
+
+    p = sub.add_parser(
+        "check",
+        help="pre-flight before starting or upgrading this host: settings, PostgreSQL and the "
+        "schema, Redis, the vendor credentials",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--role", choices=ROLES, default="all", help=ROLE_HELP)
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("publish", help="commit a test order and publish it (development)")
     p.add_argument("--phone", required=True)
@@ -199,36 +221,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_health(_: argparse.Namespace) -> int:
-    """One JSON line per check; exit 0 only when PostgreSQL, Redis and the vendor answer."""
-    import redis
+    """One JSON object; exit 0 only when PostgreSQL (its schema too), Redis and the vendor
+    answer. The checks are `fulfillment check`'s (fulfillment.runtime.preflight)."""
+    from fulfillment.cli.check import run_health
 
-    s = bootstrap.settings()
-    checks: dict[str, Any] = {}
-    try:
-        bootstrap.store().ping()
-        checks["postgresql"] = "ok"
-    except FulfillmentError as exc:
-        checks["postgresql"] = f"unavailable: {exc}"
-    try:
-        redis.Redis.from_url(
-            bootstrap.redis_url(), socket_timeout=3, socket_connect_timeout=3
-        ).ping()
-        checks["redis"] = "ok"
-    except (redis.RedisError, OSError) as exc:
-        checks["redis"] = f"unavailable: {type(exc).__name__}"
-    try:
-        checks["vendor"] = f"ok (balance {bootstrap.vendor().balance():.2f})"
-    except (FulfillmentError, RuntimeError) as exc:
-        checks["vendor"] = f"unavailable: {exc}"
-    if checks["redis"] == "ok":
-        checks["circuit"] = bootstrap.breaker().state()["state"]
-    checks["fulfillment_enabled"] = s.fulfillment_enabled
-    healthy = all(
-        checks[k] == "ok" or str(checks[k]).startswith("ok")
-        for k in ("postgresql", "redis", "vendor")
-    )
-    print(json.dumps({"healthy": healthy, "checks": checks}))
-    return 0 if healthy else 1
+    return run_health()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """The pre-flight: one line per finding, then a summary; exit 0 when nothing failed."""
+    from fulfillment.cli.check import run_check
+
+    return run_check(args.role)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

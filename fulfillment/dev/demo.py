@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -84,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for old in log_dir.glob("*.log"):
         old.unlink()
     print(f"\n== AT-iShare fulfillment demo: {args.orders} orders ==")
-    print(f"   database  {_safe(database_url)}")
-    print(f"   redis     {_safe(redis_url)} (namespace {namespace})")
+    print(f"   database  {logs.url_without_password(database_url)}")
+    print(f"   redis     {logs.url_without_password(redis_url)} (namespace {namespace})")
     print(f"   fleet logs {log_dir}  (sim, worker x{args.processes}, deadletter, reconciler, web)")
     print(f"   dashboard {dashboard}")
     print(f"             log in with any name and the admin token {env['ADMIN_TOKEN']}\n")
@@ -437,11 +436,3 @@ def _check_ledger(store: Store, ledger: dict[str, Any]) -> bool:
         f"{len(success_missing)}; delivered but not success: {len(delivered_not_success)}"
     )
     return not over and not success_missing and not delivered_not_success
-
-
-def _safe(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

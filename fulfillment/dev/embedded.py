@@ -23,12 +23,13 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from fulfillment.telemetry.logs import url_without_password
 
 _log = structlog.get_logger("fulfillment.dev.embedded")
 
@@ -123,22 +124,12 @@ def _warn_once(service: str, variable: str, product: str, url: str) -> None:
     _log.warning(
         "embedded.development_only",
         service=service,
-        url=_without_password(url),
+        url=url_without_password(url),
         message=(
             f"DEVELOPMENT ONLY: {variable} is unset, using an embedded {product}; "
             "never run production like this"
         ),
     )
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _absolute(state_dir: Path) -> Path:

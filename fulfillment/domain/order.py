@@ -101,6 +101,12 @@ class Order:
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def open(self) -> bool:
+        """Still the fleet's to work on: not delivered, and not handed to a person (dead
+        letter, outcome unknown)."""
+        return self.status is not OrderStatus.SUCCESS and self.dead_letter_reason is None
+
     def request(self) -> FulfillmentRequest:
         return build_request(
             self.id,

@@ -30,6 +30,7 @@ from fulfillment.runtime.settings import Settings
 from fulfillment.services.admin import AdminService
 from fulfillment.services.deadletter import handle_dead_letter, send_dead_letter
 from fulfillment.services.notifier import Notifier
+from fulfillment.services.pauses import PauseService
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, GatePort, NoGate
 from fulfillment.telemetry import logs, metrics
 
@@ -199,6 +200,10 @@ def publish_dead_letter(notice: DeadLetterNotice) -> None:
 
 def admin_service() -> AdminService:
     return AdminService(store=store(), publish=publish_retry, max_attempts=settings().max_attempts)
+
+
+def pause_service() -> PauseService:
+    return PauseService(store=store(), publish=publish_retry)
 
 
 def dead_message_queue() -> DeadMessageQueue:

@@ -27,6 +27,7 @@ from fulfillment.domain.constants import DEAD_LETTER_QUEUE, FULFILLMENT_QUEUE
 if TYPE_CHECKING:
     import redis
 
+    from db.pause_store import PauseRow
     from db.store import Store
     from fulfillment.fleet.breaker import VendorBreaker
 
@@ -116,8 +117,8 @@ def serve_group_metrics() -> int:
 
 class FleetCollector:
     """Live figures read at scrape time: queue depths, orders per status, the oldest pending
-    order, orders held as outcome unknown, the circuit breaker, the vendor balance, live
-    workers."""
+    order, orders held as outcome unknown, the runtime pauses, the circuit breaker, the vendor
+    balance, live workers."""
 
     def __init__(
         self,
@@ -140,6 +141,7 @@ class FleetCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         from db.admin_store import AdminStore
+        from db.pause_store import PauseStore
         from fulfillment.domain.errors import StoreError
 
         depth = GaugeMetricFamily(
@@ -208,7 +210,34 @@ class FleetCollector:
             )
             unknown.add_metric([], AdminStore(self.store).outcome_unknown_count())
             yield unknown
+            yield from _pause_gauges(PauseStore(self.store).list())
             up.add_metric(["postgresql"], 1)
         except StoreError:
             up.add_metric(["postgresql"], 0)
         yield up
+
+
+def _pause_gauges(pauses: list[PauseRow]) -> Iterator[Any]:
+    """fulfillment_paused{scope} (1 per paused scope; scope="*" is always there, 0 when the
+    whole fleet is not paused) and fulfillment_pause_age_seconds{scope}, one per pause."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from fulfillment.domain.pause import FLEET
+
+    paused = GaugeMetricFamily(
+        "fulfillment_paused",
+        'Runtime pauses in force: 1 per paused scope ("*" the whole fleet, or a network).',
+        labels=["scope"],
+    )
+    age = GaugeMetricFamily(
+        "fulfillment_pause_age_seconds",
+        "Seconds since each runtime pause in force was set.",
+        labels=["scope"],
+    )
+    if not any(p.scope == FLEET for p in pauses):
+        paused.add_metric([FLEET], 0.0)
+    for pause in pauses:
+        paused.add_metric([pause.scope], 1.0)
+        age.add_metric([pause.scope], pause.age_s)
+    yield paused
+    yield age

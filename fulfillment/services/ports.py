@@ -171,3 +171,6 @@ class Outcome(StrEnum):
     CLAIM_LOST = "claim_lost"
     #: the circuit is open: the order waits, no vendor call, no attempt spent
     DEFERRED = "deferred"
+    #: its network or the whole fleet is paused (fleet_pauses): the order waits untouched,
+    #: nothing re-published; the resume re-enqueues it
+    PAUSED = "paused"

@@ -5,6 +5,9 @@ whose claim expired (a worker killed mid-call: their status is confirmed with th
 here), orders whose retry or status check is overdue (the delayed message was lost), and
 failed orders the dead-letter consumer never flagged. It re-enqueues each. It is the reason
 a Redis restart loses no order. Safe to run on several hosts (rows are locked while swept).
+Orders of a paused scope (fleet_pauses: the whole fleet or their network) are not re-enqueued
+for anything that would buy (pending, an overdue retry or status check); an expired claim's
+recovery and an unflagged dead letter never buy, so they go on (sweep_due_orders).
 """
 
 from __future__ import annotations

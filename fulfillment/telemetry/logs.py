@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -32,6 +33,17 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
         elif isinstance(value, str) and key != "timestamp":
             event[key] = mask_phones_in_text(value)
     return event
+
+
+def url_without_password(url: str) -> str:
+    """A database or Redis URL fit to print or log: its password dropped, the rest kept."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def configure(log_format: str = "json", level: int = logging.INFO, *, force: bool = False) -> None:

@@ -4,8 +4,8 @@
   reads an order's fulfillment.
 - `/api/admin/...` (bearer ADMIN_TOKEN, or the dashboard's session cookie; with the cookie, a
   state-changing call also sends `X-CSRF-Token`): list, detail, stats, retry, dismiss, the
-  three decisions on an outcome unknown (recheck, mark delivered, mark not delivered) and
-  Dramatiq's own dead-letter queue.
+  three decisions on an outcome unknown (recheck, mark delivered, mark not delivered),
+  Dramatiq's own dead-letter queue, and the runtime pause (`/pauses`, `/pause`, `/resume`).
 
 Routes are sync functions (FastAPI runs them in its threadpool: the store and Redis block).
 The rules live in fulfillment/services/admin.py; this module only shapes answers.
@@ -60,7 +60,13 @@ from fulfillment.web.api_models import (
     OrderDetail,
     OrderPage,
     OrderView,
+    PauseBody,
+    PauseInfo,
+    PauseResponse,
+    PausesResponse,
     PhoneSearch,
+    ResumeBody,
+    ResumeResponse,
     RetryFiltered,
     RetrySelected,
     Stats,
@@ -376,6 +382,43 @@ def dlq_delete(body: DlqIds, request: Request, actor: Admin) -> DlqActionRespons
     )
     log.info("admin.dlq_deleted", actor=actor, requested=len(body.ids), deleted=done)
     return DlqActionResponse(done=done)
+
+
+# -- the runtime pause (fulfillment/services/pauses.py) ------------------------------------------
+
+
+@admin.get(
+    "/pauses",
+    response_model=PausesResponse,
+    summary="The pauses in force: the whole fleet's and each network's",
+)
+def list_pauses(request: Request) -> PausesResponse:
+    pauses = web_deps(request).pauses.list()
+    return PausesResponse(
+        paused=bool(pauses), pauses=[PauseInfo.model_validate(p.as_dict()) for p in pauses]
+    )
+
+
+@admin.post(
+    "/pause",
+    response_model=PauseResponse,
+    responses=errors(400, 403, 422),
+    summary="Pause the whole fleet or one network: no worker buys any of its orders until resumed",
+)
+def pause(body: PauseBody, request: Request, actor: Admin) -> PauseResponse:
+    view = web_deps(request).pauses.pause(network=body.network, reason=body.reason, actor=actor)
+    return PauseResponse.model_validate(view.as_dict())
+
+
+@admin.post(
+    "/resume",
+    response_model=ResumeResponse,
+    responses=errors(400, 403, 422),
+    summary="Resume the whole fleet or one network; its waiting orders are re-enqueued",
+)
+def resume(body: ResumeBody, request: Request, actor: Admin) -> ResumeResponse:
+    result = web_deps(request).pauses.resume(network=body.network, actor=actor)
+    return ResumeResponse.model_validate(result.as_dict())
 
 
 router = APIRouter()

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from fulfillment.domain.pause import MAX_PAUSE_REASON
 from fulfillment.services.admin import MAX_REASON, MAX_TRANSACTION_ID
 
 #: Order ids one retry or dismiss call may name (allFiltered names none: the service walks it).
@@ -354,3 +355,72 @@ class DlqIds(BaseModel):
 class DlqActionResponse(BaseModel):
     success: Literal[True] = True
     done: int = Field(description="messages requeued or deleted (unknown ids are skipped)")
+
+
+# -- the runtime pause ---------------------------------------------------------------------------
+
+#: A network code (fulfillment.domain.constants.KNOWN_NETWORKS, which a test keeps in step).
+NetworkCode = Literal["at-bigtime", "at-ishare", "mtn", "telecel"]
+PauseReason = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_PAUSE_REASON, pattern=VISIBLE),
+    AfterValidator(_storable),
+]
+
+
+class PauseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: NetworkCode | None = Field(
+        default=None, description="the network to pause; absent or null: the whole fleet"
+    )
+    reason: PauseReason = Field(description="why (shown with the pause, kept in the audit)")
+
+
+class ResumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: NetworkCode | None = Field(
+        default=None, description="the network to resume; absent or null: the whole fleet"
+    )
+
+
+class PauseInfo(BaseModel):
+    """A pause in force (services.pauses.PauseView)."""
+
+    scope: str = Field(description='"*" for the whole fleet, or a network code')
+    label: str = Field(examples=["the whole fleet", "network mtn"])
+    reason: str
+    paused_by: str
+    paused_at: str = Field(description="ISO-8601 UTC")
+    age_s: float = Field(description="seconds since paused_at")
+    already_paused: bool = Field(
+        default=False, description="a pause call found the scope paused: its first pause is kept"
+    )
+    message: str
+
+
+class PausesResponse(BaseModel):
+    success: Literal[True] = True
+    paused: bool = Field(description="any pause in force (the whole fleet or a network)")
+    pauses: list[PauseInfo]
+
+
+class PauseResponse(PauseInfo):
+    success: Literal[True] = True
+
+
+class ResumeResponse(BaseModel):
+    """services.pauses.ResumeResult."""
+
+    success: Literal[True] = True
+    scope: str
+    label: str
+    was_paused: bool
+    requeued: int = Field(description="waiting orders re-enqueued, oldest due first")
+    more_waiting: bool = Field(
+        description="as many re-enqueued as one resume may: the reconciler re-enqueues the rest "
+        "after its grace period"
+    )
+    still_paused: list[str] = Field(
+        description="scopes still paused that hold some of this scope's orders"
+    )
+    message: str

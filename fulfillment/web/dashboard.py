@@ -3,10 +3,12 @@
 Pages: orders (stats, filters, phone search, keyset pages, retry), one order's detail
 (attempts, vendor answers, notifications, audit; for an outcome unknown the three decisions:
 recheck, mark delivered, mark not delivered), open dead letters (requeue, dismiss) and
-Dramatiq's own dead-letter queue (requeue, delete). A login form (name + ADMIN_TOKEN) sets
-the signed session cookie; every form carries the session's CSRF token. All rules and audit
-rows come from AdminService, the same as the API and the CLI. The plumbing (gates,
-rendering, flash messages) is in fulfillment.web.pages.
+Dramatiq's own dead-letter queue (requeue, delete). On every page, the runtime pause: a banner
+while the fleet or a network is paused (what, who, why, since when), a resume button per
+pause and a pause form (fulfillment/services/pauses.py). A login form (name + ADMIN_TOKEN)
+sets the signed session cookie; every form carries the session's CSRF token. All rules and
+audit rows come from AdminService and PauseService, the same as the API and the CLI. The
+plumbing (gates, rendering, flash messages, the banner's facts) is in fulfillment.web.pages.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fulfillment.domain.errors import (
     MalformedMessage,
 )
 from fulfillment.domain.order import parse_order_id
+from fulfillment.domain.pause import FLEET
 from fulfillment.services.admin import ActionResult, Decision
 from fulfillment.telemetry.logs import get_logger
 from fulfillment.web.pages import (
@@ -350,6 +353,64 @@ def dismiss_dead_letters(
     except InvalidOrder as exc:
         return back_to(request, back, flash("error", f"Dismiss refused: {exc}"))
     return back_to(request, back, results_flash("Dismiss", "dismissed", results))
+
+
+# -- the runtime pause: the banner is base.html's; these are its two forms ------------------
+
+
+def _network(scope: str) -> str | None:
+    """The form's scope: '*' (or nothing) is the whole fleet, else a network code, checked by
+    the service."""
+    return None if scope.strip() in ("", FLEET) else scope
+
+
+def _sentence(text: str) -> str:
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+@router.post(PREFIX + "/pause")
+@form_action
+def pause(
+    request: Request,
+    session: Session,
+    csrf: Text = "",
+    scope: Text = FLEET,
+    reason: Text = "",
+    back: Text = "",
+) -> Response:
+    try:
+        view = deps_of(request).pauses.pause(
+            network=_network(scope), reason=reason, actor=session.actor
+        )
+    except InvalidOrder as exc:
+        return back_to(request, back, flash("error", f"Pause refused: {exc}"))
+    return back_to(
+        request, back, flash("warn" if view.already_paused else "ok", _sentence(view.message))
+    )
+
+
+@router.post(PREFIX + "/resume")
+@form_action
+def resume(
+    request: Request, session: Session, csrf: Text = "", scope: Text = FLEET, back: Text = ""
+) -> Response:
+    try:
+        result = deps_of(request).pauses.resume(network=_network(scope), actor=session.actor)
+    except InvalidOrder as exc:
+        return back_to(request, back, flash("error", f"Resume refused: {exc}"))
+    except BrokerUnavailable as exc:  # the pause is lifted; the reconciler re-enqueues the rest
+        log.error("dashboard.resume_publish_failed", actor=session.actor, error=str(exc))
+        return back_to(
+            request,
+            back,
+            flash(
+                "warn",
+                "Resumed, but re-enqueueing its waiting orders failed (Redis): the reconciler "
+                "re-enqueues them after its grace period.",
+            ),
+        )
+    kind = "ok" if result.was_paused and not result.still_held_by else "warn"
+    return back_to(request, back, flash(kind, _sentence(result.message)))
 
 
 # -- Dramatiq's own dead-letter queue ------------------------------------------------------

@@ -12,12 +12,15 @@ from typing import Any
 from db.store import Store
 from fulfillment.messaging.dlq import DeadMessageQueue
 from fulfillment.services.admin import AdminService
+from fulfillment.services.pauses import PauseService
 from fulfillment.services.ports import FulfilDeps
 
 
 @dataclass(frozen=True)
 class WebDeps:
     service: AdminService
+    #: the runtime pause of the whole fleet or of a network (list, pause, resume)
+    pauses: PauseService
     dlq: DeadMessageQueue
     store: Store
     api_token: str
@@ -35,6 +38,8 @@ class WebDeps:
     collector: Any = None
     #: raises when the vendor does not answer (readiness); None: not checked
     ping_vendor: Callable[[], Any] | None = None
+    #: FULFILLMENT_ENABLED as this web process read it at start (the dashboard says when false)
+    fulfillment_enabled: bool = True
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:

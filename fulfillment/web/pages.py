@@ -2,7 +2,8 @@
 session and CSRF gates around each page and form action, page rendering (Jinja2 templates,
 autoescaped) and error pages, the form fields for order ids and text, flash messages in a
 short-lived signed cookie, safe redirect targets, CSV streaming and the filters that format
-values for people.
+values for people. Every page shown to an admin carries the fleet's pause state (the banner
+and the pause form of base.html).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import BrokerUnavailable, InvalidOrder, OrderNotFound, StoreError
+from fulfillment.domain.pause import FLEET, MAX_PAUSE_REASON
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.services.admin import ActionResult
 from fulfillment.telemetry.logs import get_logger
@@ -249,6 +252,12 @@ SECURITY_HEADERS = {
     ),
 }
 
+#: what the pause form offers: the whole fleet first, then each network
+PAUSE_SCOPES = (
+    (FLEET, "The whole fleet"),
+    *((n, f"Network {n}") for n in sorted(KNOWN_NETWORKS)),
+)
+
 P = ParamSpec("P")
 #: a form field that may be missing (the route decides what missing means, never a 422)
 Text = Annotated[str, Form()]
@@ -267,7 +276,13 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(FILTERS)
-    env.globals.update(url=url, PREFIX=PREFIX, STATUS_TABS=STATUS_TABS)
+    env.globals.update(
+        url=url,
+        PREFIX=PREFIX,
+        STATUS_TABS=STATUS_TABS,
+        PAUSE_SCOPES=PAUSE_SCOPES,
+        MAX_PAUSE_REASON=MAX_PAUSE_REASON,
+    )
     return env
 
 
@@ -290,6 +305,27 @@ def to_login(target: str | None) -> RedirectResponse:
     return RedirectResponse(url(f"{PREFIX}/login", next=safe_next(target, "")), status_code=303)
 
 
+def fleet_state(request: Request, session: Session | None) -> dict[str, Any]:
+    """The pause banner's facts: the pauses in force (read at every page: a pause made on
+    another host, by the API or the CLI shows at the next page) and this web process's
+    FULFILLMENT_ENABLED. Nothing for a page without a session; a database that does not
+    answer leaves the banner saying the state is unknown, never the page failing."""
+    deps = deps_of(request)
+    state: dict[str, Any] = {
+        "pauses": [],
+        "pauses_unknown": False,
+        "fulfillment_enabled": deps.fulfillment_enabled,
+    }
+    if session is None:
+        return state
+    try:
+        state["pauses"] = deps.pauses.list()
+    except StoreError as exc:
+        log.error("dashboard.pauses_unavailable", error_code=exc.code, error=str(exc))
+        state["pauses_unknown"] = True
+    return state
+
+
 def render(
     request: Request,
     template: str,
@@ -309,6 +345,7 @@ def render(
             "here": here(request.url.path, request.url.query),
             "rendered_at": datetime.now(UTC),
             "active": None,
+            **fleet_state(request, session),
             **context,
         },
         status_code=status_code,

@@ -103,6 +103,7 @@ def build_deps(settings: Settings, tokens: Tokens, *, secure_cookies: bool) -> W
     client = redis.Redis.from_url(bootstrap.redis_url(), socket_connect_timeout=2, socket_timeout=2)
     return WebDeps(
         service=bootstrap.admin_service(),
+        pauses=bootstrap.pause_service(),
         dlq=bootstrap.dead_message_queue(),
         store=bootstrap.store(),
         api_token=tokens.api,
@@ -113,6 +114,7 @@ def build_deps(settings: Settings, tokens: Tokens, *, secure_cookies: bool) -> W
         ping_redis=client.ping,
         secure_cookies=secure_cookies,
         ping_vendor=bootstrap.vendor().balance if vendor_key else None,
+        fulfillment_enabled=settings.fulfillment_enabled,
         collector=FleetCollector(
             bootstrap.store(), client, settings.redis_namespace, bootstrap.breaker()
         ),

@@ -120,6 +120,7 @@ def test_admin_process_serves_live_fleet_metrics_and_readiness(fleet: Fleet) -> 
     assert total(samples, "fulfillment_circuit_state", state="closed") == 1
     assert total(samples, "fulfillment_workers_alive") >= 1
     assert ("fulfillment_queue_depth", (("queue", "fulfillment"), ("state", "ready"))) in samples
+    assert samples[("fulfillment_paused", (("scope", "*"),))] == 0  # there when not paused
     assert waiting
     promtool_check(text)
     web.terminate()

@@ -530,7 +530,8 @@ def test_dashboard_detail_offers_the_three_decisions_only_for_outcome_unknown(
     for form in ("recheck-form", "mark-delivered-form", "mark-not-delivered-form"):
         assert f'id="{form}"' in page
     assert 'id="retry-form"' not in page and 'id="dismiss-form"' not in page
-    assert page.count('name="reason" required') == 3
+    # the three decisions' reasons (the pause form of every page has one too)
+    assert page.count('name="reason" required') == 3 + page.count('id="pause-reason"')
     other = browser.get(f"{PREFIX}/orders/{dead}").text
     assert 'id="recheck-form"' not in other and 'id="retry-form"' in other
 

@@ -34,6 +34,7 @@ def _document() -> dict[str, Any]:
     unused = cast(Any, None)
     deps = WebDeps(
         service=unused,
+        pauses=unused,
         dlq=unused,
         store=unused,
         api_token="doc",

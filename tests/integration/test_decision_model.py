@@ -847,11 +847,13 @@ def _webhook_client(env: ModelEnv) -> Iterator[httpx.Client]:
     import uvicorn
 
     from fulfillment.services.admin import AdminService
+    from fulfillment.services.pauses import PauseService
     from fulfillment.web.app import create_app
     from fulfillment.web.deps import WebDeps
 
     values: dict[str, Any] = {
         "service": AdminService(store=env.store, publish=lambda *_: None, max_attempts=3),
+        "pauses": PauseService(store=env.store, publish=lambda *_: None),
         "dlq": None,
         "store": env.store,
         "api_token": "model-api-token",

@@ -123,11 +123,3 @@ def test_stop_when_nothing_runs_is_a_no_op(state_dir: Path) -> None:
     (state_dir / "redis" / "redis.pid").write_text("999999\n")
 
     embedded.stop_embedded(state_dir)
-
-
-def test_password_is_dropped_from_logged_urls() -> None:
-    assert (
-        embedded._without_password("postgresql://app:s3cret@db:5432/app?sslmode=require")
-        == "postgresql://app@db:5432/app?sslmode=require"
-    )
-    assert embedded._without_password("redis://127.0.0.1:1/0") == "redis://127.0.0.1:1/0"

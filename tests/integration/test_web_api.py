@@ -106,6 +106,9 @@ ROUTES: list[tuple[str, str, str, Any]] = [
     ("GET", "/api/admin/dlq", "admin", None),
     ("POST", "/api/admin/dlq/requeue", "admin", {"ids": ["some-id"]}),
     ("POST", "/api/admin/dlq/delete", "admin", {"ids": ["some-id"]}),
+    ("GET", "/api/admin/pauses", "admin", None),
+    ("POST", "/api/admin/pause", "admin", {"network": "mtn", "reason": "x"}),
+    ("POST", "/api/admin/resume", "admin", {"network": "mtn"}),
 ]
 
 

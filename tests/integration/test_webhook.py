@@ -62,6 +62,7 @@ def _serve(
     from fulfillment.messaging.dlq import DeadMessageQueue
     from fulfillment.messaging.publish import build_broker
     from fulfillment.services.admin import AdminService
+    from fulfillment.services.pauses import PauseService
     from fulfillment.web.app import create_app
     from fulfillment.web.deps import WebDeps
 
@@ -69,6 +70,7 @@ def _serve(
     client = redis.Redis.from_url(redis_url)
     deps = WebDeps(
         service=AdminService(store=store, publish=lambda *_: None, max_attempts=3),
+        pauses=PauseService(store=store, publish=lambda *_: None),
         dlq=DeadMessageQueue(client, redis_namespace, broker),
         store=store,
         api_token="webhook-test-api-token",

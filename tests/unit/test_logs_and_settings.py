@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from fulfillment.runtime.settings import Settings
-from fulfillment.telemetry.logs import redact
+from fulfillment.telemetry.logs import redact, url_without_password
 
 
 def test_redact_masks_phones_and_drops_secrets() -> None:
@@ -25,6 +25,15 @@ def test_redact_masks_phones_and_drops_secrets() -> None:
     assert event["phone"] == "+23324*****67"
     assert event["api_secret"] == event["AT_ISHARE_API_KEY"] == event["token"] == "[redacted]"
     assert "241234567" not in event["error"]
+
+
+def test_password_is_dropped_from_printed_urls() -> None:
+    assert (
+        url_without_password("postgresql://app:s3cret@db:5432/app?sslmode=require")
+        == "postgresql://app@db:5432/app?sslmode=require"
+    )
+    assert url_without_password("redis://:p%40ss@cache:6379/0") == "redis://cache:6379/0"
+    assert url_without_password("redis://127.0.0.1:1/0") == "redis://127.0.0.1:1/0"
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

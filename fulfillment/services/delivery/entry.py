@@ -27,7 +27,11 @@ ANY_TIME_S = 10 * 365 * 86400.0
 
 
 def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> Outcome:
-    """Handle one fulfill_order message. allow_purchase=False: recover only (the reconciler)."""
+    """Handle one fulfill_order message. allow_purchase=False: recover only (the reconciler).
+
+    FULFILLMENT_ENABLED=false (read at start): DISABLED. A runtime pause of the order's network
+    or of the whole fleet (fleet_pauses, read by the claim itself): PAUSED, the order untouched.
+    The recovery never buys, so it goes on while paused."""
     if not deps.enabled:
         log.info("worker.fulfillment_disabled", order_id=order_id, network=NETWORK_AT_ISHARE)
         return Outcome.DISABLED
@@ -92,6 +96,12 @@ def _not_claimed(order_id: str, deps: FulfilDeps) -> Outcome:
     if wait is not None and 0 < wait <= MAX_EARLY_REPUBLISH_S:
         # Early (clock skew between hosts): come back when the database says it is due.
         deps.publish_retry(order_id, wait)
+    elif order.open and (scope := deps.store.paused_scope(order.network or NETWORK_AT_ISHARE)):
+        # Its scope is paused (when the claim would have taken it otherwise is the claim's
+        # rule, not repeated here): the order waits as it is, no attempt spent, nothing sent
+        # again; the resume re-enqueues it, or the reconciler after its grace period.
+        log.info("worker.paused", order_id=order_id, network=order.network, scope=scope)
+        return Outcome.PAUSED
     log.info(
         "worker.not_due",
         order_id=order_id,

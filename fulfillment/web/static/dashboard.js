@@ -20,10 +20,11 @@
 
   function busy() {
     var active = document.activeElement;
-    if (active && (active.tagName === "INPUT" || active.tagName === "TEXTAREA") &&
+    if (active && ["INPUT", "TEXTAREA", "SELECT"].indexOf(active.tagName) !== -1 &&
         active.type !== "checkbox") { return true; }
     if (document.querySelector("tbody input[type=checkbox]:checked")) { return true; }
-    if (document.querySelector("details.inline-action[open], td.raw details[open]")) {
+    if (document.querySelector(
+      "details.inline-action[open], td.raw details[open], details.pause-control[open]")) {
       return true;
     }
     var typed = Array.prototype.some.call(
