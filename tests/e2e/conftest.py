@@ -68,6 +68,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def went_wrong(request: pytest.FixtureRequest) -> bool:
+    """At a fixture's teardown: whether its test failed, or never got to run (show the logs)."""
+    reports = request.node.stash.get(_REPORTS, {})
+    return any(r.failed for r in reports.values()) or "call" not in reports
+
+
 class Proc(launcher.Proc):
     """A process of the test. Where a wait for its output gives up, the test fails, with the
     tail of the log."""
@@ -119,21 +125,28 @@ class Fleet:
 
     # -- processes -------------------------------------------------------------------------
 
-    def spawn(self, name: str, argv: list[str]) -> Proc:
-        """Start `argv` with the fleet's environment, in the test's directory."""
+    def spawn(self, name: str, argv: list[str], *, tree: Path | None = None) -> Proc:
+        """Start `argv` with the fleet's environment, in the test's directory; with `tree`, in
+        that source tree instead (another release's, extracted), which it then imports first."""
         self._seq += 1
+        env = self.env if tree is None else {**self.env, "PYTHONPATH": str(tree)}
         # every process group its own metrics port, so groups never fight over the default
-        proc = Proc(name, argv, env=self.env, log_dir=self.log_dir, metrics=True)
+        proc = Proc(name, argv, env=env, log_dir=self.log_dir, metrics=True, cwd=tree)
         proc.start(self.log_dir / f"{self._seq:02d}-{name}.log")
         self.procs.append(proc)
         return proc
 
     def spawn_type(
-        self, ptype: ProcessType, *extra: str, env: dict[str, str] | None = None
+        self,
+        ptype: ProcessType,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        tree: Path | None = None,
     ) -> Proc:
         """A process type of the Procfile, its variables from the fleet's environment (and
-        `env`), then `extra` arguments."""
-        return self.spawn(ptype.name, ptype.argv({**self.env, **(env or {})}, *extra))
+        `env`), then `extra` arguments; run from `tree` as `spawn` says."""
+        argv = ptype.argv({**self.env, **(env or {})}, *extra)
+        return self.spawn(ptype.name, argv, tree=tree)
 
     def start_sim(self) -> None:
         for _ in range(3):  # the free port may be taken between the probe and the bind

@@ -314,7 +314,7 @@ def test_cli_as_a_user_runs_it(fleet: Fleet) -> None:
     for _ in range(2):
         migrated = fleet.cli("migrate")
         assert migrated.returncode == 0, migrated.stderr
-        assert "schema applied" in migrated.stdout
+        assert "nothing to do" in migrated.stdout  # the run's database is at the version
 
 
 def test_no_log_line_carries_a_full_phone_number_or_a_secret(fleet: Fleet) -> None:
