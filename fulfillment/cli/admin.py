@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db.admin_store import VIEW_FILTERS
+from fulfillment.cli import pause
 from fulfillment.cli.admin_commands import (
     cmd_decide,
     cmd_dlq_delete,
@@ -34,7 +35,7 @@ from fulfillment.cli.admin_commands import (
     cmd_retry,
     cmd_stats,
 )
-from fulfillment.cli.output import fail
+from fulfillment.cli.output import fail, json_flag
 from fulfillment.domain.constants import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE, KNOWN_NETWORKS
 from fulfillment.domain.errors import (
     FulfillmentError,
@@ -95,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stats", help="counts per status, success rate, median time to fulfil")
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_stats)
+    pause.add_commands(sub)
     return parser
 
 
@@ -128,7 +130,7 @@ def _orders_and_retry(sub: Any) -> None:
                 help="the vendor's transaction id, when its dashboard shows one",
             )
         _reason_flag(p)
-        _json_flag(p)
+        json_flag(p)
         p.set_defaults(func=cmd_decide, decision=decision, transaction_id=None)
 
     p = sub.add_parser("retry", help="one more attempt for failed or dead-lettered orders")
@@ -137,14 +139,14 @@ def _orders_and_retry(sub: Any) -> None:
     p.add_argument("--network", choices=sorted(KNOWN_NETWORKS), help="with --all-failed")
     p.add_argument("--since", type=_since, help="with --all-failed: created at or after (UTC)")
     _reason_flag(p)
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_retry, parser=p)
 
 
 def _show_args(p: argparse.ArgumentParser) -> None:
     """`orders show` and its alias `status`: one order, its attempts, audit and notifications."""
     p.add_argument("order_id", metavar="ORDER_ID")
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_orders_show)
 
 
@@ -162,19 +164,19 @@ def _dlq(sub: Any) -> None:
     p.add_argument("--phone", type=_phone, help="with --all: one customer's dead letters")
     p.add_argument("--network", choices=sorted(KNOWN_NETWORKS), help="with --all")
     _reason_flag(p)
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_dlq_requeue, parser=p)
     p = dsub.add_parser("dismiss", help="resolved by hand (refunded...): off the list")
     p.add_argument("ids", nargs="+", metavar="ORDER_ID")
     _reason_flag(p)
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_dlq_dismiss)
     p = dsub.add_parser("delete", help="drop raw DLQ messages")
     p.add_argument("ids", nargs="*", metavar="MESSAGE_ID")
     p.add_argument("--messages", action="store_true", required=True, help="(required)")
     p.add_argument("--all", action="store_true", help="every raw DLQ message")
     _reason_flag(p)
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_dlq_delete, parser=p)
 
 
@@ -193,11 +195,7 @@ def _filters(p: argparse.ArgumentParser, *, status_default: str | None) -> None:
 def _paging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=_limit, default=50, help=f"rows per page (1-{MAX_PAGE})")
     p.add_argument("--cursor", help="the next-page cursor a previous page printed")
-    _json_flag(p)
-
-
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(p)
 
 
 def _reason_flag(p: argparse.ArgumentParser) -> None:

@@ -35,14 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fulfillment.web.server import main as web_main
 
         return web_main(args_list[1:])
-    if args_list[:1] in (["orders"], ["status"], ["retry"], ["dlq"], ["export"], ["stats"]):
+    if args_list[:1] in (
+        ["orders"], ["status"], ["retry"], ["dlq"], ["export"], ["stats"],
+        ["pause"], ["resume"], ["pauses"],
+    ):  # fmt: skip
         from fulfillment.cli.admin import main as admin_main
 
         return admin_main(args_list)
-    if args_list[:1] in (["pause"], ["resume"], ["pauses"]):
-        from fulfillment.cli.pause import main as pause_main
-
-        return pause_main(args_list)
     if args_list[:1] == ["demo"]:
         from fulfillment.dev.demo import main as demo_main
 

@@ -10,6 +10,7 @@ Nothing here reads the database or decides which exit status applies: a command 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -101,3 +102,7 @@ def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:
         count += 1
     out.flush()
     return max(count, 0)
+
+
+def json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Sequence
+from typing import Any
 
-from fulfillment.cli.output import cell, fail, print_json, print_rows
-from fulfillment.domain.constants import EXIT_REFUSED, EXIT_USAGE, KNOWN_NETWORKS
-from fulfillment.domain.errors import FulfillmentError, InvalidOrder
+from fulfillment.cli.output import cell, json_flag, print_json, print_rows
+from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.pause import MAX_ACTOR, MAX_PAUSE_REASON
 from fulfillment.runtime import bootstrap
 from fulfillment.services.pauses import PauseService
@@ -32,49 +30,27 @@ from fulfillment.services.pauses import PauseService
 COMMANDS = ("pause", "resume", "pauses")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one of COMMANDS; argv starts with its name."""
-    try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        result: int = args.func(args)
-    except SystemExit as exc:  # --help, or a usage error argparse has printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except InvalidOrder as exc:
-        return fail(str(exc), EXIT_USAGE)
-    except FulfillmentError as exc:  # StoreError, ConfigurationError, ...
-        return fail(f"{exc} ({exc.code})", EXIT_REFUSED)
-    except RuntimeError as exc:  # no server configured and no embedded one either
-        return fail(str(exc), EXIT_REFUSED)
-    finally:
-        bootstrap.reset()
-    return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fulfillment", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub: Any) -> None:
+    """The three commands, on the admin CLI's subparsers (fulfillment/cli/admin.py runs them
+    with the same error handling and exit codes as every admin command)."""
     p = sub.add_parser("pause", help="stop buying for the whole fleet or one network, now")
     _network(p, "the network to pause (default: the whole fleet)")
     p.add_argument(
         "--reason", required=True, type=_reason, help="why (shown with the pause, audited)"
     )
     _actor_flag(p)
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_pause)
 
     p = sub.add_parser("resume", help="buy again; waiting orders are re-enqueued, oldest first")
     _network(p, "the network to resume (default: the whole fleet)")
     _actor_flag(p)
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("pauses", help="the pauses in force")
-    _json_flag(p)
+    json_flag(p)
     p.set_defaults(func=cmd_pauses)
-    return parser
 
 
 def _network(p: argparse.ArgumentParser, text: str) -> None:
@@ -89,10 +65,6 @@ def _actor_flag(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="who acts, for the audit (default: $USER)",
     )
-
-
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _reason(text: str) -> str:
