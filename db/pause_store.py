@@ -7,6 +7,7 @@ path); this is what admins and the metrics read and write.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,3 +65,8 @@ class PauseStore:
         (None: every network) that wait for a worker and that no pause holds any more."""
         rows = self.store.fetch_all("requeue_waiting_orders", {"network": network, "limit": limit})
         return [str(r["id"]) for r in rows]
+
+    def unmark_enqueued(self, order_ids: Sequence[str]) -> None:
+        """Their messages were not sent: the reconciler's next pass takes them."""
+        if order_ids:
+            self.store.fetch_all("unmark_enqueued", {"order_ids": list(order_ids)})

@@ -314,6 +314,11 @@ RETURNING o.id, due.reason, o.fulfillment_generation, o.dead_letter_reason, o.la
 -- Stamp orders a producer just published, so the reconciler waits its grace period.
 UPDATE orders SET last_enqueued_at = now() WHERE id = %(order_id)s;
 
+-- name: unmark_enqueued
+-- Orders stamped enqueued whose message could not be sent after all (Redis away during a
+-- resume): the reconciler's next pass takes them instead of waiting its grace period.
+UPDATE orders SET last_enqueued_at = NULL WHERE id = ANY(%(order_ids)s::uuid[]) RETURNING id;
+
 -- name: order_logs
 -- Every attempt and status check of one order, oldest first (CLI `status`, demo summary).
 SELECT * FROM fulfillment_logs WHERE order_id = %(order_id)s ORDER BY id;

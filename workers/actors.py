@@ -58,7 +58,8 @@ class _ReleaseResources(Middleware):
 
 class _RequireSchema(Middleware):
     """A worker process refuses to start on a schema older than this code needs: the deploy
-    order is migrate first, then upgrade the hosts."""
+    order is migrate first, then upgrade the hosts. Once it may start, it says whether the
+    boot-time kill switch holds it (fulfillment_enabled)."""
 
     def after_process_boot(self, broker: Any) -> None:
         try:
@@ -68,6 +69,9 @@ class _RequireSchema(Middleware):
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_REFUSED) from exc
         log.info("worker.schema_checked", schema_version=version)
+        from fulfillment.telemetry import metrics
+
+        metrics.ENABLED.set(1 if bootstrap.settings().fulfillment_enabled else 0)
 
 
 class _GroupPrometheus(Prometheus):

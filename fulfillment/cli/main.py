@@ -174,6 +174,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     s = bootstrap.settings()
     bootstrap.require_schema()  # SchemaTooOld: run `fulfillment migrate` first
+    from fulfillment.telemetry import metrics
+
+    metrics.ENABLED.set(1 if s.fulfillment_enabled else 0)
     bootstrap.install_broker()
     deps = bootstrap.fulfil_deps()
     grace = s.reconcile_grace_s if args.grace is None else args.grace

@@ -12,6 +12,7 @@ from typing import Final
 
 from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import InvalidOrder
+from fulfillment.domain.phone import mask_phones_in_text
 
 #: The scope of a pause of the whole fleet (fleet_pauses.scope).
 FLEET: Final = "*"
@@ -53,14 +54,15 @@ def holding(scope: str, paused: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def pause_reason(reason: str | None) -> str:
-    """Why the fleet is paused, trimmed and cut to MAX_PAUSE_REASON; InvalidOrder (field
-    `reason`) when it is blank: the pause is shown to everyone and kept in the audit."""
+    """Why the fleet is paused, trimmed and cut to MAX_PAUSE_REASON, a phone number in it
+    masked (the reason is shown on every page and printed by the CLI and the API);
+    InvalidOrder (field `reason`) when it is blank or holds control characters (a terminal
+    escape printed by `fulfillment pauses`)."""
     text = (reason or "").strip()
     if not text:
         raise InvalidOrder("reason", "say why the fleet is paused (it is shown and audited)")
-    if "\x00" in text:
-        raise InvalidOrder("reason", "must not contain NUL characters")
-    return text[:MAX_PAUSE_REASON]
+    _printable("reason", text)
+    return mask_phones_in_text(text)[:MAX_PAUSE_REASON]
 
 
 def actor_name(actor: str | None) -> str:
@@ -68,6 +70,10 @@ def actor_name(actor: str | None) -> str:
     text = (actor or "").strip()
     if not text:
         raise InvalidOrder("actor", "say who is acting (it goes into the audit trail)")
-    if "\x00" in text:
-        raise InvalidOrder("actor", "must not contain NUL characters")
+    _printable("actor", text)
     return text[:MAX_ACTOR]
+
+
+def _printable(field: str, text: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidOrder(field, "must not contain control characters (newlines, escapes)")

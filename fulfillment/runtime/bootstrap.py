@@ -203,7 +203,7 @@ def admin_service() -> AdminService:
 
 
 def pause_service() -> PauseService:
-    return PauseService(store=store(), publish=publish_retry)
+    return PauseService(store=store(), publish=publisher().fulfil)
 
 
 def dead_message_queue() -> DeadMessageQueue:

@@ -82,6 +82,10 @@ class ResumeResult:
     #: the resume re-enqueued as many as it may: the reconciler re-enqueues the rest
     more_waiting: bool = False
 
+    #: waiting orders whose message could not be sent (Redis away): the reconciler's next
+    #: pass sends them
+    not_sent: int = 0
+
     @property
     def label(self) -> str:
         return scope_label(self.scope)
@@ -95,6 +99,11 @@ class ResumeResult:
             text = (
                 f"{self.label} resumed; {self.requeued} waiting order(s) re-enqueued, oldest first"
             )
+            if self.not_sent:
+                text += (
+                    f"; {self.not_sent} could not be sent (Redis did not answer): the "
+                    "reconciler sends them at its next pass"
+                )
             if self.more_waiting:
                 text += (
                     f" (at most {MAX_REQUEUE} per resume: the reconciler re-enqueues the rest "
@@ -111,6 +120,7 @@ class ResumeResult:
             "label": self.label,
             "was_paused": self.was_paused,
             "requeued": self.requeued,
+            "not_sent": self.not_sent,
             "more_waiting": self.more_waiting,
             "still_paused": list(self.still_held_by),
             "message": self.message,
@@ -120,8 +130,8 @@ class ResumeResult:
 @dataclass
 class PauseService:
     store: Store
-    #: enqueue fulfill_order(order_id) after N seconds (as AdminService.publish)
-    publish: Callable[[str, float], None]
+    #: enqueue fulfill_order(order_id) after N seconds; False: it could not be sent
+    publish: Callable[[str, float], bool | None]
     requeue_limit: int = MAX_REQUEUE
     pauses: PauseStore = field(init=False)
     admin: AdminStore = field(init=False)
@@ -167,28 +177,32 @@ class PauseService:
         orders that no other pause still holds, oldest due first (at most requeue_limit)."""
         scope, who = scope_of(network), actor_name(actor)
         removed = self.pauses.delete(scope)
-        requeued = 0
         ids: builtins.list[str] = []
+        sent: builtins.list[str] = []
         try:
             if removed is not None:
                 ids = self.pauses.requeue_waiting(
                     None if scope == FLEET else scope, limit=self.requeue_limit
                 )
-                for order_id in ids:
-                    self.publish(order_id, 0.0)
-                    requeued += 1
+                for oid in ids:
+                    if self.publish(oid, 0.0) is not False:
+                        sent.append(oid)
         finally:
-            # audited even when publishing failed part of the way (the reconciler re-enqueues
-            # what was stamped and not sent, after its grace period)
+            # Audited even when publishing failed part of the way. What was stamped enqueued
+            # and not sent loses its stamp, so the reconciler's next pass sends it.
+            done = set(sent)
+            unsent = [oid for oid in ids if oid not in done]
+            self.pauses.unmark_enqueued(unsent)
             held = holding(scope, [p.scope for p in self.pauses.list()])
             result = ResumeResult(
                 scope=scope,
                 was_paused=removed is not None,
-                requeued=requeued,
+                requeued=len(sent),
                 still_held_by=held,
                 more_waiting=len(ids) >= self.requeue_limit,
+                not_sent=len(unsent),
             )
-            self._record_resume(result, removed, who, complete=requeued == len(ids))
+            self._record_resume(result, removed, who, complete=not unsent)
         return result
 
     def _record_resume(

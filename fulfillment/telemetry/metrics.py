@@ -9,7 +9,7 @@ the processes' files. Other processes (web, reconciler) use the default registry
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = Counter(
     "fulfillment_outcomes_total",
@@ -31,6 +31,12 @@ PAUSE_WAITS = Counter(
     "fulfillment_pause_waits_total",
     "Vendor pauses short enough that a worker waited them out holding its order "
     "(BREAKER_WAIT_IN_PLACE_S) instead of re-enqueueing it.",
+)
+ENABLED = Gauge(
+    "fulfillment_enabled",
+    "1 when this process was started with FULFILLMENT_ENABLED=true; 0: the boot-time kill "
+    "switch holds it and it buys nothing (runtime pauses: fulfillment_paused).",
+    multiprocess_mode="livemin",
 )
 DEAD_LETTERS = Counter(
     "fulfillment_dead_letters_total",

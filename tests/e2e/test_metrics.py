@@ -73,6 +73,8 @@ def test_worker_group_metrics_match_the_database(fleet: Fleet) -> None:
         ).fetchone()
     assert db is not None
     assert total(samples, "fulfillment_outcomes_total", outcome="success") == 6
+    # not held by the boot-time kill switch (the group's live minimum)
+    assert [v for (n, _), v in samples.items() if n == "fulfillment_enabled"] == [1.0]
     assert total(samples, "fulfillment_outcomes_total", outcome="dead_lettered") == 1
     assert total(samples, "fulfillment_attempts_total") == db["purchases"]
     assert total(samples, "fulfillment_attempts_total", outcome="success") == db["ok"]

@@ -68,7 +68,9 @@ def test_a_running_fleet_is_paused_and_resumed_from_the_cli(fleet: Fleet) -> Non
     ]
 
 
-def test_a_paused_network_holds_only_its_orders(fleet: Fleet) -> None:
+def test_a_network_paused_on_its_own_does_not_hold_another(fleet: Fleet) -> None:
+    """mtn paused: at-ishare orders go on (mtn orders are not this fleet's to fulfil yet;
+    tests/integration/test_pause.py holds a paused network's own orders at the claim)."""
     other = fleet.cli("pause", "--network", "mtn", "--reason", "aggregator down")
     assert other.returncode == 0, other.stderr
     (delivered,) = fleet.publish_new_orders(1)

@@ -131,7 +131,8 @@ def test_pause_shows_on_every_page_and_resume_lifts_it(
     assert flash_text(first) == (
         "The whole fleet is paused: workers buy none of its orders until it is resumed."
     )
-    assert pauses(store) == [("*", "vendor asked us to hold; call +233241234567", "Kofi")]
+    # the number in the reason is kept masked, as everywhere it is shown
+    assert pauses(store) == [("*", "vendor asked us to hold; call +23324*****67", "Kofi")]
     detail = f"{PREFIX}/orders/{waiting}"
     for path in (*PAGES, detail):
         text = banner(client.get(path).text)
@@ -144,7 +145,7 @@ def test_pause_shows_on_every_page_and_resume_lifts_it(
     assert 'id="resume-fleet"' in page and 'aria-label="Resume the whole fleet"' in page
     assert 'id="fleet-running"' not in page
     assert [(r["actor"], r["reason"]) for r in audit(store, "pause")] == [
-        ("Kofi", "vendor asked us to hold; call +233241234567")
+        ("Kofi", "vendor asked us to hold; call +23324*****67")
     ]
 
     # pausing it again keeps the first pause, and says so

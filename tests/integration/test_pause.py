@@ -8,8 +8,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -281,6 +281,65 @@ def test_resume_requeues_the_waiting_orders_oldest_first_and_each_delivers_once(
         assert fulfil(oid, deps) is Outcome.NOT_DUE  # a duplicate changes nothing
         assert sim.ledger.deliveries(oid) == 1
     assert sim.ledger.deliveries(later) == sim.ledger.deliveries(mtn) == 0
+
+
+def test_a_resume_with_redis_away_says_so_and_leaves_the_orders_to_the_reconciler(
+    store: Store, new_order: NewOrder
+) -> None:
+    """The real publisher on a broker nobody answers: nothing is counted as re-enqueued, the
+    audit says the re-enqueue was interrupted, and the reconciler's next pass (not its grace
+    period) sends the orders."""
+    from fulfillment.dev.embedded import free_port
+    from fulfillment.messaging.publish import Publisher, build_broker
+
+    dead = Publisher(build_broker(f"redis://127.0.0.1:{free_port()}/0", "pause-test"))
+    service = PauseService(store=store, publish=dead.fulfil)
+    ids = [new_order() for _ in range(2)]
+    old = "UPDATE orders SET created_at = now() - interval '1 hour' WHERE id = ANY(%s::uuid[])"
+    sql(store, old, ids)
+    service.pause(network=None, reason="stop", actor="ama")
+    result = service.resume(network=None, actor="ama")
+    assert (result.requeued, result.not_sent) == (0, 2)
+    assert "could not be sent" in result.message
+    stamps = sql(store, "SELECT last_enqueued_at FROM orders WHERE id = ANY(%s::uuid[])", ids)
+    assert [r["last_enqueued_at"] for r in stamps] == [None, None]
+    audit = sql(store, "SELECT details FROM admin_audit WHERE action = 'resume'")[-1]["details"]
+    assert audit["requeue_interrupted"] is True and audit["requeued"] == 0
+    due = store.sweep_due_orders(grace_s=300)
+    assert {d.order_id for d in due} == set(ids)
+
+
+def test_a_purchase_that_waited_for_a_slot_asks_again_and_buys_nothing_once_paused(
+    store: Store, sim: Simulator, make_deps: Deps, new_order: NewOrder, pauses: PauseService
+) -> None:
+    """Claimed before the pause, then held by the fleet's rate limit (up to half the lease)
+    while an admin pauses: the purchase is not sent, the order goes back as it was."""
+    from contextlib import contextmanager
+
+    @dataclass
+    class SlowGate:
+        waited: int = 0
+
+        @contextmanager
+        def slot(self, max_wait_s: float | None = None) -> Iterator[bool]:
+            if not self.waited:
+                pauses.pause(network=None, reason="held mid-wait", actor="ama")
+                time.sleep(1.2)  # a rate-limit slot waited for
+            self.waited += 1
+            yield True
+
+    oid = new_order()
+    before = store.order_row(oid)
+    assert fulfil(oid, make_deps(gate=SlowGate())) is Outcome.PAUSED
+    after = store.order_row(oid)
+    assert (after["fulfillment_status"], after["fulfillment_attempts"]) == ("pending", 0)
+    assert after["fulfillment_in_flight_attempt"] is None and after["claim_token"] is None
+    assert before["fulfillment_attempts"] == 0
+    assert store.order_logs(oid) == []
+    assert sim.ledger.snapshot()["totals"]["purchase_requests"] == 0
+    pauses.resume(network=None, actor="ama")
+    assert fulfil(oid, make_deps()) is Outcome.SUCCESS
+    assert sim.ledger.deliveries(oid) == 1
 
 
 def test_resume_re_enqueues_at_most_its_limit(

@@ -75,6 +75,7 @@ def test_the_result_says_what_happened() -> None:
         "label": "network mtn",
         "was_paused": True,
         "requeued": 3,
+        "not_sent": 0,
         "more_waiting": False,
         "still_paused": [],
         "message": done.message,
@@ -97,3 +98,14 @@ def test_a_pause_as_json() -> None:
         "already_paused": False,
         "message": "the whole fleet is paused: workers buy none of its orders until it is resumed",
     }
+
+
+def test_a_reason_is_printable_and_names_no_customer_in_full() -> None:
+    for bad in ("stop\x1b]0;pwned\x07", "line\nbreak", "nul\x00", "del\x7f"):
+        with pytest.raises(InvalidOrder, match="control characters"):
+            pause_reason(bad)
+    with pytest.raises(InvalidOrder, match="control characters"):
+        actor_name("ama\rroot")
+    masked = pause_reason("customer +233241234567 reported a double charge")
+    assert "+233241234567" not in masked and "241234567" not in masked
+    assert masked.startswith("customer ") and masked.endswith(" reported a double charge")

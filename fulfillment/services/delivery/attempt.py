@@ -32,7 +32,12 @@ from fulfillment.domain.errors import InvalidOrder
 from fulfillment.domain.order import FulfillmentRequest, OrderStatus
 from fulfillment.services.delivery.purchase import purchase
 from fulfillment.services.delivery.record import Audit, Call, delay_of, write
-from fulfillment.services.delivery.session import ClaimLost, Deferred, VendorSession
+from fulfillment.services.delivery.session import (
+    ClaimLost,
+    Deferred,
+    PausedMeanwhile,
+    VendorSession,
+)
 from fulfillment.services.delivery.verify import lookup
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome
 from fulfillment.telemetry import metrics
@@ -74,6 +79,17 @@ class Attempt:
                 return self._drive()
             except Deferred as deferred:
                 return self._defer(deferred.delay_s)
+            except PausedMeanwhile:
+                # Given back as it was (a fresh order's attempt 1 unmarked): it waits for
+                # the resume, which re-enqueues it, like every order of its scope.
+                self.deps.store.release_claim(
+                    self.order.id,
+                    self.token,
+                    self.claim.previous_status,
+                    clear_in_flight=self.session.begun_unsent,
+                )
+                self.session.begun_unsent = False
+                return Outcome.PAUSED
             except ClaimLost:
                 return Outcome.CLAIM_LOST
         except BaseException:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from db.store import Claim
 from fulfillment.atishare.client import VendorAnswer
+from fulfillment.domain.constants import NETWORK_AT_ISHARE
 from fulfillment.domain.decision import vendor_wide
 from fulfillment.domain.errors import InsufficientBalance, RateLimited, VendorError
 from fulfillment.services.ports import FulfilDeps, Permit
@@ -25,6 +26,8 @@ log = get_logger("fulfillment.worker")
 
 #: Spread of the wake-ups after a pause waited out in place.
 PAUSE_JITTER_S = 0.2
+#: A purchase whose claim is older than this reads fleet_pauses again before it is sent.
+PAUSE_RECHECK_AFTER_S = 1.0
 
 
 class Deferred(Exception):
@@ -32,6 +35,13 @@ class Deferred(Exception):
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
+
+
+class PausedMeanwhile(Exception):
+    """The order's scope was paused while its purchase waited: give it back, buy nothing."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
 
 
 class ClaimLost(Exception):
@@ -45,6 +55,7 @@ class VendorSession:
         order = claim.order
         self.deps = deps
         self.order_id = order.id
+        self.network = order.network or NETWORK_AT_ISHARE
         self.token = token
         #: the claim marked attempt 1 in flight and nothing was sent yet: an exit without a
         #: purchase (deferred, invalid) clears the mark
@@ -78,8 +89,22 @@ class VendorSession:
         cleared again when the order is deferred)."""
         permit = self.permit()
         with self.slot():
+            self.check_not_paused()
             self.mark_in_flight(attempt)
             yield permit
+
+    def check_not_paused(self) -> None:
+        """The claim refused nothing of a paused scope when it was taken; a purchase that
+        waited since (a vendor pause waited out, a rate-limit slot: up to half the lease)
+        asks again, so that a pause set meanwhile stops it too.
+        PausedMeanwhile: the order is given back as it was, nothing spent, and waits for the
+        resume like any other order of its scope."""
+        if self.lease_age() < PAUSE_RECHECK_AFTER_S:
+            return
+        scope = self.deps.store.paused_scope(self.network)
+        if scope is not None:
+            self.log.info("worker.paused_before_purchase", scope=scope)
+            raise PausedMeanwhile(scope)
 
     def mark_in_flight(self, attempt: int) -> None:
         """From here a purchase may be sent: the mark stays."""
