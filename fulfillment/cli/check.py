@@ -31,10 +31,12 @@ The pre-flight before starting or upgrading this host's processes. It checks, on
 the settings (the environment parses; what the role needs is set; the retry table fits
 MAX_ATTEMPTS; DATABASE_URL and REDIS_URL are set, since unset they start embedded development
 servers), PostgreSQL and the schema version (behind this code: a warning, run `fulfillment
-migrate`; older than this code can run on, or drifted: a failure), Redis and the broker
-namespace, the vendor credentials (one signed balance call), and says whether the fleet is
-paused or the vendor circuit open (never a failure). It starts nothing and prints no secret.
-Exit 0 when nothing failed (warnings allowed), 1 otherwise."""
+migrate`; older than this code can run on, or drifted: a failure), the database role's
+privileges on the fleet's tables (what the role's processes need: a failure when one is
+missing), Redis and the broker namespace, the vendor credentials (one signed balance call),
+and says whether the fleet is paused or the vendor circuit open (never a failure; pauses the
+workers cannot read are one). It starts nothing and prints no secret. Exit 0 when nothing
+failed (warnings allowed), 1 otherwise."""
 
 
 def render(report: Report) -> list[str]:

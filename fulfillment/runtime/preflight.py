@@ -9,13 +9,18 @@ prints them.
   start (DATABASE_URL and REDIS_URL set).
 - postgresql and schema: reachable; the schema version against this code's (behind but
   runnable: a warning; too old or drifted: a failure).
+- privileges: the database role may run the statements of the role's processes (SELECT,
+  INSERT, UPDATE, DELETE on each table as db/privileges.py lists them): a missing one is a
+  failure, named with the GRANT that gives it.
 - redis: PING, the broker namespace, its queue depths and live consumers.
 - vendor: one signed balance call with a short timeout (401: the key or the secret is wrong).
 - pause and circuit: the fleet or a network paused, FULFILLMENT_ENABLED=false, the vendor
-  circuit open: said, never a failure.
+  circuit open: said, never a failure; but pauses that cannot be read are one for the worker
+  processes (every claim reads them).
 
-Nothing here starts a server, and nothing printed carries a secret: URLs lose their password,
-and every secret value of the settings is replaced by *** in every line before it leaves.
+Nothing here starts a server, and nothing printed carries a secret: URLs lose their password
+(in the user info, in the query, or a libpq key=value string's), and every secret value of the
+settings, those passwords included, is replaced by *** in every line before it leaves.
 Phone numbers in free text (a pause's reason) are masked.
 """
 
@@ -28,7 +33,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote, urlsplit
 
 from pydantic import SecretStr, ValidationError
 
@@ -48,7 +52,7 @@ from fulfillment.domain.errors import (
 from fulfillment.domain.pause import scope_label
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.runtime.settings import Settings
-from fulfillment.telemetry.logs import url_without_password
+from fulfillment.telemetry.logs import passwords_in, url_without_password
 
 if TYPE_CHECKING:
     from db.pause_store import PauseRow
@@ -56,11 +60,12 @@ if TYPE_CHECKING:
 Role = Literal["worker", "web", "all"]
 ROLES: tuple[Role, ...] = ("worker", "web", "all")
 #: what a role's processes are (the Procfile's types)
-ROLE_PROCESSES: dict[Role, str] = {
-    "worker": "worker, deadletter, reconciler",
-    "web": "web",
-    "all": "web, worker, deadletter, reconciler",
+PROCESSES: dict[Role, tuple[str, ...]] = {
+    "worker": ("worker", "deadletter", "reconciler"),
+    "web": ("web",),
+    "all": ("web", "worker", "deadletter", "reconciler"),
 }
+ROLE_PROCESSES: dict[Role, str] = {role: ", ".join(names) for role, names in PROCESSES.items()}
 #: the pre-flight's own timeouts: a host that cannot answer within them is not ready
 CONNECT_TIMEOUT_S = 3.0
 VENDOR_READ_TIMEOUT_S = 5.0
@@ -124,7 +129,9 @@ def preflight(role: Role = "all") -> Report:
     if settings.database_url:
         found = database(settings.database_url)
         checks += found
-        paused_in = settings.database_url if _pauses_readable(found) else None
+        if _pauses_readable(found):
+            checks.append(privileges(settings.database_url, role))
+            paused_in = settings.database_url
     else:
         checks.append(_not_checked("postgresql", "DATABASE_URL"))
     redis_ok = False
@@ -138,7 +145,7 @@ def preflight(role: Role = "all") -> Report:
         checks.append(vendor(settings))
     else:
         checks.append(Check("vendor", Level.SKIP, "not checked: its settings are missing"))
-    checks += pauses(settings, paused_in)
+    checks += pauses(settings, paused_in, role)
     if redis_ok:
         checks.append(circuit())
     return _scrubbed(Report(role, tuple(checks)), secrets_of(settings))
@@ -402,6 +409,50 @@ def database(url: str) -> list[Check]:
     return [reachable, Check("schema", Level.OK, f"version {have}, this code's is {code}{ahead}")]
 
 
+def privileges(url: str, role: Role) -> Check:
+    """Whether the database role may run what the role's processes run: each table's
+    privileges their statements need, and USAGE on the sequences of those they insert into."""
+    from db.privileges import missing_privileges
+
+    processes = PROCESSES[role]
+    try:
+        grants = missing_privileges(url, processes, connect_timeout_s=CONNECT_TIMEOUT_S)
+    except FulfillmentError as exc:
+        return Check(
+            "privileges",
+            Level.FAIL,
+            f"the database role's privileges could not be read: {_one_line(exc)}",
+        )
+    if not grants.missing:
+        return Check(
+            "privileges",
+            Level.OK,
+            f"the database role {grants.role!r} may run the statements of "
+            f"{ROLE_PROCESSES[role]} on the fleet's tables",
+        )
+    lacks = ", ".join(m.label for m in grants.missing)
+    # claim_order reads orders FOR UPDATE and fleet_pauses: without them no order is worked
+    claims = any(
+        m.table in ("orders", "fleet_pauses") and "worker" in m.processes for m in grants.missing
+    )
+    return Check(
+        "privileges",
+        Level.FAIL,
+        f"the database role {grants.role!r} lacks {lacks}: the statements of "
+        f"{', '.join(dict.fromkeys(p for m in grants.missing for p in m.processes))} that need "
+        "them would fail with permission denied"
+        f"{' (workers cannot claim orders)' if claims else ''}; grant them as the tables' "
+        "owner (the GRANTs below), then run the check again",
+        (
+            *(
+                f"{m.label}: needed by {', '.join(m.processes)} ({'; '.join(m.why)})"
+                for m in grants.missing
+            ),
+            *grants.grant_statements(),
+        ),
+    )
+
+
 def _pauses_readable(found: Sequence[Check]) -> bool:
     """Whether `database` found the schema at REQUIRED_VERSION or newer, as it was recorded
     (the pauses' table is there)."""
@@ -543,12 +594,13 @@ def vendor(settings: Settings, *, read_timeout_s: float = VENDOR_READ_TIMEOUT_S)
     return Check("vendor", Level.OK, line)
 
 
-# -- pauses and the circuit: said, never a failure -------------------------------------------
+# -- pauses and the circuit: said, never a failure (but pauses the workers cannot read) --------
 
 
-def pauses(settings: Settings, database_url: str | None) -> list[Check]:
+def pauses(settings: Settings, database_url: str | None, role: Role = "all") -> list[Check]:
     """FULFILLMENT_ENABLED, and the runtime pauses (fleet_pauses rows) of the database at
-    `database_url` (None: not read, the schema is too old or unreadable)."""
+    `database_url` (None: not read, the schema is too old or unreadable). Pauses that cannot
+    be read fail a role with workers: their every claim reads them (claim_order)."""
     out = []
     if not settings.fulfillment_enabled:
         out.append(
@@ -564,7 +616,18 @@ def pauses(settings: Settings, database_url: str | None) -> list[Check]:
     try:
         rows = _stored_pauses(database_url)
     except FulfillmentError as exc:
-        return [*out, Check("pause", Level.SKIP, f"pauses not read: {_one_line(exc)}")]
+        if role == "web":
+            return [*out, Check("pause", Level.SKIP, f"pauses not read: {_one_line(exc)}")]
+        return [
+            *out,
+            Check(
+                "pause",
+                Level.FAIL,
+                f"pauses not read: {_one_line(exc)}: every worker claim reads fleet_pauses and "
+                "would fail the same way; give the database role SELECT on fleet_pauses (see "
+                "privileges) or fix the cause, then run the check again",
+            ),
+        ]
     for view in rows:
         out.append(
             Check(
@@ -652,16 +715,8 @@ def secrets_of(settings: Settings) -> list[str]:
     ]
     for url in (settings.database_url, settings.redis_url, settings.admin_webhook_url):
         if url:
-            values += _url_secrets(url)
+            values += passwords_in(url)
     return [v for v in values if len(v) >= _SECRET_MIN_CHARS]
-
-
-def _url_secrets(url: str) -> list[str]:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
-    return [] if not password else [password, quote(password, safe="")]
 
 
 def _secrets_in_environment() -> list[str]:
@@ -673,7 +728,7 @@ def _secrets_in_environment() -> list[str]:
     ]
     for name in ("DATABASE_URL", "REDIS_URL", "ADMIN_WEBHOOK_URL"):
         if env.get(name):
-            values += _url_secrets(env[name])
+            values += passwords_in(env[name])
     return [v for v in values if len(v) >= _SECRET_MIN_CHARS]
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -19,6 +21,7 @@ from fulfillment.dev.embedded import free_port
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.runtime import bootstrap
 from fulfillment.runtime.settings import Settings
+from tests.conftest import ADMIN_URL
 
 from .conftest import KEY, SECRET
 
@@ -36,6 +39,23 @@ def with_password(url: str, password: str) -> str:
     scheme, rest = url.split("://", 1)
     user, host = rest.split("@", 1)
     return f"{scheme}://{user}:{password}@{host}"
+
+
+def with_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
+def key_value(url: str, **more: str) -> str:
+    """`url` as libpq's key=value connection string, `more` pairs added as written."""
+    parts = urlsplit(url)
+    pairs = {
+        "host": parts.hostname or "",
+        "port": str(parts.port or 5432),
+        "user": parts.username or "",
+        "dbname": parts.path.lstrip("/"),
+    }
+    return " ".join(f"{k}={v}" for k, v in {**pairs, **more}.items())
 
 
 @pytest.fixture
@@ -276,3 +296,139 @@ def test_health_shares_the_checks(run: Run, database_url: str) -> None:
     assert "401 UNAUTHORIZED" in body["checks"]["vendor"]
     assert "wrong-secret-1234" not in out
     assert_nothing_secret(out)
+
+
+# -- passwords in every form a driver takes -------------------------------------------------
+
+
+def test_a_key_value_database_url_never_shows_its_password(
+    run: Run, database_url: str, store: Store
+) -> None:
+    # trust auth: PostgreSQL accepts the connection whatever the password says
+    for password, written in (
+        ("Kx9-very-secret", "Kx9-very-secret"),
+        ("Kx9 very secret, quoted", "'Kx9 very secret, quoted'"),
+    ):
+        dsn = key_value(database_url, password=written, application_name="preflight")
+        code, out = run("check", db=database_url, env={"DATABASE_URL": dsn})
+        assert code == 0
+        shown = line(out, "ok", "postgresql")
+        assert "host=127.0.0.1" in shown and "application_name=preflight" in shown
+        assert "password" not in shown
+        assert password not in out and "Kx9" not in out
+        assert_nothing_secret(out)
+        code, out = run("health", db=database_url, env={"DATABASE_URL": dsn})
+        assert code == 0
+        assert "Kx9" not in out
+
+    # PostgreSQL away: the failure line quotes the string, still without its password
+    away = key_value(database_url, password="Kx9-very-secret").replace(
+        f"port={urlsplit(database_url).port}", f"port={free_port()}"
+    )
+    code, out = run("check", db=database_url, env={"DATABASE_URL": away})
+    assert code == 1
+    assert "host=127.0.0.1" in line(out, "FAIL", "postgresql")
+    assert "Kx9" not in out
+
+
+def test_a_password_in_the_query_is_never_shown(
+    run: Run, database_url: str, store: Store, redis_url: str
+) -> None:
+    password = "Qp7-very-secret"
+    joiner = "&" if "?" in database_url else "?"
+    db = f"{database_url}{joiner}application_name=preflight&password={password}"
+    code, out = run("check", db=database_url, env={"DATABASE_URL": db})
+    assert code == 0
+    shown = line(out, "ok", "postgresql")
+    assert "?application_name=preflight" in shown and "password" not in shown
+    assert password not in out
+
+    # the same in REDIS_URL (redis-py reads it there; the test server asks for none)
+    code, out = run("check", db=database_url, env={"REDIS_URL": f"{redis_url}?password={password}"})
+    assert code == 0
+    assert f"{redis_url} answers PING" in line(out, "ok", "redis")
+    assert password not in out
+    assert_nothing_secret(out)
+
+
+# -- the database role's privileges ---------------------------------------------------------
+
+
+@pytest.fixture
+def limited_role(own_database: str) -> Iterator[str]:
+    """A login role of this test alone, granted every privilege on the tables of the test's
+    own (migrated) database; the test takes away what it wants. Its URL; the role is dropped
+    afterwards (roles are the whole server's)."""
+    migrate(own_database)
+    name = f"review_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(own_database, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN")  # ours: hex only
+            conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
+            conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}")
+        yield with_user(own_database, name)
+    finally:
+        with psycopg.connect(own_database, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (name,),
+            )
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+                conn.execute(f"DROP OWNED BY {name}")  # its grants in this database
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+def as_owner(url: str, *statements: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+def test_a_role_that_cannot_read_the_pauses_fails_the_check(
+    run: Run, own_database: str, limited_role: str
+) -> None:
+    role = urlsplit(limited_role).username
+    as_owner(own_database, f"REVOKE SELECT ON fleet_pauses FROM {role}")
+    for host_role in ("worker", "all"):
+        code, out = run("check", "--role", host_role, db=limited_role)
+        assert code == 1, "every worker claim would fail: the host must not start"
+        grants = line(out, "FAIL", "privileges")
+        assert f"the database role '{role}' lacks SELECT on fleet_pauses" in grants
+        assert "workers cannot claim orders" in grants
+        assert f"GRANT SELECT ON TABLE public.fleet_pauses TO {role};" in out
+        assert any(
+            "SELECT on fleet_pauses: needed by " in t and "claim_order" in t
+            for t in out.splitlines()
+        )
+        assert "permission denied for table fleet_pauses" in line(out, "FAIL", "pause")
+        assert "fix what FAILED" in out.splitlines()[-1]
+        line(out, "ok", "postgresql")
+        line(out, "ok", "schema")
+    # the web process lists, sets and lifts pauses: a failure there too; its pause line is a
+    # skip (the dashboard shows the pauses as unknown and serves on)
+    code, out = run("check", "--role", "web", db=limited_role)
+    assert code == 1
+    assert "SELECT on fleet_pauses" in line(out, "FAIL", "privileges")
+    assert "workers cannot claim" not in out
+    line(out, "skip", "pause")
+
+    # SELECT back, no USAGE on the sequences: the inserts of finish_call, the dead-letter
+    # consumer's notifications and the admin audit would fail
+    as_owner(
+        own_database,
+        f"GRANT SELECT ON fleet_pauses TO {role}",
+        f"REVOKE USAGE ON ALL SEQUENCES IN SCHEMA public FROM {role}",
+    )
+    code, out = run("check", "--role", "worker", db=limited_role)
+    assert code == 1
+    grants = line(out, "FAIL", "privileges")
+    assert "USAGE on sequence fulfillment_logs_id_seq" in grants
+    assert "USAGE on sequence admin_notifications_id_seq" in grants
+    assert "admin_audit" not in grants, "the worker processes never write the admin audit"
+    assert "not paused" in line(out, "info", "pause")
+
+    as_owner(own_database, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    code, out = run("check", db=limited_role)
+    assert code == 0
+    assert f"the database role '{role}' may run the statements of" in line(out, "ok", "privileges")
