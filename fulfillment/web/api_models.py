@@ -361,9 +361,12 @@ class DlqActionResponse(BaseModel):
 
 #: A network code (fulfillment.domain.constants.KNOWN_NETWORKS, which a test keeps in step).
 NetworkCode = Literal["at-bigtime", "at-ishare", "mtn", "telecel"]
+#: No control character anywhere (fulfillment.domain.pause refuses them: a reason is printed
+#: by the CLI), and at least one character that str.strip() keeps.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 PauseReason = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=MAX_PAUSE_REASON, pattern=VISIBLE),
+    StringConstraints(min_length=1, max_length=MAX_PAUSE_REASON, pattern=PRINTABLE),
     AfterValidator(_storable),
 ]
 
