@@ -27,8 +27,6 @@ from fulfillment.domain.pause import MAX_ACTOR, MAX_PAUSE_REASON
 from fulfillment.runtime import bootstrap
 from fulfillment.services.pauses import PauseService
 
-COMMANDS = ("pause", "resume", "pauses")
-
 
 def add_commands(sub: Any) -> None:
     """The three commands, on the admin CLI's subparsers (fulfillment/cli/admin.py runs them
