@@ -358,12 +358,6 @@ def dismiss_dead_letters(
 # -- the runtime pause: the banner is base.html's; these are its two forms ------------------
 
 
-def _network(scope: str) -> str | None:
-    """The form's scope: '*' (or nothing) is the whole fleet, else a network code, checked by
-    the service."""
-    return None if scope.strip() in ("", FLEET) else scope
-
-
 def _sentence(text: str) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
@@ -379,9 +373,7 @@ def pause(
     back: Text = "",
 ) -> Response:
     try:
-        view = deps_of(request).pauses.pause(
-            network=_network(scope), reason=reason, actor=session.actor
-        )
+        view = deps_of(request).pauses.pause(network=scope, reason=reason, actor=session.actor)
     except InvalidOrder as exc:
         return back_to(request, back, flash("error", f"Pause refused: {exc}"))
     return back_to(
@@ -395,21 +387,13 @@ def resume(
     request: Request, session: Session, csrf: Text = "", scope: Text = FLEET, back: Text = ""
 ) -> Response:
     try:
-        result = deps_of(request).pauses.resume(network=_network(scope), actor=session.actor)
+        # the scope as the form sends it ('*' or a network): the service reads it (scope_of)
+        result = deps_of(request).pauses.resume(network=scope, actor=session.actor)
     except InvalidOrder as exc:
         return back_to(request, back, flash("error", f"Resume refused: {exc}"))
-    except BrokerUnavailable as exc:  # the pause is lifted; the reconciler re-enqueues the rest
-        log.error("dashboard.resume_publish_failed", actor=session.actor, error=str(exc))
-        return back_to(
-            request,
-            back,
-            flash(
-                "warn",
-                "Resumed, but re-enqueueing its waiting orders failed (Redis): the reconciler "
-                "re-enqueues them after its grace period.",
-            ),
-        )
-    kind = "ok" if result.was_paused and not result.still_held_by else "warn"
+    # Redis away: the result says how many could not be sent (the reconciler sends them)
+    clean = result.was_paused and not result.still_held_by and not result.not_sent
+    kind = "ok" if clean else "warn"
     return back_to(request, back, flash(kind, _sentence(result.message)))
 
 
