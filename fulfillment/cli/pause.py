@@ -26,6 +26,7 @@ from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.pause import MAX_ACTOR, MAX_PAUSE_REASON
 from fulfillment.runtime import bootstrap
 from fulfillment.services.pauses import PauseService
+from fulfillment.telemetry.logs import duration
 
 
 def add_commands(sub: Any) -> None:
@@ -117,7 +118,7 @@ def cmd_pauses(args: argparse.Namespace) -> int:
         return 0
     print_rows(
         ["scope", "paused since", "for", "by", "reason"],
-        [[p.label, p.paused_at, _duration(p.age_s), p.paused_by, p.reason] for p in pauses],
+        [[p.label, p.paused_at, duration(p.age_s), p.paused_by, p.reason] for p in pauses],
         "not paused: the fleet buys for every network",
     )
     if not bootstrap.settings().fulfillment_enabled:
@@ -126,9 +127,3 @@ def cmd_pauses(args: argparse.Namespace) -> int:
             "whatever is paused"
         )
     return 0
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

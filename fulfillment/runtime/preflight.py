@@ -52,7 +52,7 @@ from fulfillment.domain.errors import (
 from fulfillment.domain.pause import scope_label
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.runtime.settings import Settings
-from fulfillment.telemetry.logs import passwords_in, url_without_password
+from fulfillment.telemetry.logs import duration, passwords_in, url_without_password
 
 if TYPE_CHECKING:
     from db.pause_store import PauseRow
@@ -634,7 +634,7 @@ def pauses(settings: Settings, database_url: str | None, role: Role = "all") -> 
                 "pause",
                 Level.INFO,
                 f"{scope_label(view.scope)} is paused by {mask_phones_in_text(view.paused_by)} "
-                f"since {_utc(view.paused_at)} ({_age(view.age_s)}): "
+                f"since {_utc(view.paused_at)} ({duration(view.age_s)}): "
                 f"{mask_phones_in_text(view.reason)}; resume it from the dashboard, the API or "
                 "the CLI when the cause is fixed",
             )
@@ -695,14 +695,6 @@ def _utc(moment: datetime) -> str:
 
 def _utc_ts(seconds: float) -> str:
     return _utc(datetime.fromtimestamp(seconds, UTC))
-
-
-def _age(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def secrets_of(settings: Settings) -> list[str]:

@@ -209,3 +209,15 @@ def get_logger(name: str) -> Any:
     if not _configured:
         configure(os.environ.get("LOG_FORMAT", "json"))
     return structlog.get_logger(name)
+
+
+def duration(seconds: float) -> str:
+    """A length of time for people, as the dashboard, `fulfillment check` and `fulfillment
+    pauses` print it: '12.3 s', '4 min 05 s', '2 h 07 min'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

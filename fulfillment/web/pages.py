@@ -32,6 +32,7 @@ from fulfillment.domain.errors import BrokerUnavailable, InvalidOrder, OrderNotF
 from fulfillment.domain.pause import FLEET, MAX_PAUSE_REASON
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.services.admin import ActionResult
+from fulfillment.telemetry.logs import duration as duration_words
 from fulfillment.telemetry.logs import get_logger
 from fulfillment.web.deps import WebDeps
 from fulfillment.web.security import SESSION_COOKIE, Session, Sessions, tokens_match
@@ -174,15 +175,7 @@ def iso(value: object) -> str:
 
 
 def duration(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    return duration_words(seconds) if isinstance(seconds, int | float) else "—"
 
 
 def percent(rate: object) -> str:
