@@ -34,7 +34,7 @@ _PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # Inside the vendor call, the innermost of these names the cost.
 _VENDOR_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("vendor call: HMAC signing", ("atishare/signing.py",)),
+    ("vendor call: HMAC signing", ("vendors/atishare_signing.py",)),
     ("vendor call: JSON", ("json/",)),
     ("vendor call: httpx", ("httpx/", "httpcore/", "h11/")),
 )

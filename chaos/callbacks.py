@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from fulfillment.atishare.signing import signed_headers
+from fulfillment.vendors.atishare_signing import signed_headers
 
 WEBHOOK_PATH = "/webhooks/at-ishare"  # DESIGN.md: the vendor's callback route
 REPLAY_GAP_S = 0.1

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from fulfillment.atishare.client import VendorAnswer
 from fulfillment.domain.errors import (
     InsufficientBalance,
     RateLimited,
@@ -30,6 +29,7 @@ from fulfillment.domain.errors import (
     VendorUnauthorized,
 )
 from fulfillment.domain.order import FulfillmentRequest
+from fulfillment.vendors.answer import VendorAnswer
 
 
 class WorkerKilled(BaseException):

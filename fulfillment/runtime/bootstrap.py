@@ -18,7 +18,6 @@ from dramatiq.brokers.redis import RedisBroker
 from pydantic import ValidationError
 
 from db.store import Store, open_pool
-from fulfillment.atishare.client import AtIshareClient
 from fulfillment.domain.errors import ConfigurationError, FulfillmentError
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.balance import BalanceWatch
@@ -33,6 +32,7 @@ from fulfillment.services.notifier import Notifier
 from fulfillment.services.pauses import PauseService
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, GatePort, NoGate
 from fulfillment.telemetry import logs, metrics
+from fulfillment.vendors.atishare import AtIshareClient
 
 _lock = threading.Lock()
 _store: Store | None = None

@@ -533,7 +533,7 @@ def _vendor_configured(settings: Settings) -> bool:
 
 def vendor(settings: Settings, *, read_timeout_s: float = VENDOR_READ_TIMEOUT_S) -> Check:
     """One signed GET /account/balance: the URL, the key, the secret and this host's clock."""
-    from fulfillment.atishare.client import AtIshareClient
+    from fulfillment.vendors.atishare import AtIshareClient
 
     try:
         base, key, secret = settings.vendor_credentials()

@@ -15,9 +15,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from db.store import Store
-from fulfillment.atishare.client import VendorAnswer
 from fulfillment.domain.order import FulfillmentRequest
 from fulfillment.domain.retry import RetryPolicy
+from fulfillment.vendors.answer import VendorAnswer
 
 
 class Permit(Protocol):

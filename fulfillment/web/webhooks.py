@@ -24,13 +24,13 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from fulfillment.atishare.signing import verify
 from fulfillment.domain.errors import ConfigurationError, MalformedMessage, OrderNotFound
 from fulfillment.domain.order import parse_order_id
 from fulfillment.services.admin import view_status
 from fulfillment.services.delivery import confirm_delivery
 from fulfillment.services.ports import Outcome
 from fulfillment.telemetry.logs import get_logger
+from fulfillment.vendors.atishare_signing import verify
 from fulfillment.web.api_auth import ApiError, JsonErrorRoute, web_deps
 from fulfillment.web.api_models import Text, errors
 from fulfillment.web.security import tokens_match

@@ -15,13 +15,13 @@ import pytest
 import redis
 
 from db.store import Store
-from fulfillment.atishare.client import AtIshareClient
 from fulfillment.dev.simulator.faults import FaultConfig
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
 from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.vendors.atishare import AtIshareClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -25,13 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db.store import Store
-from fulfillment.atishare.client import MAX_BODY_BYTES, AtIshareClient, VendorAnswer
 from fulfillment.domain.constants import KNOWN_NETWORKS, NETWORK_AT_ISHARE
 from fulfillment.domain.errors import InvalidOrder, MalformedMessage, VendorError
 from fulfillment.domain.order import FulfillmentRequest, build_request, order_id_from_message
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.vendors.atishare import MAX_BODY_BYTES, AtIshareClient, VendorAnswer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -38,11 +38,11 @@ import pytest
 
 from db.catalog import MIGRATIONS_TABLE
 from db.store import Row, Store, open_pool
-from fulfillment.atishare.client import AtIshareClient
 from fulfillment.dev import launcher
 from fulfillment.dev.launcher import DEADLETTER, WORKER
 from fulfillment.domain.constants import FULFILLMENT_QUEUE
 from fulfillment.domain.order import FulfillmentRequest
+from fulfillment.vendors.atishare import AtIshareClient
 
 from .conftest import (
     BIN,

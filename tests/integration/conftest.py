@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from db.store import Store
-from fulfillment.atishare.client import AtIshareClient
 from fulfillment.dev.simulator.faults import FaultConfig
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.vendors.atishare import AtIshareClient
 from tests.conftest import WebServer
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from db.store import Store
-from fulfillment.atishare.client import VendorAnswer
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.order import FulfillmentRequest
 from fulfillment.services.admin import view_status
@@ -23,6 +22,7 @@ from fulfillment.services.deadletter import handle_gave_up
 from fulfillment.services.delivery import fulfil, settle_for_dead_letter
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome, VendorPort
+from fulfillment.vendors.answer import VendorAnswer
 
 from .conftest import Sent
 from .test_fulfil import make_due, script
@@ -178,7 +178,7 @@ def test_3_replayed_pending_callbacks_spend_nothing_and_the_order_completes_late
     assert fulfil(oid, make_deps()) is Outcome.PENDING
     before = order_row(store, oid)
     body = callback(oid, status="pending")
-    from fulfillment.atishare.signing import signed_headers
+    from fulfillment.vendors.atishare_signing import signed_headers
 
     from .conftest import KEY, SECRET
 

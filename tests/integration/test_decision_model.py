@@ -79,7 +79,6 @@ from hypothesis.stateful import (
 from psycopg import sql
 
 from db.store import Store
-from fulfillment.atishare.signing import signed_headers
 from fulfillment.dev.embedded import free_port
 from fulfillment.domain.errors import FulfillmentError, OrderNotFound
 from fulfillment.domain.retry import RetryPolicy
@@ -88,6 +87,7 @@ from fulfillment.services.deadletter import handle_dead_letter, handle_gave_up, 
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 from fulfillment.services.reconciler import reconcile_once
+from fulfillment.vendors.atishare_signing import signed_headers
 from tests.model_vendor import (
     STATUS_FAULTS,
     ModelBreaker,

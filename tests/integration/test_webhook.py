@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from db.store import Store
-from fulfillment.atishare.signing import signed_headers
 from fulfillment.dev.embedded import free_port
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.services.delivery import fulfil
 from fulfillment.services.ports import FulfilDeps, Outcome
+from fulfillment.vendors.atishare_signing import signed_headers
 
 from .conftest import KEY, SECRET
 from .test_fulfil import script

@@ -9,8 +9,6 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from fulfillment.atishare.client import MAX_BODY_BYTES, AtIshareClient
-from fulfillment.atishare.signing import verify
 from fulfillment.domain.errors import (
     InsufficientBalance,
     PermanentVendorError,
@@ -22,6 +20,8 @@ from fulfillment.domain.errors import (
     VendorUnauthorized,
 )
 from fulfillment.domain.order import FulfillmentRequest
+from fulfillment.vendors.atishare import MAX_BODY_BYTES, AtIshareClient
+from fulfillment.vendors.atishare_signing import verify
 
 REF = "3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11"
 REQ = FulfillmentRequest(REF, "+233241234567", "at-ishare", Decimal(2))

@@ -39,7 +39,7 @@ LAYERS: dict[str, int] = {
     # ports and adapters: PostgreSQL, the vendor protocol, the Redis-shared fleet state, the
     # broker, outbound notifications; and the embedded servers the wiring falls back to
     "db": 2,
-    "fulfillment.atishare": 2,
+    "fulfillment.vendors": 2,
     "fulfillment.fleet": 2,
     "fulfillment.messaging": 2,
     "fulfillment.notify": 2,

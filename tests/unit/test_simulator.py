@@ -15,10 +15,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from fulfillment.atishare.signing import signed_headers
 from fulfillment.dev.simulator.faults import FaultConfig, FaultKind, roll
 from fulfillment.dev.simulator.ledger import Ledger, Outcome, TxStatus
 from fulfillment.dev.simulator.server import Simulator, simulator_from_args
+from fulfillment.vendors.atishare_signing import signed_headers
 
 KEY = "test-key"
 SECRET = "test-secret"

@@ -22,9 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
-from fulfillment.atishare.signing import verify
 from fulfillment.dev.simulator.faults import Chaos, FaultConfig, FaultKind, purchase_problem
 from fulfillment.dev.simulator.ledger import Ledger, Outcome
+from fulfillment.vendors.atishare_signing import verify
 
 MAX_BODY_BYTES: Final = 64 * 1024
 PURCHASE_PATH: Final = "/v1/data/purchase"

@@ -11,10 +11,10 @@ import random
 from dataclasses import dataclass
 
 from db.store import CallRecord, Store
-from fulfillment.atishare.client import VendorAnswer
 from fulfillment.domain.decision import Complete, Decision, Defer, Human, Wait
 from fulfillment.domain.errors import VendorError
 from fulfillment.domain.order import OrderStatus
+from fulfillment.vendors.answer import VendorAnswer
 
 #: After a failed call while the vendor is down, come back this soon: the next message meets
 #: the open circuit and is deferred for exactly as long as it stays open.

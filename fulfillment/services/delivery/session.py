@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from db.store import Claim
-from fulfillment.atishare.client import VendorAnswer
 from fulfillment.domain.constants import NETWORK_AT_ISHARE
 from fulfillment.domain.decision import vendor_wide
 from fulfillment.domain.errors import InsufficientBalance, RateLimited, VendorError
 from fulfillment.services.ports import FulfilDeps, Permit
 from fulfillment.telemetry import metrics
 from fulfillment.telemetry.logs import get_logger
+from fulfillment.vendors.answer import VendorAnswer
 
 log = get_logger("fulfillment.worker")
 

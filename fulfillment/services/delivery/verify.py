@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fulfillment.atishare.client import VendorAnswer
 from fulfillment.domain.decision import (
     Answer,
     Asker,
@@ -24,6 +23,7 @@ from fulfillment.domain.errors import VendorError
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.services.delivery.record import Call
 from fulfillment.services.delivery.session import Deferred, VendorSession
+from fulfillment.vendors.answer import VendorAnswer
 
 
 @dataclass(frozen=True, slots=True)
