@@ -21,10 +21,11 @@ ALTER TABLE orders ADD COLUMN IF NOT EXISTS package_name text;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
 
--- Rows that existed before the fleet keep a NULL status (not managed: never delivered again);
--- the default applies to orders committed from now on.
+-- Rows that existed before the fleet keep a NULL status (not managed: never delivered again).
+-- A row committed from now on without a status gets 'pending' when its network is served
+-- (the orders_fulfillment_status_default trigger, below with fleet_networks), none otherwise.
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS fulfillment_status text;
-ALTER TABLE orders ALTER COLUMN fulfillment_status SET DEFAULT 'pending';
+ALTER TABLE orders ALTER COLUMN fulfillment_status DROP DEFAULT;
 -- Purchase attempts used, and the one under way (set before the vendor call, cleared after).
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS fulfillment_attempts integer NOT NULL DEFAULT 0;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS fulfillment_in_flight_attempt integer;
@@ -200,3 +201,30 @@ CREATE TABLE IF NOT EXISTS fleet_pauses (
 -- Version 3: pending orders per network, oldest first (the resume after a pause).
 CREATE INDEX IF NOT EXISTS orders_waiting_idx
     ON orders (network, created_at, id) WHERE fulfillment_status = 'pending';
+
+-- Version 4: the networks the fleet serves, fleet-wide (a process adds those of its
+-- NETWORKS_ENABLED when it starts; `fulfillment networks disable` removes one), and the
+-- network-aware status default: a new row without a status is 'pending' only when its
+-- network is served; one inserted with 'pending' explicitly is ours once it is.
+CREATE TABLE IF NOT EXISTS fleet_networks (
+    network text PRIMARY KEY CHECK (network IN ('at-ishare', 'mtn', 'telecel', 'at-bigtime')),
+    enabled_at timestamptz NOT NULL DEFAULT now(),
+    enabled_by text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO fleet_networks (network, enabled_by) VALUES ('at-ishare', 'migration 0004')
+ON CONFLICT (network) DO NOTHING;
+
+CREATE OR REPLACE FUNCTION orders_fulfillment_status_default() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.fulfillment_status IS NULL
+       AND EXISTS (SELECT 1 FROM fleet_networks WHERE network = NEW.network) THEN
+        NEW.fulfillment_status := 'pending';
+    END IF;
+    RETURN NEW;
+END $$;
+
+DROP TRIGGER IF EXISTS orders_fulfillment_status_default ON orders;
+CREATE TRIGGER orders_fulfillment_status_default BEFORE INSERT ON orders
+    FOR EACH ROW EXECUTE FUNCTION orders_fulfillment_status_default();

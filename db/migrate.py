@@ -50,9 +50,9 @@ SCHEMA_FILE = files("db").joinpath("schema.sql")
 MIGRATIONS = files("db").joinpath("migrations")
 MIGRATION_LOCK = 0x41_54_49_53  # "ATIS"; the lock key of every release's migrate
 #: The oldest schema version this code runs on: its workers, web process and reconciler
-#: refuse to start on an older one. It needs version 2 (fleet_pauses: claim_order reads it);
-#: version 3 only makes the resume faster.
-REQUIRED_VERSION = 2
+#: refuse to start on an older one. It needs version 4 (fleet_networks: the claim, the sweep
+#: and the stats read the networks served; version 2's fleet_pauses, read by claim_order).
+REQUIRED_VERSION = 4
 #: A transactional step waits this long for a table lock, then gives up and tries again, so
 #: that a long transaction on orders does not queue every other query behind the ALTER.
 LOCK_TIMEOUT_S = 5.0

@@ -9,6 +9,8 @@
 -- or the whole fleet ('*'), is paused in fleet_pauses: read here, at every claim, so a pause
 -- holds on every host at once. The others only ask the vendor and go on (a callback, the
 -- dead-letter consumer's last look, the reconciler's recovery of an expired claim).
+-- Only an order of a network this process serves (networks: its NETWORK_VENDORS routes) is
+-- taken; the caller reads the order to tell another host's network from nobody's.
 WITH prev AS (
     SELECT id, fulfillment_status AS previous_status,
            (fulfillment_status = 'processing' AND claim_token IS NOT NULL) AS taken_over,
@@ -28,7 +30,7 @@ SET fulfillment_status = 'processing',
     updated_at = now()
 FROM prev
 WHERE o.id = prev.id
-  AND o.network = 'at-ishare'
+  AND o.network = ANY(%(networks)s::text[])
   AND (NOT %(may_buy)s::boolean
        OR NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', o.network)))
   AND (
@@ -118,7 +120,8 @@ WITH updated AS (
 SELECT (SELECT count(*) FROM updated) AS updated, (SELECT id FROM logged) AS log_id;
 
 -- name: defer_order
--- The vendor circuit is open: hand the order back, due later, nothing spent and nothing logged
+-- No vendor call now (its circuit open, its rate limit or its share of the threads taken):
+-- hand the order back, due later, nothing spent and nothing logged, with why it waits
 -- (clear_in_flight: the claim marked attempt 1 and nothing was sent).
 UPDATE orders
 SET fulfillment_status = %(status)s,
@@ -130,8 +133,8 @@ SET fulfillment_status = %(status)s,
     claim_token = NULL,
     claim_expires_at = NULL,
     next_attempt_at = now() + make_interval(secs => %(delay_s)s::float8),
-    last_error_code = 'CIRCUIT_OPEN',
-    last_error_message = 'vendor circuit open: waiting without spending an attempt',
+    last_error_code = %(error_code)s,
+    last_error_message = %(error_message)s,
     updated_at = now()
 WHERE id = %(order_id)s AND claim_token = %(token)s
 RETURNING id;
@@ -193,7 +196,6 @@ WITH flagged AS (
         -- an attempt in flight stays recorded: a later retry asks the vendor before buying
         updated_at = now()
     WHERE id = %(order_id)s
-      AND network = 'at-ishare'
       AND fulfillment_status IN ('pending', 'processing', 'failed')
       AND (claim_token IS NULL OR claim_expires_at < now())
       AND dead_lettered_at IS NULL
@@ -277,7 +279,7 @@ WITH due AS (
                ELSE 'retry_overdue'
            END AS reason
     FROM orders
-    WHERE network = 'at-ishare'
+    WHERE network IN (SELECT network FROM fleet_networks)
       AND coalesce(last_enqueued_at, '-infinity') < now() - make_interval(secs => %(grace_s)s::float8)
       AND (
             (fulfillment_status = 'pending'
@@ -329,15 +331,22 @@ INSERT INTO orders (id, phone_number, network, size_gb, package_name)
 VALUES (%(id)s, %(phone_number)s, %(network)s, %(size_gb)s, %(package_name)s);
 
 -- name: status_counts
--- Orders per fulfillment status, dead-lettered and outcome unknown counted apart (demo, CLI).
-SELECT CASE WHEN fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL
+-- Orders per network and fulfillment status (metrics, demo, CLI): dead-lettered and outcome
+-- unknown counted apart; a network outside the four known ones is 'other' (a bounded label);
+-- an order no fleet status was given, or a pending one of a network this fleet does not
+-- serve, is 'unmanaged' (not ours: never counted as pending).
+SELECT CASE WHEN network IN ('at-ishare', 'mtn', 'telecel', 'at-bigtime') THEN network
+            ELSE 'other' END AS network,
+       CASE WHEN fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL
                  THEN 'outcome_unknown'
             WHEN dead_lettered_at IS NOT NULL THEN 'dead_lettered'
+            WHEN fulfillment_status = 'pending'
+                 AND network NOT IN (SELECT network FROM fleet_networks) THEN 'unmanaged'
             ELSE coalesce(fulfillment_status, 'unmanaged') END AS status,
        count(*) AS n
 FROM orders
-GROUP BY 1
-ORDER BY 1;
+GROUP BY 1, 2
+ORDER BY 1, 2;
 
 -- name: attempts_distribution
 -- How many purchase attempts orders needed, per final status (demo summary).
@@ -500,7 +509,7 @@ SET fulfillment_extra_attempts = greatest(fulfillment_extra_attempts,
     dead_letter_dismissed_by = NULL,
     updated_at = now()
 WHERE id = %(order_id)s
-  AND network = 'at-ishare'
+  AND network IN (SELECT network FROM fleet_networks)
   AND fulfillment_status = 'failed'
   AND claim_token IS NULL
   AND (%(allow_resolved)s::boolean OR dead_letter_dismissed_at IS NULL)
@@ -510,7 +519,8 @@ RETURNING id, fulfillment_attempts, fulfillment_extra_attempts, fulfillment_gene
 -- Stamp a pending order the platform asks to (re)publish; refused (no row) otherwise.
 UPDATE orders
 SET last_enqueued_at = now()
-WHERE id = %(order_id)s AND network = 'at-ishare' AND fulfillment_status = 'pending'
+WHERE id = %(order_id)s AND fulfillment_status = 'pending'
+  AND network IN (SELECT network FROM fleet_networks)
 RETURNING id;
 
 -- name: admin_dismiss
@@ -562,7 +572,7 @@ FROM (SELECT %(decision)s::text = 'recheck' AS recheck,
              %(decision)s::text = 'mark_not_delivered' AS not_delivered) AS d
 WHERE id = %(order_id)s
   AND (d.recheck OR d.delivered OR d.not_delivered)
-  AND network = 'at-ishare'
+  AND network IN (SELECT network FROM fleet_networks)
   AND fulfillment_status = 'processing'
   AND dead_letter_reason IS NOT NULL
   AND (claim_token IS NULL OR claim_expires_at < now())
@@ -580,10 +590,15 @@ WHERE fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL;
 SELECT * FROM fulfillment_logs WHERE order_id = %(order_id)s ORDER BY id DESC LIMIT 1;
 
 -- name: oldest_pending
--- Seconds since the oldest order still waiting for its first attempt was created (metrics).
-SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age_s
-FROM orders
-WHERE fulfillment_status = 'pending';
+-- Per served network, seconds since its oldest order still waiting for its first attempt
+-- was created, 0 when none waits (metrics; orders_pending_network_idx).
+SELECT f.network,
+       coalesce((SELECT extract(epoch FROM now() - min(o.created_at))
+                 FROM orders o
+                 WHERE o.fulfillment_status = 'pending' AND o.network = f.network), 0)::float8
+           AS age_s
+FROM fleet_networks f
+ORDER BY f.network;
 
 -- The runtime pause (fleet_pauses: '*' for the whole fleet, or a network code) ---------------
 
@@ -628,28 +643,26 @@ RETURNING scope, reason, paused_by, paused_at,
 -- oldest due first: pending ones by when they came (orders_waiting_idx), retries and status
 -- checks due by when they fell due, none a human holds (dead_letter_reason) or a worker has;
 -- at most `limit`, stamped enqueued in this statement so the reconciler leaves them for its
--- grace period. network NULL: every network (the whole fleet's resume). Only at-ishare orders
--- are fulfilled here, as in claim_order.
+-- grace period. network NULL: every network the fleet serves (the whole fleet's resume).
 WITH pending AS (
     SELECT o.id, o.created_at AS due_at
     FROM orders o
     WHERE o.fulfillment_status = 'pending'
-      AND o.network = 'at-ishare'
+      AND o.network IN (SELECT network FROM fleet_networks)
       AND (%(network)s::text IS NULL OR o.network = %(network)s::text)
-      -- the network is at-ishare: a check made once for the statement, not per row
-      AND NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', 'at-ishare'))
+      AND NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', o.network))
     ORDER BY o.network, o.created_at, o.id
     LIMIT %(limit)s
 ), due AS (
     SELECT o.id, coalesce(o.next_attempt_at, o.updated_at) AS due_at
     FROM orders o
     WHERE o.fulfillment_status IN ('failed', 'processing')
-      AND o.network = 'at-ishare'
+      AND o.network IN (SELECT network FROM fleet_networks)
       AND (%(network)s::text IS NULL OR o.network = %(network)s::text)
       AND o.claim_token IS NULL
       AND o.dead_letter_reason IS NULL
       AND coalesce(o.next_attempt_at, '-infinity') <= now()
-      AND NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', 'at-ishare'))
+      AND NOT EXISTS (SELECT 1 FROM fleet_pauses p WHERE p.scope IN ('*', o.network))
     ORDER BY 2, o.id
     LIMIT %(limit)s
 ), chosen AS (
@@ -664,3 +677,27 @@ WITH pending AS (
     RETURNING o.id, chosen.due_at
 )
 SELECT id, due_at FROM stamped ORDER BY due_at, id;
+
+-- The networks the fleet serves (fleet_networks) ------------------------------------------
+
+-- name: record_networks
+-- A starting process (or migrate) adds the networks it serves; one already there is seen again.
+INSERT INTO fleet_networks (network, enabled_by)
+SELECT unnest(%(networks)s::text[]), %(by)s
+ON CONFLICT (network) DO UPDATE SET seen_at = now();
+
+-- name: served_networks
+-- Every network the fleet serves, with who first enabled it and when a process last said so.
+SELECT network, enabled_at, enabled_by, seen_at,
+       extract(epoch FROM now() - seen_at)::float8 AS seen_age_s
+FROM fleet_networks
+ORDER BY network;
+
+-- name: network_served
+-- Whether some host serves this network (a worker whose host does not leaves the message to it).
+SELECT 1 AS served FROM fleet_networks WHERE network = %(network)s;
+
+-- name: disable_network
+-- Stop serving a network fleet-wide: its new orders get no status; those it has stay as they are.
+DELETE FROM fleet_networks WHERE network = %(network)s
+RETURNING network, enabled_at, enabled_by, seen_at;

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -152,6 +152,10 @@ class Store:
             rows: list[Row] = conn.execute(_sql(name), params or {}).fetchall()
             return rows
 
+    def execute_named(self, name: str, params: dict[str, Any]) -> int:
+        """Run the named statement; the number of rows it touched."""
+        return self._exec(name, params)
+
     def _exec(self, name: str, params: dict[str, Any]) -> int:
         with translate_errors(), self.pool.connection() as conn:
             count: int = conn.execute(_sql(name), params).rowcount
@@ -170,10 +174,12 @@ class Store:
         *,
         ttl_s: float,
         early_s: float,
+        networks: Sequence[str],
         begin: bool = False,
         in_review: bool = False,
     ) -> Claim | None:
-        """begin: an order never tried is marked as buying attempt 1 by the same statement.
+        """Only an order of one of `networks` (those this process serves) is taken.
+        begin: an order never tried is marked as buying attempt 1 by the same statement.
         in_review: an order a human holds as outcome unknown may be taken too (a callback, a
         dead letter's last look), never by a fulfill_order message.
         A claim that may buy (begin, not in_review: a fulfill_order message) takes no order
@@ -185,6 +191,7 @@ class Store:
                 "token": token,
                 "ttl_s": ttl_s,
                 "early_s": early_s,
+                "networks": list(networks),
                 "begin": begin,
                 "in_review": in_review,
                 "may_buy": begin and not in_review,
@@ -209,6 +216,10 @@ class Store:
         """The pause that holds orders of `network` ('*' before the network's own), or None."""
         row = self.fetch_one("paused_scope", {"network": network})
         return str(row["scope"]) if row else None
+
+    def network_served(self, network: str) -> bool:
+        """Whether some process of the fleet serves `network` (fleet_networks)."""
+        return self.fetch_one("network_served", {"network": network}) is not None
 
     def seconds_until_due(self, order_id: str) -> float | None:
         row = self.fetch_one("seconds_until_due", {"order_id": order_id})
@@ -259,6 +270,8 @@ class Store:
         status: OrderStatus,
         delay_s: float,
         clear_in_flight: bool = False,
+        error_code: str = "CIRCUIT_OPEN",
+        error_message: str = "vendor circuit open: waiting without spending an attempt",
     ) -> bool:
         params = {
             "order_id": order_id,
@@ -266,6 +279,8 @@ class Store:
             "status": status.value,
             "delay_s": delay_s,
             "clear_in_flight": clear_in_flight,
+            "error_code": error_code,
+            "error_message": error_message,
         }
         return self.fetch_one("defer_order", params) is not None
 
@@ -420,7 +435,15 @@ class Store:
         return self.fetch_all("order_logs", {"order_id": order_id})
 
     def status_counts(self) -> dict[str, int]:
-        return {r["status"]: int(r["n"]) for r in self.fetch_all("status_counts")}
+        """Orders per status, every network together."""
+        totals: dict[str, int] = {}
+        for (_, status), n in self.status_counts_by_network().items():
+            totals[status] = totals.get(status, 0) + n
+        return totals
+
+    def status_counts_by_network(self) -> dict[tuple[str, str], int]:
+        """Orders per (network, status); see the status_counts query."""
+        return {(r["network"], r["status"]): int(r["n"]) for r in self.fetch_all("status_counts")}
 
     def attempts_distribution(self) -> list[Row]:
         return self.fetch_all("attempts_distribution")
@@ -428,9 +451,9 @@ class Store:
     def dead_lettered_orders(self, limit: int = 50) -> list[Row]:
         return self.fetch_all("dead_lettered_orders", {"limit": limit})
 
-    def oldest_pending_seconds(self) -> float:
-        row = self.fetch_one("oldest_pending", {})
-        return float(row["age_s"]) if row else 0.0
+    def oldest_pending_by_network(self) -> dict[str, float]:
+        """Per network the fleet serves, the age of its oldest pending order (0 when none)."""
+        return {r["network"]: float(r["age_s"]) for r in self.fetch_all("oldest_pending")}
 
     def unfinished_count(self) -> int:
         rows = self.fetch_all("unfinished_count")

@@ -1,6 +1,7 @@
 """publish_fulfillment: the purchase path's one call after it commits an order.
 
-It validates the order (Ghana mobile number to E.164, bundle size, network) and publishes
+It validates the order (Ghana mobile number to E.164, a network the platform sells, a size
+that network sells in the package catalogue, PACKAGE_CATALOGUE_FILE) and publishes
 `fulfill_order(order_id)` on the `fulfillment` queue, as a plain Dramatiq message (the
 contract of DESIGN.md), so this module needs no actor and no database.
 """
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 from fulfillment.domain.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
 from fulfillment.domain.errors import InvalidOrder, MalformedMessage
 from fulfillment.domain.order import FulfillmentRequest, build_request, parse_order_id
+from fulfillment.domain.package import Catalogue
 from fulfillment.messaging.publish import Publisher, message
 from fulfillment.telemetry.logs import get_logger
 
@@ -38,6 +40,7 @@ def publish_fulfillment(
     package_name: str | None = None,
     broker: Any = None,
     enabled: bool | None = None,
+    catalogue: Catalogue | None = None,
 ) -> PublishResult:
     """Validate and publish. Raises InvalidOrder (naming the field) for bad input.
 
@@ -49,8 +52,17 @@ def publish_fulfillment(
         oid = parse_order_id(order_id)
     except MalformedMessage as exc:
         raise InvalidOrder("order_id", str(exc)) from exc
+    if catalogue is None:
+        from fulfillment.runtime import bootstrap
+
+        catalogue = bootstrap.catalogue()
     request = build_request(
-        oid, phone_number=phone_number, network=network, size_gb=size_gb, package_name=package_name
+        oid,
+        phone_number=phone_number,
+        network=network,
+        size_gb=size_gb,
+        package_name=package_name,
+        catalogue=catalogue,
     )
     if enabled is None:
         from fulfillment.runtime import bootstrap

@@ -80,7 +80,11 @@ def store(session_store: Store) -> Store:
     with session_store.pool.connection() as conn:
         conn.execute(
             "TRUNCATE orders, fulfillment_logs, admin_notifications, admin_audit, vendor_callbacks,"
-            " fleet_pauses"
+            " fleet_pauses, fleet_networks"
+        )
+        # as after `fulfillment migrate` with the default NETWORKS_ENABLED
+        conn.execute(
+            "INSERT INTO fleet_networks (network, enabled_by) VALUES ('at-ishare', 'test')"
         )
     return session_store
 

@@ -57,21 +57,36 @@ class _ReleaseResources(Middleware):
 
 
 class _RequireSchema(Middleware):
-    """A worker process refuses to start on a schema older than this code needs: the deploy
-    order is migrate first, then upgrade the hosts. Once it may start, it says whether the
-    boot-time kill switch holds it (fulfillment_enabled)."""
+    """A worker process refuses to start on a schema older than this code needs (the deploy
+    order is migrate first, then upgrade the hosts) or on settings it cannot use. Once it may
+    start, it records the networks it serves fleet-wide, and says whether the boot-time kill
+    switch holds it (fulfillment_enabled)."""
 
     def after_process_boot(self, broker: Any) -> None:
         try:
             version = bootstrap.require_schema()
-        except SchemaTooOld as exc:
-            log.error("worker.schema_too_old", error=str(exc))
+            # the networks this host serves become known fleet-wide (fleet_networks)
+            bootstrap.record_networks(by=bootstrap.worker_name())
+        except (SchemaTooOld, ConfigurationError) as exc:
+            log.error("worker.refused_to_start", error=str(exc))
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_REFUSED) from exc
-        log.info("worker.schema_checked", schema_version=version)
+        settings = bootstrap.settings()
+        log.info(
+            "worker.schema_checked",
+            schema_version=version,
+            networks=sorted(settings.networks()),
+            vendors=settings.routes(),
+        )
         from fulfillment.telemetry import metrics
 
-        metrics.ENABLED.set(1 if bootstrap.settings().fulfillment_enabled else 0)
+        metrics.ENABLED.set(1 if settings.fulfillment_enabled else 0)
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        # each vendor's share of the threads is a share of this process's
+        threads = getattr(worker, "worker_threads", None)
+        if isinstance(threads, int) and threads > 0:
+            bootstrap.set_worker_threads(threads)
 
 
 class _GroupPrometheus(Prometheus):

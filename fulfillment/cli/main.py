@@ -166,6 +166,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except SchemaDrift as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from db.migrate import REQUIRED_VERSION, require_schema
+
+    if target is None or target >= REQUIRED_VERSION:
+        require_schema(url)
+        # NETWORKS_ENABLED of this deploy is known fleet-wide before any host starts
+        bootstrap.record_networks(by=f"migrate@{bootstrap.worker_name()}")
+        print(f"networks served: {', '.join(sorted(bootstrap.settings().networks()))} (added)")
     return 0
 
 
@@ -174,6 +181,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     s = bootstrap.settings()
     bootstrap.require_schema()  # SchemaTooOld: run `fulfillment migrate` first
+    bootstrap.record_networks(by=f"reconciler@{bootstrap.worker_name()}")
     from fulfillment.telemetry import metrics
 
     metrics.ENABLED.set(1 if s.fulfillment_enabled else 0)
@@ -181,10 +189,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     deps = bootstrap.fulfil_deps()
     grace = s.reconcile_grace_s if args.grace is None else args.grace
 
-    watch = bootstrap.balance_watch()
+    watches = bootstrap.balance_watches()
 
     def once() -> Any:
-        watch.check_if_due()
+        for watch in watches:
+            watch.check_if_due()
         return reconcile_once(deps, bootstrap.notifier(), grace_s=grace)
 
     if not args.loop:
@@ -200,6 +209,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         )
         return 0
     if os.environ.get("METRICS_PORT"):
+        import redis
         from prometheus_client import REGISTRY, start_http_server
 
         from fulfillment.runtime.metrics_server import DEFAULT_HOST, FleetCollector
@@ -207,9 +217,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         REGISTRY.register(
             FleetCollector(
                 bootstrap.store(),
-                watch.redis,
+                redis.Redis.from_url(bootstrap.redis_url()),
                 s.redis_namespace,
-                bootstrap.breaker(),
+                bootstrap.breakers(),
             )
         )
         start_http_server(

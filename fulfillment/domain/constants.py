@@ -18,6 +18,16 @@ KNOWN_NETWORKS: Final = frozenset({"at-ishare", "at-bigtime", "mtn", "telecel"})
 # Dramatiq's Redis key prefix when REDIS_NAMESPACE is not set.
 DEFAULT_REDIS_NAMESPACE: Final = "dramatiq"
 
+
+def vendor_keys(namespace: str, vendor: str) -> str:
+    """The prefix of one vendor's fleet-wide state in Redis (breaker, rate limit, balance):
+    AT-iShare keeps the keys it always had, so a release that knew only it shares its breaker
+    with this one during a rolling deploy; every other vendor has keys of its own."""
+    return (
+        f"{namespace}:fulfillment" if vendor == "at-ishare" else f"{namespace}:fulfillment:{vendor}"
+    )
+
+
 # The vendor reference of an order is its id; this header pair is what the vendor signs.
 VENDOR_SIGNATURE_MAX_SKEW_S: Final = 300
 

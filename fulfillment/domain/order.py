@@ -8,9 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from fulfillment.domain.constants import KNOWN_NETWORKS, NETWORK_AT_ISHARE
+from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import MalformedMessage, UnsupportedNetwork
-from fulfillment.domain.package import parse_package_size
+from fulfillment.domain.networks import prefix_mismatch
+from fulfillment.domain.package import Catalogue, parse_size
 from fulfillment.domain.phone import normalize_ghana_mobile
 
 
@@ -46,12 +47,28 @@ def order_id_from_message(args: tuple[object, ...], kwargs: dict[str, object]) -
 
 @dataclass(frozen=True, slots=True)
 class FulfillmentRequest:
-    """What the vendor needs to deliver one order: validated and normalised."""
+    """What a vendor needs to deliver one order: validated and normalised, in both vendors'
+    counts (AT-iShare: size_gb, E.164 phone; the aggregator: volume_mb, local recipient)."""
 
     order_id: str
     phone_number: str  # E.164
     network: str
     size_gb: Decimal
+    volume_mb: int
+    #: the catalogue's name of the bundle, e.g. 'MTN 5GB'
+    package: str = ""
+    #: the network the number's prefix names when it is not this one (ported numbers exist:
+    #: logged and shown, never refused)
+    issued_by: str | None = None
+
+    @property
+    def local_phone(self) -> str:
+        """'+233241234567' -> '0241234567', the 10-digit local form."""
+        return "0" + self.phone_number.removeprefix("+233")
+
+
+#: the shipped catalogue, for callers that were given none
+_DEFAULT_CATALOGUE = Catalogue.default()
 
 
 def build_request(
@@ -61,17 +78,22 @@ def build_request(
     network: object,
     size_gb: object,
     package_name: str | None,
+    catalogue: Catalogue | None = None,
 ) -> FulfillmentRequest:
-    """Validate an order row; raises InvalidOrder naming the field at fault."""
+    """Validate an order row; raises InvalidOrder naming the field at fault: an unknown
+    network, a number that is not a Ghanaian mobile, a size its network does not sell."""
     if not isinstance(network, str) or network not in KNOWN_NETWORKS:
-        raise UnsupportedNetwork(f"unknown network {network!r}")
-    if network != NETWORK_AT_ISHARE:
-        raise UnsupportedNetwork(f"{network} orders are not fulfilled by the AT-iShare fleet")
+        raise UnsupportedNetwork(f"unknown network {str(network)[:40]!r}")
+    phone = normalize_ghana_mobile(phone_number)
+    bundle = (catalogue or _DEFAULT_CATALOGUE).bundle(network, parse_size(size_gb, package_name))
     return FulfillmentRequest(
         order_id=order_id,
-        phone_number=normalize_ghana_mobile(phone_number),
+        phone_number=phone,
         network=network,
-        size_gb=parse_package_size(size_gb, package_name),
+        size_gb=bundle.size_gb,
+        volume_mb=bundle.volume_mb,
+        package=bundle.name,
+        issued_by=prefix_mismatch(network, phone),
     )
 
 
@@ -107,11 +129,12 @@ class Order:
         letter, outcome unknown)."""
         return self.status is not OrderStatus.SUCCESS and self.dead_letter_reason is None
 
-    def request(self) -> FulfillmentRequest:
+    def request(self, catalogue: Catalogue | None = None) -> FulfillmentRequest:
         return build_request(
             self.id,
             phone_number=self.phone_number,
             network=self.network,
             size_gb=self.size_gb,
             package_name=self.package_name,
+            catalogue=catalogue,
         )

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from fulfillment.domain.constants import vendor_keys
 from fulfillment.telemetry.logs import get_logger
 
 log = get_logger("fulfillment.breaker")
@@ -185,18 +186,22 @@ class VendorBreaker:
         on_open: Callable[[float, str], None] | None = None,
         clock: Callable[[], float] | None = None,
         probe_ttl_s: float = 5.0,
+        vendor: str = "at-ishare",
     ) -> None:
         """`clock` is for tests only: its value stands in for Redis's clock as "now" in
-        every script. In production leave it None: deadlines are Redis TIME."""
+        every script. In production leave it None: deadlines are Redis TIME. Each vendor has
+        a breaker of its own (its keys: constants.vendor_keys)."""
         self.client = client
+        self.vendor = vendor
+        prefix = vendor_keys(namespace, vendor)
         self.policy = policy
         self.on_open = on_open
         self.clock = clock
         self.probe_ttl_ms = int(probe_ttl_s * 1000)
-        self.state_key = f"{namespace}:fulfillment:breaker:state"
-        self.probe_key = f"{namespace}:fulfillment:breaker:probe"
-        self.pause_key = f"{namespace}:fulfillment:breaker:pause"
-        self.bucket_prefix = f"{namespace}:fulfillment:breaker:bucket:"
+        self.state_key = f"{prefix}:breaker:state"
+        self.probe_key = f"{prefix}:breaker:probe"
+        self.pause_key = f"{prefix}:breaker:pause"
+        self.bucket_prefix = f"{prefix}:breaker:bucket:"
         self._record = client.register_script(_RECORD)
         self._allow = client.register_script(_ALLOW)
         self._trip = client.register_script(_TRIP)

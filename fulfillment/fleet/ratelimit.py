@@ -30,6 +30,7 @@ from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 from redis.exceptions import RedisError
 
+from fulfillment.domain.constants import vendor_keys
 from fulfillment.telemetry.logs import get_logger
 
 log = get_logger("fulfillment.ratelimit")
@@ -87,6 +88,7 @@ class VendorGate:
         concurrent: int,
         max_wait_s: float = 2.0,
         call_ttl_s: float = 60.0,
+        vendor: str = "at-ishare",
     ) -> None:
         """`call_ttl_s`: the lease of a concurrency slot; a killed worker's slot is free again
         after it. Keep it longer than any vendor call (bootstrap passes CLAIM_TTL_S)."""
@@ -96,7 +98,7 @@ class VendorGate:
         if concurrent > 0:
             slots = ConcurrencySlots(
                 client,
-                f"{namespace}:fulfillment:vendor-slots",
+                f"{vendor_keys(namespace, vendor)}:vendor-slots",
                 limit=concurrent,
                 lease_s=call_ttl_s,
             )
@@ -104,7 +106,7 @@ class VendorGate:
         if per_second > 0:
             window = WindowRateLimiter(  # type: ignore[no-untyped-call]
                 RedisBackend(client=client),
-                f"{namespace}:fulfillment:vendor-rate",
+                f"{vendor_keys(namespace, vendor)}:vendor-rate",
                 limit=per_second,
                 window=1,
             )

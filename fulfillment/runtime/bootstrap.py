@@ -1,4 +1,8 @@
-"""Wiring: settings, database pool, vendor client and broker are built here, lazily, once.
+"""Wiring: settings, database pool, vendor connections and broker are built here, lazily, once.
+
+Each network this process serves (NETWORKS_ENABLED) routes to a vendor connection
+(NETWORK_VENDORS): that vendor's client, circuit breaker, rate limit, thread share and
+balance watch, all its own (connection(), routes()).
 
 Nothing connects at import time. `@dramatiq.actor` binds to the broker set when its module
 is imported, so workers/actors.py calls `install_broker()` before declaring actors.
@@ -11,7 +15,7 @@ import socket
 import threading
 import time
 from functools import cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -19,9 +23,12 @@ from pydantic import ValidationError
 
 from db.store import Store, open_pool
 from fulfillment.domain.errors import ConfigurationError, FulfillmentError
+from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_AT_ISHARE
+from fulfillment.domain.package import Catalogue
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.balance import BalanceWatch
 from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
+from fulfillment.fleet.bulkhead import Bulkhead, thread_limit
 from fulfillment.fleet.ratelimit import VendorGate
 from fulfillment.messaging.dlq import DeadMessageQueue
 from fulfillment.messaging.publish import Publisher, build_broker
@@ -30,13 +37,26 @@ from fulfillment.services.admin import AdminService
 from fulfillment.services.deadletter import handle_dead_letter, send_dead_letter
 from fulfillment.services.notifier import Notifier
 from fulfillment.services.pauses import PauseService
-from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, GatePort, NoGate
+from fulfillment.services.ports import (
+    BulkheadPort,
+    DeadLetterNotice,
+    FulfilDeps,
+    GatePort,
+    NoBulkhead,
+    NoGate,
+    VendorConnection,
+)
 from fulfillment.telemetry import logs, metrics
+from fulfillment.vendors.aggregator import AggregatorClient
 from fulfillment.vendors.atishare import AtIshareClient
+
+VendorClient: TypeAlias = AtIshareClient | AggregatorClient
 
 _lock = threading.Lock()
 _store: Store | None = None
-_vendor: AtIshareClient | None = None
+_clients: dict[str, VendorClient] = {}
+#: worker threads per process, as the Dramatiq worker says when it boots (workers/actors.py)
+_worker_threads: int | None = None
 
 
 @cache
@@ -51,20 +71,23 @@ def settings() -> Settings:
 
 def reset() -> None:
     """Forget every built dependency (tests, and a fork that must not share sockets)."""
-    global _store, _vendor  # noqa: PLW0603
+    global _store  # noqa: PLW0603
     with _lock:
         if _store is not None:
             _store.close()
-        if _vendor is not None:
-            _vendor.close()
+        for client in _clients.values():
+            client.close()
         _store = None
-        _vendor = None
+        _clients.clear()
     settings.cache_clear()
     database_url.cache_clear()
     redis_url.cache_clear()
     notifier.cache_clear()
     breaker.cache_clear()
     gate.cache_clear()
+    bulkhead.cache_clear()
+    connection.cache_clear()
+    catalogue.cache_clear()
 
 
 @cache
@@ -110,21 +133,97 @@ def store() -> Store:
 
 
 def vendor() -> AtIshareClient:
-    global _vendor  # noqa: PLW0603
+    """The AT-iShare client (its callback's confirmation, its balance)."""
+    client = vendor_client(VENDOR_AT_ISHARE)
+    assert isinstance(client, AtIshareClient)
+    return client
+
+
+def vendor_client(name: str) -> VendorClient:
+    """One vendor's client, built once per process; ConfigurationError naming what is
+    missing when a network routes to a vendor without its settings."""
     with _lock:
-        if _vendor is None:
+        if name not in _clients:
             s = settings()
-            url, key, secret = s.vendor_credentials()
-            _vendor = AtIshareClient(
-                url,
-                key,
-                secret,
-                connect_timeout_s=s.vendor_connect_timeout_s,
-                read_timeout_s=s.vendor_read_timeout_s,
-                observe=metrics.observe_vendor,
-                max_connections=s.vendor_max_connections,
-            )
-        return _vendor
+            profile = s.vendor_profile(name)
+            options: dict[str, Any] = {
+                "connect_timeout_s": profile.connect_timeout_s,
+                "read_timeout_s": profile.read_timeout_s,
+                "observe": metrics.vendor_observer(name),
+                "max_connections": profile.max_connections,
+            }
+            if name == VENDOR_AGGREGATOR:
+                _clients[name] = AggregatorClient(*s.aggregator_credentials(), **options)
+            else:
+                _clients[name] = AtIshareClient(*s.vendor_credentials(), **options)
+        return _clients[name]
+
+
+def set_worker_threads(threads: int) -> None:
+    """The Dramatiq worker's thread count, which sizes each vendor's thread share."""
+    global _worker_threads  # noqa: PLW0603
+    _worker_threads = threads
+    bulkhead.cache_clear()
+    connection.cache_clear()
+
+
+def vendors_routed() -> frozenset[str]:
+    return frozenset(settings().routes().values())
+
+
+@cache
+def bulkhead(vendor_name: str) -> BulkheadPort:
+    """A vendor's share of this process's threads; none when it is the only vendor here
+    (there is no other network to protect)."""
+    if len(vendors_routed()) <= 1:
+        return NoBulkhead()
+    s = settings()
+    threads = _worker_threads or s.worker_threads
+    share = s.vendor_profile(vendor_name).thread_share
+    return Bulkhead(vendor=vendor_name, limit=thread_limit(share, threads))
+
+
+@cache
+def connection(vendor_name: str) -> VendorConnection:
+    client = vendor_client(vendor_name)
+    return VendorConnection(
+        name=vendor_name,
+        display_name=client.display_name,
+        client=client,
+        breaker=breaker(vendor_name),
+        gate=gate(vendor_name),
+        bulkhead=bulkhead(vendor_name),
+        balance_pause_s=settings().balance_pause_s,
+    )
+
+
+def routes() -> dict[str, VendorConnection]:
+    """Every network this process serves -> its vendor connection."""
+    return {network: connection(name) for network, name in settings().routes().items()}
+
+
+@cache
+def catalogue() -> Catalogue:
+    """What each network sells: PACKAGE_CATALOGUE_FILE, else the shipped catalogue; a file
+    that is not a catalogue stops the process at start with what is wrong."""
+    path = settings().package_catalogue_file
+    if path is None:
+        return Catalogue.default()
+    import tomllib
+
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"PACKAGE_CATALOGUE_FILE {path}: {exc}") from exc
+    return Catalogue(data)
+
+
+def record_networks(by: str) -> None:
+    """Tell the fleet (fleet_networks) which networks this process serves."""
+    from db.network_store import NetworkStore
+
+    NetworkStore(store()).record(settings().networks(), by=by)
 
 
 def retry_policy() -> RetryPolicy:
@@ -166,15 +265,16 @@ def notifier() -> Notifier:
     )
 
 
-def alert(kind: str, message: str, error_code: str) -> None:
-    """An operational alert, raised at most once per kind per hour."""
+def alert(kind: str, message: str, error_code: str, vendor: str = VENDOR_AT_ISHARE) -> None:
+    """An operational alert, raised at most once per kind and vendor per hour."""
     bucket = int(time.time() // 3600)
+    key = f"{kind}:{bucket}" if vendor == VENDOR_AT_ISHARE else f"{kind}:{vendor}:{bucket}"
     try:
         notifier().raise_once(
             kind=kind,
             message=message,
-            dedupe_key=f"{kind}:{bucket}",
-            details={"error_code": error_code},
+            dedupe_key=key,
+            details={"error_code": error_code, "vendor": vendor},
         )
     except FulfillmentError as exc:
         logs.get_logger("fulfillment.notifications").error(
@@ -214,24 +314,26 @@ def dead_message_queue() -> DeadMessageQueue:
 
 
 @cache
-def breaker() -> VendorBreaker:
+def breaker(vendor_name: str = VENDOR_AT_ISHARE) -> VendorBreaker:
+    """One vendor's circuit breaker, shared by the fleet through Redis (its own keys)."""
     import redis
 
     s = settings()
+    profile = s.vendor_profile(vendor_name)
     policy = BreakerPolicy(
         window_s=s.breaker_window_s,
         min_calls=s.breaker_min_calls,
-        failure_ratio=s.breaker_failure_ratio,
+        failure_ratio=profile.breaker_failure_ratio,
         quiet_failures=s.breaker_quiet_failures,
-        open_s=s.breaker_open_s,
-        max_open_s=s.breaker_max_open_s,
+        open_s=profile.breaker_open_s,
+        max_open_s=max(s.breaker_max_open_s, profile.breaker_open_s),
     )
-
+    shown = "AT-iShare" if vendor_name == VENDOR_AT_ISHARE else "The data aggregator"
     messages = {
-        "vendor_failing": "AT-iShare is failing for most requests: the fleet stopped calling "
-        "it; orders wait without spending attempts",
-        "insufficient_balance": "AT-iShare answered INSUFFICIENT_BALANCE: purchases are paused "
-        "fleet-wide; top up the account",
+        "vendor_failing": f"{shown} is failing for most requests: the fleet stopped calling "
+        "it; its orders wait without spending attempts (other vendors' go on)",
+        "insufficient_balance": f"{shown} answered that our balance is empty: its purchases "
+        "are paused fleet-wide; top up the account",
     }
 
     def opened(until: float, reason: str) -> None:
@@ -240,17 +342,18 @@ def breaker() -> VendorBreaker:
             if reason == "insufficient_balance"
             else "vendor_circuit_open"
         )
+        tag = "" if vendor_name == VENDOR_AT_ISHARE else f"{vendor_name}:"
         try:
             notifier().raise_once(
                 kind=kind,
-                message=messages.get(reason, f"vendor circuit open: {reason}"),
+                message=messages.get(reason, f"{shown} circuit open: {reason}"),
                 # once per opening; a balance pause once per hour however often it repeats
                 dedupe_key=(
-                    f"{kind}:{int(time.time() // 3600)}"
+                    f"{kind}:{tag}{int(time.time() // 3600)}"
                     if kind != "vendor_circuit_open"
-                    else f"{kind}:{int(until)}"
+                    else f"{kind}:{tag}{int(until)}"
                 ),
-                details={"until": until, "reason": reason},
+                details={"until": until, "reason": reason, "vendor": vendor_name},
             )
         except FulfillmentError as exc:
             logs.get_logger("fulfillment.notifications").error(
@@ -260,32 +363,55 @@ def breaker() -> VendorBreaker:
     client = redis.Redis.from_url(redis_url(), socket_timeout=2, socket_connect_timeout=2)
     # A probe nobody reports (its worker was killed) is handed on once a vendor call
     # must have ended: connect + the client's whole-answer deadline, plus a margin.
-    probe_ttl = s.vendor_connect_timeout_s * 2 + 2 * s.vendor_read_timeout_s + 1
-    return VendorBreaker(client, s.redis_namespace, policy, on_open=opened, probe_ttl_s=probe_ttl)
+    probe_ttl = profile.connect_timeout_s * 2 + 2 * profile.read_timeout_s + 1
+    return VendorBreaker(
+        client,
+        s.redis_namespace,
+        policy,
+        on_open=opened,
+        probe_ttl_s=probe_ttl,
+        vendor=vendor_name,
+    )
 
 
-def balance_watch() -> BalanceWatch:
+def balance_watch(vendor_name: str = VENDOR_AT_ISHARE) -> BalanceWatch:
     import redis
 
     s = settings()
+    profile = s.vendor_profile(vendor_name)
+    client = vendor_client(vendor_name)
 
     def notify(kind: str, message: str, key: str, details: dict[str, Any]) -> None:
         notifier().raise_once(kind=kind, message=message, dedupe_key=key, details=details)
 
     return BalanceWatch(
-        read_balance=vendor().balance,
+        read_balance=client.balance,
         redis=redis.Redis.from_url(redis_url()),
         namespace=s.redis_namespace,
-        threshold=s.balance_alert_threshold,
+        threshold=profile.balance_alert_threshold,
         interval_s=s.balance_check_interval_s,
         notify=notify,
+        vendor=vendor_name,
+        display_name=client.display_name,
     )
 
 
+def breakers() -> dict[str, VendorBreaker]:
+    """Every routed vendor's breaker, by vendor (the metrics' circuit state)."""
+    return {name: breaker(name) for name in sorted(vendors_routed())}
+
+
+def balance_watches() -> list[BalanceWatch]:
+    """One balance watch per vendor this process routes to."""
+    return [balance_watch(name) for name in sorted(vendors_routed())]
+
+
 @cache
-def gate() -> GatePort:
+def gate(vendor_name: str = VENDOR_AT_ISHARE) -> GatePort:
+    """One vendor's fleet-wide rate and concurrency limit (none when both are 0)."""
     s = settings()
-    if not (s.vendor_rate_limit_per_s or s.vendor_max_concurrency):
+    profile = s.vendor_profile(vendor_name)
+    if not (profile.rate_limit_per_s or profile.max_concurrency):
         return NoGate()
     import redis
 
@@ -293,10 +419,11 @@ def gate() -> GatePort:
     return VendorGate(
         client,
         s.redis_namespace,
-        per_second=s.vendor_rate_limit_per_s,
-        concurrent=s.vendor_max_concurrency,
+        per_second=profile.rate_limit_per_s,
+        concurrent=profile.max_concurrency,
         # a killed worker's slot is freed when its claim's lease would have ended
         call_ttl_s=s.claim_ttl_s,
+        vendor=vendor_name,
     )
 
 
@@ -304,7 +431,7 @@ def fulfil_deps() -> FulfilDeps:
     s = settings()
     return FulfilDeps(
         store=store(),
-        vendor=vendor(),
+        routes=routes(),
         policy=retry_policy(),
         enabled=s.fulfillment_enabled,
         claim_ttl_s=s.claim_ttl_s,
@@ -312,8 +439,6 @@ def fulfil_deps() -> FulfilDeps:
         publish_retry=publish_retry,
         publish_dead_letter=publish_dead_letter,
         alert=alert,
-        breaker=breaker(),
-        gate=gate(),
-        balance_pause_s=s.balance_pause_s,
         wait_in_place_s=s.breaker_wait_in_place_s,
+        catalogue=catalogue(),
     )

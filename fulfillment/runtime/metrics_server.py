@@ -17,12 +17,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fulfillment.domain.constants import DEAD_LETTER_QUEUE, FULFILLMENT_QUEUE
+from fulfillment.fleet.balance import balance_key
 
 if TYPE_CHECKING:
     import redis
@@ -115,23 +116,36 @@ def serve_group_metrics() -> int:
     return 0
 
 
+#: the fleet statuses fulfillment_orders always shows (0 when none), per network
+STATUSES_SHOWN = (
+    "pending",
+    "processing",
+    "success",
+    "failed",
+    "dead_lettered",
+    "outcome_unknown",
+    "unmanaged",
+)
+
+
 class FleetCollector:
     """Live figures read at scrape time: queue depths, orders per status, the oldest pending
-    order, orders held as outcome unknown, the runtime pauses, the circuit breaker, the vendor
-    balance, live workers."""
+    order, orders held as outcome unknown, the runtime pauses, each vendor's circuit breaker
+    and balance, live workers."""
 
     def __init__(
         self,
         store: Store,
         redis_client: redis.Redis,
         namespace: str,
-        breaker: VendorBreaker,
+        breakers: Mapping[str, VendorBreaker],
         queues: tuple[str, ...] = (FULFILLMENT_QUEUE, DEAD_LETTER_QUEUE),
     ) -> None:
         self.store = store
         self.redis = redis_client
         self.namespace = namespace
-        self.breaker = breaker
+        #: vendor connection name -> its breaker (one per vendor: bulkheads)
+        self.breakers = dict(breakers)
         self.queues = queues
 
     def describe(self) -> list[Any]:
@@ -168,40 +182,50 @@ class FleetCollector:
                 "fulfillment_workers_alive", "Dramatiq consumers with a heartbeat in the last 60 s."
             )
             workers.add_metric([], len(beats))
-            balance = self.redis.get(f"{ns}:fulfillment:vendor_balance")
             yield depth
             yield workers
-            if balance is not None:
-                gauge = GaugeMetricFamily(
-                    "fulfillment_vendor_balance", "Last vendor account balance read (GHS)."
-                )
-                gauge.add_metric([], float(balance))
-                yield gauge
-            state = self.breaker.state()["state"]
+            balance = GaugeMetricFamily(
+                "fulfillment_vendor_balance",
+                "Last account balance read at each vendor (GHS).",
+                labels=["vendor"],
+            )
             circuit = GaugeMetricFamily(
                 "fulfillment_circuit_state",
-                "Vendor circuit breaker: 1 for the current state.",
-                labels=["state"],
+                "Each vendor's circuit breaker: 1 for its current state.",
+                labels=["vendor", "state"],
             )
-            for name in ("closed", "half_open", "open"):
-                circuit.add_metric([name], 1.0 if state == name else 0.0)
+            for vendor, breaker in sorted(self.breakers.items()):
+                value = self.redis.get(balance_key(ns, vendor))
+                if value is not None:
+                    balance.add_metric([vendor], float(value))
+                state = breaker.state()["state"]
+                for name in ("closed", "half_open", "open"):
+                    circuit.add_metric([vendor, name], 1.0 if state == name else 0.0)
+            yield balance
             yield circuit
             up.add_metric(["redis"], 1)
         except Exception:  # noqa: BLE001 - a scrape must answer even when Redis does not
             up.add_metric(["redis"], 0)
         try:
-            counts = self.store.status_counts()
-            oldest = self.store.oldest_pending_seconds()
+            counts = self.store.status_counts_by_network()
+            oldest = self.store.oldest_pending_by_network()
             orders = GaugeMetricFamily(
-                "fulfillment_orders", "Orders per fulfillment status.", labels=["status"]
+                "fulfillment_orders",
+                "Orders per network and fulfillment status.",
+                labels=["network", "status"],
             )
-            for status in ("pending", "processing", "success", "failed", "dead_lettered"):
-                orders.add_metric([status], counts.get(status, 0))
+            networks = sorted({network for network, _ in counts} | set(oldest))
+            for network in networks:
+                for status in STATUSES_SHOWN:
+                    orders.add_metric([network, status], counts.get((network, status), 0))
             yield orders
             pending = GaugeMetricFamily(
-                "fulfillment_oldest_pending_seconds", "Age of the oldest order not yet attempted."
+                "fulfillment_oldest_pending_seconds",
+                "Per served network, the age of its oldest order not yet attempted.",
+                labels=["network"],
             )
-            pending.add_metric([], oldest)
+            for network, age in oldest.items():
+                pending.add_metric([network], age)
             yield pending
             unknown = GaugeMetricFamily(
                 "fulfillment_outcome_unknown_orders",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +11,31 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fulfillment.domain.constants import DEFAULT_REDIS_NAMESPACE
 from fulfillment.domain.errors import ConfigurationError
+from fulfillment.domain.networks import (
+    VENDOR_AGGREGATOR,
+    VENDOR_AT_ISHARE,
+    parse_networks,
+    parse_routes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VendorProfile:
+    """One vendor connection's own settings: limits, breaker, balance, HTTP."""
+
+    name: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_connections: int
+    #: fleet-wide requests per second and at once (0: none)
+    rate_limit_per_s: int
+    max_concurrency: int
+    #: the share of a worker process's threads its calls may hold at once
+    thread_share: float
+    balance_alert_threshold: float
+    #: its circuit breaker's first open period and failure ratio
+    breaker_open_s: float
+    breaker_failure_ratio: float
 
 
 class Settings(BaseSettings):
@@ -28,6 +54,35 @@ class Settings(BaseSettings):
     #: HTTP connections to the vendor per process; keep it at least WORKER_THREADS, or threads
     #: wait for a connection (measured: 2 x 32 threads at 200 ms, 20 -> 32: 192 -> 275/s)
     vendor_max_connections: int = Field(default=20, ge=1)
+
+    #: the networks this process fulfils (comma-separated), and which vendor serves each
+    #: (network=vendor pairs over the defaults: at-ishare=at-ishare, the others=aggregator)
+    networks_enabled: str = "at-ishare"
+    network_vendors: str = ""
+    #: what each network sells (TOML: [network] brand = "MTN", sizes = ["1GB", ...]);
+    #: unset: the shipped catalogue (fulfillment/domain/package.py DEFAULT_CATALOGUE)
+    package_catalogue_file: Path | None = None
+    #: the share of a worker process's threads AT-iShare's calls may hold at once, when this
+    #: process serves more than one vendor (its other settings are the VENDOR_* above)
+    at_ishare_thread_share: float = Field(default=0.75, gt=0, le=1)
+
+    #: the data aggregator (DESIGN.md "Other networks"), its own limits, breaker and balance
+    aggregator_api_url: str | None = None
+    aggregator_api_token: SecretStr | None = None
+    aggregator_webhook_secret: SecretStr | None = None
+    aggregator_connect_timeout_s: float = 3.0
+    aggregator_read_timeout_s: float = 10.0
+    aggregator_max_connections: int = Field(default=20, ge=1)
+    aggregator_rate_limit_per_s: int = Field(default=0, ge=0)
+    aggregator_max_concurrency: int = Field(default=0, ge=0)
+    aggregator_thread_share: float = Field(default=0.25, gt=0, le=1)
+    aggregator_balance_alert_threshold: float = Field(default=100.0, ge=0)
+    #: unset: BREAKER_OPEN_S, BREAKER_FAILURE_RATIO
+    aggregator_breaker_open_s: float | None = Field(default=None, gt=0)
+    aggregator_breaker_failure_ratio: float | None = Field(default=None, gt=0, le=1)
+    #: worker threads per process (the Procfile's --threads); sizes the thread shares when
+    #: the process cannot tell (outside a Dramatiq worker)
+    worker_threads: int = Field(default=8, ge=1)
 
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (300.0, 900.0, 3600.0)
     max_attempts: int = Field(default=3, ge=1)
@@ -103,6 +158,74 @@ class Settings(BaseSettings):
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self
+
+    @model_validator(mode="after")
+    def _networks(self) -> Settings:
+        try:
+            networks = self.networks()
+            self.routes()
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        if not networks:
+            raise ValueError("NETWORKS_ENABLED names no network")
+        return self
+
+    def networks(self) -> frozenset[str]:
+        """NETWORKS_ENABLED: the networks this process fulfils."""
+        return parse_networks(self.networks_enabled)
+
+    def routes(self) -> dict[str, str]:
+        """Network -> vendor connection name, for every network this process fulfils."""
+        return parse_routes(self.network_vendors, self.networks())
+
+    def vendor_profile(self, vendor: str) -> VendorProfile:
+        """A vendor connection's own settings. AT-iShare's keep the names they had
+        (VENDOR_*, BREAKER_*, BALANCE_ALERT_THRESHOLD); the aggregator's are AGGREGATOR_*."""
+        if vendor == VENDOR_AGGREGATOR:
+            return VendorProfile(
+                name=vendor,
+                connect_timeout_s=self.aggregator_connect_timeout_s,
+                read_timeout_s=self.aggregator_read_timeout_s,
+                max_connections=self.aggregator_max_connections,
+                rate_limit_per_s=self.aggregator_rate_limit_per_s,
+                max_concurrency=self.aggregator_max_concurrency,
+                thread_share=self.aggregator_thread_share,
+                balance_alert_threshold=self.aggregator_balance_alert_threshold,
+                breaker_open_s=self.aggregator_breaker_open_s or self.breaker_open_s,
+                breaker_failure_ratio=(
+                    self.aggregator_breaker_failure_ratio or self.breaker_failure_ratio
+                ),
+            )
+        if vendor != VENDOR_AT_ISHARE:
+            raise ConfigurationError(f"no settings for vendor {vendor!r}")
+        return VendorProfile(
+            name=vendor,
+            connect_timeout_s=self.vendor_connect_timeout_s,
+            read_timeout_s=self.vendor_read_timeout_s,
+            max_connections=self.vendor_max_connections,
+            rate_limit_per_s=self.vendor_rate_limit_per_s,
+            max_concurrency=self.vendor_max_concurrency,
+            thread_share=self.at_ishare_thread_share,
+            balance_alert_threshold=self.balance_alert_threshold,
+            breaker_open_s=self.breaker_open_s,
+            breaker_failure_ratio=self.breaker_failure_ratio,
+        )
+
+    def aggregator_credentials(self) -> tuple[str, str]:
+        """(url, token); a clear error when a network routes to the aggregator without it."""
+        missing = [
+            name
+            for name, value in (
+                ("AGGREGATOR_API_URL", self.aggregator_api_url),
+                ("AGGREGATOR_API_TOKEN", self.aggregator_api_token),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(f"aggregator not configured: set {', '.join(missing)}")
+        assert self.aggregator_api_url
+        assert self.aggregator_api_token
+        return self.aggregator_api_url.rstrip("/"), self.aggregator_api_token.get_secret_value()
 
     def vendor_credentials(self) -> tuple[str, str, str]:
         """(url, key, secret); a clear error when the vendor is not configured."""

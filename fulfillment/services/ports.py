@@ -3,12 +3,17 @@
 Kept apart from the state machine in fulfillment/services/delivery/ so actors, the reconciler,
 the web process's webhook and the dead-letter consumer can share them without importing each
 other. The adapters that satisfy these ports live in fulfillment.fleet (VendorBreaker, its
-BreakerPermit; VendorGate) and fulfillment.atishare (the vendor client).
+BreakerPermit; VendorGate; Bulkhead) and fulfillment.vendors (one client per vendor API).
+
+Every vendor is reached through its own VendorConnection: its client, circuit breaker,
+rate limit, share of the worker threads and pauses are its own, so that a vendor down or
+slow never holds another network's orders. FulfilDeps.routes maps each network this
+process serves to its connection (configuration: NETWORK_VENDORS); nothing below names one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,6 +21,7 @@ from typing import Any, Protocol
 
 from db.store import Store
 from fulfillment.domain.order import FulfillmentRequest
+from fulfillment.domain.package import Catalogue
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.vendors.answer import VendorAnswer
 
@@ -86,9 +92,53 @@ class NoGate:
         return _Open()
 
 
+class BulkheadPort(Protocol):
+    """The share of this process's worker threads one vendor's calls may hold at once
+    (fulfillment/fleet/bulkhead.py). Never waits: a full bulkhead defers the order."""
+
+    def enter(self) -> bool: ...
+    def leave(self, seconds: float) -> None: ...
+    def busy_delay_s(self) -> float: ...
+
+
+class NoBulkhead:
+    def enter(self) -> bool:
+        return True
+
+    def leave(self, seconds: float) -> None:
+        return None
+
+    def busy_delay_s(self) -> float:
+        return 1.0
+
+
 class VendorPort(Protocol):
-    def purchase(self, request: FulfillmentRequest) -> VendorAnswer: ...
+    """One vendor's API (fulfillment/vendors/): the order id is the reference on every
+    attempt; `attempt` lets a vendor with idempotency keys tell attempts apart."""
+
+    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer: ...
     def status(self, reference: str) -> VendorAnswer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VendorConnection:
+    """One vendor, as the fleet reaches it: everything here is this vendor's own."""
+
+    #: the connection's name in metrics, logs and settings: at-ishare | aggregator
+    name: str
+    #: how admins name it in alerts: 'AT-iShare', 'the data aggregator'
+    display_name: str
+    client: VendorPort
+    breaker: BreakerPort = field(default_factory=NoBreaker)
+    gate: GatePort = field(default_factory=NoGate)
+    bulkhead: BulkheadPort = field(default_factory=NoBulkhead)
+    #: how long an empty-wallet answer pauses this vendor's purchases fleet-wide
+    balance_pause_s: float = 60.0
+
+
+def routes_to(connection: VendorConnection, *networks: str) -> dict[str, VendorConnection]:
+    """{network: connection} for networks served by one connection."""
+    return dict.fromkeys(networks, connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +193,8 @@ class DeadLetterNotice:
 @dataclass(frozen=True, slots=True)
 class FulfilDeps:
     store: Store
-    vendor: VendorPort
+    #: network -> its vendor connection, for every network this process serves
+    routes: Mapping[str, VendorConnection]
     policy: RetryPolicy
     enabled: bool
     claim_ttl_s: float
@@ -151,14 +202,20 @@ class FulfilDeps:
     #: enqueue fulfill_order(order_id) after a delay in seconds
     publish_retry: Callable[[str, float], None]
     publish_dead_letter: Callable[[DeadLetterNotice], None]
-    #: store and send an admin alert (vendor credentials, balance); deduplicated by key
-    alert: Callable[[str, str, str], None]
-    breaker: BreakerPort = field(default_factory=NoBreaker)
-    gate: GatePort = field(default_factory=NoGate)
-    #: how long an INSUFFICIENT_BALANCE answer pauses purchases fleet-wide
-    balance_pause_s: float = 60.0
+    #: store and send an admin alert (kind, message, error code, vendor: credentials,
+    #: balance); deduplicated per kind and vendor
+    alert: Callable[[str, str, str, str], None]
     #: a pause or open circuit ending within this is waited out in place (no deferral)
     wait_in_place_s: float = 0.0
+    #: what each network sells (None: the shipped default)
+    catalogue: Catalogue | None = None
+    #: a message for a network another host serves comes back after about this long
+    elsewhere_delay_s: float = 10.0
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The networks this process serves."""
+        return tuple(sorted(self.routes))
 
 
 class Outcome(StrEnum):
@@ -174,3 +231,6 @@ class Outcome(StrEnum):
     #: its network or the whole fleet is paused (fleet_pauses): the order waits untouched,
     #: nothing re-published; the resume re-enqueues it
     PAUSED = "paused"
+    #: another host serves its network (a rolling change of NETWORKS_ENABLED): the message
+    #: was sent again, delayed, for one of them; the order untouched
+    ELSEWHERE = "elsewhere"

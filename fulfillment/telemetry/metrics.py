@@ -9,6 +9,8 @@ the processes' files. Other processes (web, reconciler) use the default registry
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = Counter(
@@ -18,13 +20,13 @@ OUTCOMES = Counter(
 )
 ATTEMPTS = Counter(
     "fulfillment_attempts_total",
-    "Vendor purchase attempts by outcome and error code (none when it succeeded).",
-    ["outcome", "error_code"],
+    "Vendor purchase attempts by vendor, outcome and error code (none when it succeeded).",
+    ["vendor", "outcome", "error_code"],
 )
 RETRIES = Counter(
     "fulfillment_retries_scheduled_total",
     "Messages re-enqueued with a delay, by why (transient, rate_limited, status_check, "
-    "circuit_open).",
+    "circuit_open, no_slot, vendor_busy).",
     ["reason"],
 )
 PAUSE_WAITS = Counter(
@@ -45,9 +47,27 @@ DEAD_LETTERS = Counter(
 )
 VENDOR_LATENCY = Histogram(
     "fulfillment_vendor_request_duration_seconds",
-    "AT-iShare API request latency by endpoint and status class.",
-    ["endpoint", "status_class"],
+    "Vendor API request latency by vendor (at-ishare, aggregator), endpoint and status class.",
+    ["vendor", "endpoint", "status_class"],
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+VENDOR_BUSY = Counter(
+    "fulfillment_vendor_busy_total",
+    "Orders handed back without a call because their vendor's share of the worker threads "
+    "was in use (a slow vendor: VENDOR_THREAD_SHARE).",
+    ["vendor"],
+)
+VENDOR_THREADS = Gauge(
+    "fulfillment_vendor_threads_busy",
+    "Worker threads of this process in a call to the vendor (at most its thread share).",
+    ["vendor"],
+    multiprocess_mode="livesum",
+)
+MESSAGES_ELSEWHERE = Counter(
+    "fulfillment_messages_left_for_other_hosts_total",
+    "fulfill_order messages for a network another host serves, sent again for it (a rolling "
+    "change of NETWORKS_ENABLED).",
+    ["network"],
 )
 TIME_TO_SUCCESS = Histogram(
     "fulfillment_time_to_success_seconds",
@@ -56,10 +76,17 @@ TIME_TO_SUCCESS = Histogram(
 )
 
 
-def observe_vendor(endpoint: str, status: int | None, seconds: float) -> None:
-    """status None: no HTTP answer (timeout, connection dropped)."""
-    status_class = "error" if status is None else f"{status // 100}xx"
-    VENDOR_LATENCY.labels(endpoint=endpoint, status_class=status_class).observe(seconds)
+def vendor_observer(vendor: str) -> Callable[[str, int | None, float], None]:
+    """The client's per-request hook for one vendor: (endpoint, HTTP status or None: no
+    answer, timeout or connection dropped, seconds)."""
+
+    def observe(endpoint: str, status: int | None, seconds: float) -> None:
+        status_class = "error" if status is None else f"{status // 100}xx"
+        VENDOR_LATENCY.labels(vendor=vendor, endpoint=endpoint, status_class=status_class).observe(
+            seconds
+        )
+
+    return observe
 
 
 def dead_letter_kind(reason: str | None, error_code: str | None = None) -> str:

@@ -116,7 +116,7 @@ def build_deps(settings: Settings, tokens: Tokens, *, secure_cookies: bool) -> W
         ping_vendor=bootstrap.vendor().balance if vendor_key else None,
         fulfillment_enabled=settings.fulfillment_enabled,
         collector=FleetCollector(
-            bootstrap.store(), client, settings.redis_namespace, bootstrap.breaker()
+            bootstrap.store(), client, settings.redis_namespace, bootstrap.breakers()
         ),
     )
 

@@ -20,7 +20,7 @@ from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
 from fulfillment.services.delivery import fulfil
-from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, VendorConnection, routes_to
 from fulfillment.vendors.atishare import AtIshareClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -56,7 +56,7 @@ def test_a_lost_answer_on_the_last_attempt_is_verified_before_dead_lettering(
     dead: list[DeadLetterNotice] = []
     deps = FulfilDeps(
         store=store,
-        vendor=client,
+        routes=routes_to(VendorConnection("at-ishare", "AT-iShare", client), "at-ishare"),
         policy=RetryPolicy((0.0,), max_attempts=3, max_deferrals=5, max_status_checks=5,
                            status_check_delay_s=0.0),
         enabled=True,

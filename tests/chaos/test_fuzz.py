@@ -28,15 +28,17 @@ from db.store import Store
 from fulfillment.domain.constants import KNOWN_NETWORKS, NETWORK_AT_ISHARE
 from fulfillment.domain.errors import InvalidOrder, MalformedMessage, VendorError
 from fulfillment.domain.order import FulfillmentRequest, build_request, order_id_from_message
+from fulfillment.domain.package import Catalogue, parse_size
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.services.delivery import fulfil
-from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, VendorConnection, routes_to
 from fulfillment.vendors.atishare import MAX_BODY_BYTES, AtIshareClient, VendorAnswer
 
 pytestmark = pytest.mark.timeout(120)
 
 REF = "3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11"
-REQUEST = FulfillmentRequest(REF, "+233241234567", NETWORK_AT_ISHARE, Decimal(2))
+CATALOGUE = Catalogue.default()
+REQUEST = FulfillmentRequest(REF, "+233241234567", NETWORK_AT_ISHARE, Decimal(2), 2048)
 FAST = settings(max_examples=200, deadline=None)
 
 # -- shared strategies -----------------------------------------------------------------------
@@ -159,9 +161,16 @@ def test_an_order_row_gives_a_valid_request_or_names_its_field(
         assert str(refused).startswith(f"{refused.field}: ")
         assert refused.message
         return
-    assert request.network == NETWORK_AT_ISHARE
+    assert request.network in KNOWN_NETWORKS
     assert request.phone_number.startswith("+233") and request.phone_number[1:].isdigit()
     assert len(request.phone_number) == 13
+    assert request.local_phone == "0" + request.phone_number[4:]
+    # only what the network sells passes, in both units the vendors read
+    assert request.package.endswith(tuple(CATALOGUE.sizes(request.network)))
+    assert (
+        request.volume_mb
+        == CATALOGUE.bundle(request.network, parse_size(request.package, None)).volume_mb
+    )
     assert request.size_gb.is_finite() and 0 < request.size_gb <= 100
 
 
@@ -350,7 +359,7 @@ def run_fulfil(store: Store, pending: list[Answer]) -> str:
     client = vendor_client(handler)
     deps = FulfilDeps(
         store=store,
-        vendor=client,
+        routes=routes_to(VendorConnection("at-ishare", "AT-iShare", client), "at-ishare"),
         policy=POLICY,
         enabled=True,
         claim_ttl_s=30.0,

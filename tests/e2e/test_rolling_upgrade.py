@@ -599,7 +599,7 @@ def test_a_rolling_deploy_upgrades_rolls_back_and_forward_losing_nothing(
     vendor = AtIshareClient(fleet.sim_url, KEY, SECRET, read_timeout_s=5)
     try:  # what the earlier attempts did at the vendor
         for oid in plan.given:
-            vendor.purchase(FulfillmentRequest(oid, PHONE, "at-ishare", Decimal(2)))
+            vendor.purchase(FulfillmentRequest(oid, PHONE, "at-ishare", Decimal(2), 2048))
     finally:
         vendor.close()
 

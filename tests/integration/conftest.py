@@ -14,7 +14,7 @@ from db.store import Store
 from fulfillment.dev.simulator.faults import FaultConfig
 from fulfillment.dev.simulator.server import Simulator
 from fulfillment.domain.retry import RetryPolicy
-from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
+from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, VendorConnection, routes_to
 from fulfillment.vendors.atishare import AtIshareClient
 from tests.conftest import WebServer
 
@@ -42,12 +42,17 @@ class Sent:
 
     retries: list[tuple[str, float]] = field(default_factory=list)
     dead_letters: list[DeadLetterNotice] = field(default_factory=list)
-    alerts: list[tuple[str, str, str]] = field(default_factory=list)
+    alerts: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 @pytest.fixture
 def sent() -> Sent:
     return Sent()
+
+
+#: make_deps(vendor=..., breaker=..., gate=..., bulkhead=..., balance_pause_s=...) set the
+#: AT-iShare connection's own parts
+CONNECTION_FIELDS = ("vendor", "breaker", "gate", "bulkhead", "balance_pause_s")
 
 
 @pytest.fixture
@@ -59,7 +64,6 @@ def make_deps(store: Store, sim: Simulator, sent: Sent) -> Iterator[Callable[...
         clients.append(client)
         values: dict[str, Any] = {
             "store": store,
-            "vendor": client,
             "policy": RetryPolicy(
                 delays=(0.2, 0.4, 0.8),
                 max_attempts=3,
@@ -74,6 +78,9 @@ def make_deps(store: Store, sim: Simulator, sent: Sent) -> Iterator[Callable[...
             "publish_dead_letter": sent.dead_letters.append,
             "alert": lambda *a: sent.alerts.append(a),
         }
+        line = {k: overrides.pop(k) for k in CONNECTION_FIELDS if k in overrides}
+        connection = VendorConnection("at-ishare", "AT-iShare", line.pop("vendor", client), **line)
+        values["routes"] = routes_to(connection, "at-ishare")
         values.update(overrides)
         return FulfilDeps(**values)
 

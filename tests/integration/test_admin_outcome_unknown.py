@@ -141,7 +141,10 @@ def test_outcome_unknown_has_its_own_status_filter_and_count_and_is_never_a_dead
     outcome_unknown(store, flagged)
     outcome_unknown(store, unflagged, flagged=False)  # the consumer has not flagged it yet
     claimed, dead, dismissed, failed, delivered, _pending = (new_order() for _ in range(6))
-    assert store.claim(claimed, str(uuid.uuid4()), ttl_s=60, early_s=0) is not None
+    assert (
+        store.claim(claimed, str(uuid.uuid4()), ttl_s=60, early_s=0, networks=["at-ishare"])
+        is not None
+    )
     dead_letter(store, dead)
     dead_letter(store, dismissed, dismissed=True)
     set_state(store, failed, "fulfillment_status = 'failed', next_attempt_at = now() + '1h'")
@@ -230,7 +233,9 @@ def test_the_gauge_counts_outcome_unknown_orders_and_passes_promtool(
     dead_letter(store, new_order())
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        FleetCollector(store, redis.Redis.from_url(redis_url), redis_namespace, Closed())
+        FleetCollector(
+            store, redis.Redis.from_url(redis_url), redis_namespace, {"at-ishare": Closed()}
+        )
     )
     text = generate_latest(registry).decode()
     values = {
@@ -265,9 +270,9 @@ def test_recheck_hands_the_order_back_and_the_worker_looks_it_up_before_buying(
     oid = new_order()
     # The vendor delivered attempt 1, but its answer never came back and every lookup failed.
     token = str(uuid.uuid4())
-    claim = store.claim(oid, token, ttl_s=30, early_s=0, begin=True)
+    claim = store.claim(oid, token, ttl_s=30, early_s=0, networks=["at-ishare"], begin=True)
     assert claim is not None
-    make_deps().vendor.purchase(claim.order.request())
+    make_deps().routes["at-ishare"].client.purchase(claim.order.request())
     outcome_unknown(store, oid)
     before = row_of(store, oid)
 
@@ -396,7 +401,10 @@ def test_every_decision_is_refused_for_an_order_not_in_outcome_unknown(
     admin: httpx.Client, web: WebServer, store: Store, new_order: NewOrder, decision: str
 ) -> None:
     pending, claimed, delivered, failed, dead, dismissed = (new_order() for _ in range(6))
-    assert store.claim(claimed, str(uuid.uuid4()), ttl_s=60, early_s=0) is not None
+    assert (
+        store.claim(claimed, str(uuid.uuid4()), ttl_s=60, early_s=0, networks=["at-ishare"])
+        is not None
+    )
     set_state(store, delivered, "fulfillment_status = 'success', fulfilled_at = now()")
     set_state(store, failed, "fulfillment_status = 'failed', next_attempt_at = now() + '1h'")
     dead_letter(store, dead)
@@ -420,7 +428,12 @@ def test_every_decision_is_refused_for_an_order_not_in_outcome_unknown(
     # An outcome unknown that a vendor callback (or the dead-letter consumer) holds right now.
     held = new_order()
     outcome_unknown(store, held)
-    assert store.claim(held, str(uuid.uuid4()), ttl_s=60, early_s=0, in_review=True) is not None
+    assert (
+        store.claim(
+            held, str(uuid.uuid4()), ttl_s=60, early_s=0, networks=["at-ishare"], in_review=True
+        )
+        is not None
+    )
     busy = admin.post(f"/api/admin/orders/{held}/{decision}", json={"reason": "x"})
     assert_error(busy, 409, "ORDER_IN_FLIGHT")
 

@@ -183,9 +183,10 @@ def test_reconciler_confirms_expired_claims_with_the_vendor(
 ) -> None:
     oid = new_order()
     token = "00000000-0000-0000-0000-000000000003"
-    claim = store.claim(oid, token, ttl_s=0.05, early_s=0)
+    claim = store.claim(oid, token, ttl_s=0.05, early_s=0, networks=["at-ishare"])
     assert claim is not None and store.begin_purchase(oid, token, 1, ttl_s=0.05)
-    make_deps().vendor.purchase(claim.order.request())  # delivered; then the worker died
+    # delivered; then the worker died
+    make_deps().routes["at-ishare"].client.purchase(claim.order.request())
     import time
 
     time.sleep(0.1)
@@ -227,7 +228,9 @@ def test_dead_letter_never_takes_an_order_from_a_live_worker(
     store: Store, new_order: Callable[..., str]
 ) -> None:
     oid = new_order()
-    assert store.claim(oid, "00000000-0000-0000-0000-000000000004", ttl_s=60, early_s=0)
+    assert store.claim(
+        oid, "00000000-0000-0000-0000-000000000004", ttl_s=60, early_s=0, networks=["at-ishare"]
+    )
     notifier = Notifier(store=store, webhook_url=None)
     notice = DeadLetterNotice(kind="dead_letter", order_id=oid, reason="gave up")
     assert handle_dead_letter(notice, store, notifier) is False

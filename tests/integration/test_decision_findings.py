@@ -43,8 +43,8 @@ class Recording:
     inner: VendorPort
     calls: list[tuple[str, str]] = field(default_factory=list)
 
-    def purchase(self, request: FulfillmentRequest) -> VendorAnswer:
-        return self._note("POST", lambda: self.inner.purchase(request))
+    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
+        return self._note("POST", lambda: self.inner.purchase(request, attempt))
 
     def status(self, reference: str) -> VendorAnswer:
         return self._note("GET", lambda: self.inner.status(reference))
@@ -112,7 +112,7 @@ def test_1_an_unknown_outcome_spared_by_an_opening_circuit_is_looked_up_before_b
 ) -> None:
     oid = new_order()
     script(sim, oid, ["drop_after_delivery"])  # delivered; the answer never arrives
-    vendor = Recording(make_deps().vendor)
+    vendor = Recording(make_deps().routes["at-ishare"].client)
     breaker = OpensOnFailure(deny=1)  # the check right after the POST meets the open circuit
     assert fulfil(oid, make_deps(vendor=vendor, breaker=breaker)) is Outcome.DEFERRED
     row = order_row(store, oid)
@@ -132,8 +132,15 @@ def test_2_an_outcome_that_stays_unknown_goes_to_a_human_and_a_retry_still_looks
     oid = new_order()
     deps = make_deps()
     # A worker sent attempt 1 (the vendor delivered it) and was lost before the answer.
-    assert store.claim(oid, "00000000-0000-4000-8000-00000000abcd", ttl_s=30, early_s=0, begin=True)
-    deps.vendor.purchase(order_row_request(store, oid))
+    assert store.claim(
+        oid,
+        "00000000-0000-4000-8000-00000000abcd",
+        ttl_s=30,
+        early_s=0,
+        networks=["at-ishare"],
+        begin=True,
+    )
+    deps.routes["at-ishare"].client.purchase(order_row_request(store, oid))
     expire_claim(store, oid)
     script(sim, oid, [], status_responses=["error"] * 10)
     outcomes = []
@@ -159,7 +166,7 @@ def test_2_an_outcome_that_stays_unknown_goes_to_a_human_and_a_retry_still_looks
             (oid,),
         )
     script(sim, oid, [], status_responses=[])
-    vendor = Recording(deps.vendor)
+    vendor = Recording(deps.routes["at-ishare"].client)
     assert fulfil(oid, make_deps(vendor=vendor)) is Outcome.SUCCESS
     assert vendor.calls == [("GET", "success")]
     assert sim.ledger.deliveries(oid) == 1
@@ -236,8 +243,16 @@ def test_5_dramatiq_giving_up_on_a_bought_order_asks_the_vendor_before_flagging(
 ) -> None:
     oid = new_order()
     deps = make_deps()
-    assert store.claim(oid, "00000000-0000-4000-8000-00000000abce", ttl_s=30, early_s=0, begin=True)
-    deps.vendor.purchase(order_row_request(store, oid))  # delivered, answer lost with the worker
+    assert store.claim(
+        oid,
+        "00000000-0000-4000-8000-00000000abce",
+        ttl_s=30,
+        early_s=0,
+        networks=["at-ishare"],
+        begin=True,
+    )
+    # delivered, answer lost with the worker
+    deps.routes["at-ishare"].client.purchase(order_row_request(store, oid))
     expire_claim(store, oid)
     notice = DeadLetterNotice(
         kind="dead_letter",
@@ -259,7 +274,14 @@ def test_5b_without_a_lookup_a_gave_up_order_in_flight_is_never_flagged_failed(
     store: Store, make_deps: Deps, new_order: NewOrder
 ) -> None:
     oid = new_order()
-    assert store.claim(oid, "00000000-0000-4000-8000-00000000abcf", ttl_s=30, early_s=0, begin=True)
+    assert store.claim(
+        oid,
+        "00000000-0000-4000-8000-00000000abcf",
+        ttl_s=30,
+        early_s=0,
+        networks=["at-ishare"],
+        begin=True,
+    )
     expire_claim(store, oid)
     notice = DeadLetterNotice(
         kind="dead_letter", order_id=oid, reason="worker gave up", source="dramatiq"
@@ -279,7 +301,7 @@ def test_6_failed_after_pending_waits_its_backoff(
     assert fulfil(oid, make_deps()) is Outcome.PENDING
     make_due(store, oid)
     # The vendor gives the pending purchase up (the simulator's pendings only ever succeed).
-    vendor = Recording(GivesUpPending(make_deps().vendor))
+    vendor = Recording(GivesUpPending(make_deps().routes["at-ishare"].client))
     assert fulfil(oid, make_deps(vendor=vendor)) is Outcome.RETRY_SCHEDULED
     assert vendor.calls == [("GET", "failed")]  # no purchase in the same claim
     assert sent.retries[-1] == (oid, 0.2)  # RETRY_DELAYS' first entry: attempt 1 was spent
@@ -296,8 +318,8 @@ class GivesUpPending:
 
     inner: VendorPort
 
-    def purchase(self, request: FulfillmentRequest) -> VendorAnswer:
-        return self.inner.purchase(request)
+    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
+        return self.inner.purchase(request, attempt)
 
     def status(self, reference: str) -> VendorAnswer:
         answer = self.inner.status(reference)

@@ -258,6 +258,18 @@ class DecisionModel(RuleBasedStateMachine):
             "wait_in_place_s": 0.0,
         }
         names = {f.name for f in dataclasses.fields(FulfilDeps)}
+        if "routes" in names:  # one connection per vendor (an older tree has one vendor)
+            from fulfillment.services.ports import VendorConnection, routes_to
+
+            connection = VendorConnection(
+                "at-ishare",
+                "AT-iShare",
+                values.pop("vendor"),
+                breaker=values.pop("breaker"),
+                gate=values.pop("gate"),
+                balance_pause_s=values.pop("balance_pause_s"),
+            )
+            values["routes"] = routes_to(connection, "at-ishare")
         return FulfilDeps(**{k: v for k, v in values.items() if k in names})
 
     def _name(self, order_id: str | None) -> str:

@@ -199,11 +199,13 @@ def test_worker_killed_mid_call_is_recovered_from_the_vendor(
 ) -> None:
     """A claim whose worker died after the vendor delivered: recovery confirms, never rebuys."""
     oid = new_order()
-    claim = store.claim(oid, "00000000-0000-0000-0000-000000000001", ttl_s=0.1, early_s=0)
+    claim = store.claim(
+        oid, "00000000-0000-0000-0000-000000000001", ttl_s=0.1, early_s=0, networks=["at-ishare"]
+    )
     assert claim is not None
     assert store.begin_purchase(oid, "00000000-0000-0000-0000-000000000001", 1, ttl_s=0.1)
     # ... the vendor got the purchase, then the worker was SIGKILLed:
-    client = make_deps().vendor
+    client = make_deps().routes["at-ishare"].client
     client.purchase(claim.order.request())
     time.sleep(0.2)
     assert fulfil(oid, make_deps(), allow_purchase=False) is Outcome.SUCCESS
@@ -219,7 +221,9 @@ def test_worker_killed_before_the_vendor_got_it_is_bought_again(
     Either way a worker killed before the POST left a mark the next worker must check."""
     oid = new_order()
     token = "00000000-0000-0000-0000-000000000002"
-    claim = store.claim(oid, token, ttl_s=0.1, early_s=0, begin=marked_by == "claim")
+    claim = store.claim(
+        oid, token, ttl_s=0.1, early_s=0, networks=["at-ishare"], begin=marked_by == "claim"
+    )
     assert claim is not None and claim.purchase_begun is (marked_by == "claim")
     if marked_by == "begin_purchase":
         assert store.begin_purchase(oid, token, 1, ttl_s=0.1)
@@ -246,16 +250,6 @@ def test_invalid_order_rows_dead_letter_without_a_vendor_call(
 def test_unknown_order_raises(store: Store, make_deps: Deps) -> None:
     with pytest.raises(OrderNotFound):
         fulfil("3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11", make_deps())
-
-
-def test_other_networks_are_left_alone(
-    store: Store, make_deps: Deps, new_order: NewOrder, sent: Sent
-) -> None:
-    oid = new_order(network="mtn")
-    assert fulfil(oid, make_deps()) is Outcome.NOT_DUE
-    row = store.order_row(oid)
-    assert row is not None and row["fulfillment_status"] == "pending"
-    assert sent.dead_letters[0].kind == "misrouted_message"
 
 
 def test_kill_switch_leaves_orders_pending(

@@ -12,7 +12,7 @@ import redis
 from db.databases import database_url as database_url_of
 from db.migrate import migrate
 from fulfillment.domain.constants import FULFILLMENT_QUEUE
-from fulfillment.domain.errors import InvalidPhoneNumber, UnsupportedNetwork
+from fulfillment.domain.errors import InvalidPackage, InvalidPhoneNumber, UnsupportedNetwork
 from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
 from tests.conftest import ADMIN_URL
@@ -125,7 +125,16 @@ def test_producer_refuses_bad_input_and_publishes_nothing(
         publish_fulfillment(
             str(uuid.uuid4()),
             phone_number="0241234567",
-            network="mtn",
+            network="vodafone",
+            size_gb=2,
+            broker=broker,
+            enabled=True,
+        )
+    with pytest.raises(InvalidPackage, match="at-bigtime does not sell 2GB"):
+        publish_fulfillment(
+            str(uuid.uuid4()),
+            phone_number="0241234567",
+            network="at-bigtime",
             size_gb=2,
             broker=broker,
             enabled=True,

@@ -36,11 +36,14 @@ from fulfillment.domain.errors import (
     UnknownSchemaVersion,
 )
 from tests.conftest import ADMIN_URL
+from tests.unit.test_migration_steps import ALLOWED_REWRITES
 
 pytestmark = pytest.mark.integration
 
 STEPS = load_steps()
 LATEST = len(STEPS)
+#: the newest step that builds an index CONCURRENTLY (the cut-off tests below)
+CONCURRENT = next(s for s in reversed(STEPS) if s.up_concurrently)
 NewDatabase = Callable[[], str]
 FULFILLMENT = str(Path(sys.executable).with_name("fulfillment"))
 
@@ -450,7 +453,7 @@ def test_what_the_platform_adds_beside_the_fleet_is_not_drift(new_database: NewD
     [
         ("ALTER TABLE fulfillment_logs DISABLE TRIGGER fulfillment_logs_append_only",
          "trigger fulfillment_logs.fulfillment_logs_append_only"),
-        ("ALTER TABLE orders ALTER COLUMN fulfillment_status DROP DEFAULT",
+        ("ALTER TABLE orders ALTER COLUMN fulfillment_status SET DEFAULT 'pending'",
          "column orders.fulfillment_status"),
         ("DROP INDEX orders_created_idx", "index orders_created_idx"),
         ("ALTER TABLE admin_audit ENABLE ROW LEVEL SECURITY", "table admin_audit"),
@@ -495,10 +498,10 @@ def test_an_index_built_but_not_recorded_is_recorded_by_the_next_run(
 ) -> None:
     """The client died (a killed deploy job) after the server finished the build."""
     url = new_database()
-    migrate(url, to=LATEST - 1)
-    run_sql(url, STEPS[-1].up)  # the build, without its record
+    migrate(url, to=CONCURRENT.version - 1)
+    run_sql(url, CONCURRENT.up)  # the build, without its record
     found = status(url)
-    assert found.version == LATEST - 1 and not found.drift and found.exit_code == 1
+    assert found.version == CONCURRENT.version - 1 and not found.drift and found.exit_code == 1
     assert found.leftovers and "built, not recorded yet" in found.leftovers[0]
     assert migrate(url).version == LATEST
     assert catalog(url) == built_to(new_database, LATEST)
@@ -509,7 +512,7 @@ def test_an_index_left_invalid_by_a_cut_off_reverse_is_settled(new_database: New
     recorded: neither direction may refuse, and going up builds it again."""
     url = new_database()
     migrate(url)
-    (index,) = STEPS[-1].indexes_built_concurrently()
+    (index,) = CONCURRENT.indexes_built_concurrently()
     run_sql(  # what a cancelled DROP INDEX CONCURRENTLY leaves (as a superuser can show it)
         url,
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
@@ -524,11 +527,21 @@ def test_an_index_left_invalid_by_a_cut_off_reverse_is_settled(new_database: New
     assert catalog(url) == built_to(new_database, LATEST)
     run_sql(url, "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
             (index,))  # fmt: skip
-    assert migrate(url, to=LATEST - 1).version == LATEST - 1
-    assert catalog(url) == built_to(new_database, LATEST - 1)
+    below = CONCURRENT.version - 1
+    assert migrate(url, to=below).version == below
+    assert catalog(url) == built_to(new_database, below)
 
 
 # -- orders' rows are never rewritten --------------------------------------------------------
+
+
+#: 0004's one allowed rewrite (tests/unit/test_migration_steps.py says why): the rows of
+#: networks no fleet served that the old constant default made 'pending', never touched
+STALE_PENDING = (
+    "SELECT id FROM orders WHERE fulfillment_status = 'pending' "
+    "AND network IS DISTINCT FROM 'at-ishare' AND fulfillment_attempts = 0 "
+    "AND last_enqueued_at IS NULL AND claim_token IS NULL"
+)
 
 
 @pytest.mark.parametrize("step", STEPS[1:], ids=lambda s: s.label)
@@ -548,7 +561,15 @@ def test_a_step_and_its_reverse_never_rewrite_orders(new_database: NewDatabase, 
         )
 
     before = heap()
+    stale = {oid for (oid,) in run_sql(url, STALE_PENDING)}
     migrate(url, to=step.version)
+    if step.label in ALLOWED_REWRITES:  # 0004: only the rows its rule names, in place
+        after = heap()
+        old_rows, new_rows = dict(before[1]), dict(after[1])  # type: ignore[call-overload]
+        assert after[0] == before[0] and old_rows.keys() == new_rows.keys()
+        assert {oid for oid in new_rows if new_rows[oid] != old_rows[oid]} == stale
+        assert len(stale) >= 20 and run_sql(url, STALE_PENDING) == []
+        before = after
     assert heap() == before
     migrate(url, to=step.version - 1)
     assert heap() == before

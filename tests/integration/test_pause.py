@@ -179,7 +179,13 @@ def test_the_reconciler_requeues_nothing_that_would_buy_in_a_paused_scope(
     )
     # a worker died mid-call (its claim expired), and a dead letter the consumer never flagged
     crashed, unflagged = new_order(), new_order(phone="12345")
-    claim = store.claim(crashed, "00000000-0000-4000-8000-0000000000c1", ttl_s=0.05, early_s=0)
+    claim = store.claim(
+        crashed,
+        "00000000-0000-4000-8000-0000000000c1",
+        ttl_s=0.05,
+        early_s=0,
+        networks=["at-ishare"],
+    )
     assert claim is not None
     assert store.begin_purchase(crashed, "00000000-0000-4000-8000-0000000000c1", 1, ttl_s=0.05)
     assert fulfil(unflagged, make_deps()) is Outcome.DEAD_LETTERED
@@ -235,7 +241,9 @@ def test_resume_requeues_the_waiting_orders_oldest_first_and_each_delivers_once(
     later, dead, mtn, held = new_order(), new_order(phone="12345"), new_order(), new_order()
     assert fulfil(dead, make_deps()) is Outcome.DEAD_LETTERED
     sql(store, "UPDATE orders SET network = 'mtn' WHERE id = %s", mtn)
-    assert store.claim(held, "00000000-0000-4000-8000-0000000000d1", ttl_s=60, early_s=0)
+    assert store.claim(
+        held, "00000000-0000-4000-8000-0000000000d1", ttl_s=60, early_s=0, networks=["at-ishare"]
+    )
     sql(
         store,
         "UPDATE orders SET fulfillment_status = 'failed', next_attempt_at = now() + interval"
@@ -496,7 +504,7 @@ def test_the_pause_gauges_are_exposed_and_pass_promtool(
             return {"state": "closed"}
 
     client = redis.Redis.from_url(redis_url)
-    collector = FleetCollector(store, client, redis_namespace, Closed())
+    collector = FleetCollector(store, client, redis_namespace, {"at-ishare": Closed()})
 
     def scrape() -> tuple[str, dict[tuple[str, str], float]]:
         registry = CollectorRegistry(auto_describe=False)

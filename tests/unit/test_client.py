@@ -24,7 +24,7 @@ from fulfillment.vendors.atishare import MAX_BODY_BYTES, AtIshareClient
 from fulfillment.vendors.atishare_signing import verify
 
 REF = "3f1c0a52-8a53-4d8e-9a43-3e6f0c2b8f11"
-REQ = FulfillmentRequest(REF, "+233241234567", "at-ishare", Decimal(2))
+REQ = FulfillmentRequest(REF, "+233241234567", "at-ishare", Decimal(2), 2048)
 
 
 def client(handler: Callable[[httpx.Request], httpx.Response]) -> AtIshareClient:

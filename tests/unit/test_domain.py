@@ -136,8 +136,13 @@ def test_build_request_validates_every_field() -> None:
         package_name="AT iShare 2GB",
     )
     assert (req.phone_number, req.size_gb) == ("+233241234567", Decimal(2))
-    with pytest.raises(UnsupportedNetwork, match="mtn orders are not fulfilled"):
-        build_request(OID, phone_number="0241234567", network="mtn", size_gb=1, package_name=None)
+    mtn = build_request(OID, phone_number="0241234567", network="mtn", size_gb=1, package_name=None)
+    assert (mtn.network, mtn.volume_mb, mtn.package, mtn.issued_by) == (
+        "mtn",
+        1024,
+        "MTN 1GB",
+        None,
+    )
     with pytest.raises(UnsupportedNetwork, match="unknown network"):
         build_request(
             OID, phone_number="0241234567", network="vodafone", size_gb=1, package_name=None

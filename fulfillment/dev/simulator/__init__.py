@@ -1,9 +1,17 @@
-"""A simulated AT-iShare vendor: a real HTTP server with a ledger and injectable faults.
+"""The vendor simulator: AT-iShare and the data aggregator, one real HTTP server for both.
+
+AT-iShare (DESIGN.md "AT-iShare vendor API") answers at /v1, its control routes at /_sim/;
+the aggregator (DESIGN.md "Other networks") at /aggregator/v1 and /aggregator/_sim/. Each
+vendor has a ledger, fault config, dice, scripts and outages of its own.
 
 - `faults`: what goes wrong and how often (FaultConfig, roll, scripts, outages)
-- `ledger`: what the vendor received and delivered, exactly once per reference, and the
+- `ledger`: what a vendor received and delivered, exactly once per reference, and the
   blind re-purchases (a purchase after an unknown outcome without a status lookup between)
-- `handler`: the HTTP API of DESIGN.md and the /_sim/ control routes
+- `vendor`: one vendor's live state (ledger, faults, purchases in flight, control routes)
+- `api`: what both vendor APIs do alike (faults, outages, the books, what the client learns)
+- `atishare`, `aggregator`: the two protocols (`idempotency`, `callbacks`: the aggregator's
+  Idempotency-Key and signed callbacks)
+- `handler`: the HTTP transport, each vendor mounted at a prefix
 - `server`: the server, in-process (`Simulator`) or from the command line
   (python -m fulfillment.dev.simulator.server --help)
 """

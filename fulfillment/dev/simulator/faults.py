@@ -3,7 +3,8 @@
 `FaultConfig` holds the rates and timings, `roll` picks the fault of one purchase
 request, `ScriptBook` replaces the dice with a fixed list per reference so that tests
 can say exactly what the vendor answers next, and `Chaos` is the live, thread-safe
-combination of them (plus outages) that one simulator consults.
+combination of them (plus outages) that one simulated vendor consults. Both vendors (AT-iShare
+and the aggregator) use the same model, each with a config, dice and scripts of its own.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 class FaultKind(StrEnum):
     """One way a request can go wrong; the values are the names scripts use.
 
-    `roll` picks only the first six; INVALID_PHONE, GARBAGE and STALL_AFTER_DELIVERY exist
-    only in scripts.
+    `roll` picks the ones `FaultConfig.rates` lists; INVALID_PHONE, GARBAGE and
+    STALL_AFTER_DELIVERY exist only in scripts. The PENDING kinds accept the purchase as pending
+    (AT-iShare "pending", the aggregator "queued" then "processing") for pending_seconds, then
+    deliver it, or fail it or refund it (nothing delivered, the price back in the account).
     """
 
     RATE_LIMIT = "rate_limit"
@@ -45,6 +48,8 @@ class FaultKind(StrEnum):
     TIMEOUT = "timeout"
     DROP_AFTER_DELIVERY = "drop_after_delivery"
     PENDING = "pending"
+    PENDING_THEN_FAILED = "pending_then_failed"
+    PENDING_THEN_REFUNDED = "pending_then_refunded"
     INVALID_PHONE = "invalid_phone"
     GARBAGE = "garbage"
     #: delivered, then the answer held for timeout_seconds: the client gives up (or dies) first
@@ -57,7 +62,11 @@ PURCHASE_SCRIPT_KINDS: Final = frozenset(FaultKind)
 STATUS_SCRIPT_KINDS: Final = frozenset({FaultKind.ERROR, FaultKind.TIMEOUT, FaultKind.GARBAGE})
 
 # Environment variables whose name is not SIM_<FIELD>: the flag is singular, repeatable.
-_ENV_NAMES: Final = {"invalid_phones": "SIM_INVALID_PHONE"}
+_ENV_NAMES: Final = {"invalid_phones": "invalid_phone"}
+#: the prefix of the AT-iShare side's fault variables (SIM_ERROR_RATE, ...)
+ENV_PREFIX: Final = "SIM_"
+#: the prefix of the aggregator side's (SIM_AGGREGATOR_ERROR_RATE, ...)
+AGGREGATOR_ENV_PREFIX: Final = "SIM_AGGREGATOR_"
 
 
 class FaultConfig(BaseModel):
@@ -71,6 +80,8 @@ class FaultConfig(BaseModel):
     insufficient_balance_rate: Rate = 0.0
     drop_after_delivery_rate: Rate = 0.0
     pending_rate: Rate = 0.0
+    pending_failed_rate: Rate = 0.0
+    pending_refunded_rate: Rate = 0.0
     latency_ms: NonNegative = 0.0
     latency_jitter_ms: NonNegative = 0.0
     timeout_seconds: NonNegative = 30.0
@@ -83,12 +94,17 @@ class FaultConfig(BaseModel):
     balance: float = 100_000.0
 
     @classmethod
-    def env_name(cls, field: str) -> str:
-        return _ENV_NAMES.get(field, f"SIM_{field.upper()}")
+    def env_name(cls, field: str, prefix: str = ENV_PREFIX) -> str:
+        """The variable of `field`: SIM_ERROR_RATE, or SIM_AGGREGATOR_ERROR_RATE with the
+        aggregator's prefix."""
+        return prefix + _ENV_NAMES.get(field, field).upper()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> FaultConfig:
-        """Read SIM_* variables (e.g. SIM_ERROR_RATE=0.1, SIM_INVALID_PHONE=+233200000000,...).
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, prefix: str = ENV_PREFIX
+    ) -> FaultConfig:
+        """Read SIM_* variables (e.g. SIM_ERROR_RATE=0.1, SIM_INVALID_PHONE=+233200000000,...),
+        or those of another prefix (AGGREGATOR_ENV_PREFIX: SIM_AGGREGATOR_ERROR_RATE, ...).
 
         Unset or empty variables keep the default; invalid values raise pydantic's
         ValidationError.
@@ -96,7 +112,7 @@ class FaultConfig(BaseModel):
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {}
         for field in cls.model_fields:
-            raw = env.get(cls.env_name(field), "").strip()
+            raw = env.get(cls.env_name(field, prefix), "").strip()
             if not raw:
                 continue
             if field == "invalid_phones":
@@ -118,6 +134,8 @@ class FaultConfig(BaseModel):
             (FaultKind.TIMEOUT, self.timeout_rate),
             (FaultKind.DROP_AFTER_DELIVERY, self.drop_after_delivery_rate),
             (FaultKind.PENDING, self.pending_rate),
+            (FaultKind.PENDING_THEN_FAILED, self.pending_failed_rate),
+            (FaultKind.PENDING_THEN_REFUNDED, self.pending_refunded_rate),
         )
 
 
@@ -141,9 +159,12 @@ def latency_seconds(rng: random.Random, config: FaultConfig) -> float:
     return max(0.0, config.latency_ms + jitter) / 1000.0
 
 
-def is_valid_phone(phone: object, config: FaultConfig) -> bool:
-    """+233 and nine digits, and not configured as a number the vendor rejects."""
-    if not isinstance(phone, str) or PHONE_PATTERN.fullmatch(phone) is None:
+def is_valid_phone(
+    phone: object, config: FaultConfig, pattern: re.Pattern[str] = PHONE_PATTERN
+) -> bool:
+    """In the vendor's form (default +233 and nine digits), and not configured as a number
+    the vendor rejects (invalid_phones, invalid_phone_suffix)."""
+    if not isinstance(phone, str) or pattern.fullmatch(phone) is None:
         return False
     if phone in config.invalid_phones:
         return False
@@ -219,8 +240,9 @@ class ScriptBook:
             self._status.clear()
 
     def set_from_json(self, payload: Mapping[str, Any]) -> None:
-        """Apply a /_sim/script body {"reference", "responses"?, "status_responses"?}."""
-        reference = payload.get("reference")
+        """Apply a /_sim/script body {"reference", "responses"?, "status_responses"?} (the
+        aggregator's scripts may say "request_id" instead of "reference")."""
+        reference = payload.get("reference", payload.get("request_id"))
         if not isinstance(reference, str) or not reference:
             raise ValueError("reference must be a non-empty string")
         responses = payload.get("responses")
@@ -269,7 +291,7 @@ class Chaos:
             return latency_seconds(self._rng, self._config)
 
     def go_down(self, seconds: float, spare: Sequence[str] = ()) -> None:
-        """Every /v1 route answers 503 for the next `seconds` (0 ends an outage), except the
+        """Every API route answers 503 for the next `seconds` (0 ends an outage), except the
         purchases of the references in `spare`, which reach the books as usual."""
         if not seconds >= 0:  # also refuses NaN
             raise ValueError("seconds must be a number >= 0")

@@ -1,8 +1,12 @@
-"""The simulated vendor's books: one transaction per reference, deliveries, balance, counters.
+"""A simulated vendor's books: one transaction per reference, deliveries, balance, counters.
 
-Everything happens under one lock, so a reference is delivered at most once however
-many requests race for it. A pending transaction turns into a success (and counts
-its delivery) the first time the ledger is touched after its deadline.
+Each simulated vendor (AT-iShare, the aggregator) keeps a ledger of its own; a reference is
+the AT-iShare reference or the aggregator's request_id. Everything happens under one lock, so
+a reference is delivered at most once however many requests race for it (`double_deliveries`
+lists any that were not: the guarantee says none). A pending transaction settles the first
+time the ledger is touched after its deadline (or `settle` is called): it turns into a
+success and counts its delivery, or, as its `Ending` says, fails or is refunded, its price
+going back into the account.
 
 The ledger also counts what the at-most-once guarantee forbids the client to do:
 **blind re-purchases**, a purchase of a reference after an earlier purchase of it got an
@@ -33,6 +37,18 @@ class TxStatus(StrEnum):
     FAILED = "failed"
 
 
+class Ending(StrEnum):
+    """How a pending transaction settles."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"  # failed, error code DELIVERY_FAILED
+    REFUNDED = "refunded"  # failed and refunded, error code REFUNDED
+
+
+#: the error code of a pending transaction that settles so
+ENDING_ERRORS: Final = {Ending.FAILED: "DELIVERY_FAILED", Ending.REFUNDED: "REFUNDED"}
+
+
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
@@ -45,6 +61,11 @@ class Transaction:
     transaction_id: str
     status: TxStatus
     error_code: str | None = None
+    #: failed after it was accepted, its price returned (Ending.REFUNDED)
+    refunded: bool = False
+    #: ledger clock readings: when a pending transaction was accepted and when it settles
+    accepted_at: float | None = None
+    settles_at: float | None = None
 
     @property
     def live(self) -> bool:
@@ -75,7 +96,8 @@ class _Entry:
     deliveries: int = 0
     purchase_requests: int = 0
     status_requests: int = 0
-    pending_until: float | None = None
+    ending: Ending = Ending.DELIVERED
+    charged: float = 0.0
     blind_repurchases: int = 0
     #: tickets of purchases whose outcome the client could not know, not cleared since
     unknown: list[int] = field(default_factory=list)
@@ -83,16 +105,33 @@ class _Entry:
     known_through: int = 0
 
 
-def _new_transaction_id() -> str:
-    return f"ATX-{uuid.uuid4().hex[:20].upper()}"
+def _wire_status(tx: Transaction, _now: float) -> str:
+    return tx.status.value
 
 
 class Ledger:
-    """Thread-safe record of what the simulated vendor received and delivered."""
+    """Thread-safe record of what the simulated vendor received and delivered.
 
-    def __init__(self, *, balance: float, clock: Callable[[], float] = time.monotonic) -> None:
+    id_prefix starts each transaction id; `describe(tx, now)` names a transaction's status
+    in the vendor's words (in `snapshot` and `describe`); `on_final(tx)` is called, under the
+    lock (keep it quick), with each accepted transaction when it is delivered, failed or
+    refunded.
+    """
+
+    def __init__(
+        self,
+        *,
+        balance: float,
+        clock: Callable[[], float] = time.monotonic,
+        id_prefix: str = "ATX",
+        describe: Callable[[Transaction, float], str] = _wire_status,
+        on_final: Callable[[Transaction], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._id_prefix = id_prefix
+        self._describe = describe
+        self._on_final = on_final
         self._opening_balance = balance
         self._balance = balance
         self._entries: dict[str, _Entry] = {}
@@ -115,6 +154,16 @@ class Ledger:
             self._settle()
             entry = self._entries.get(reference)
             return entry.transaction if entry else None
+
+    def double_deliveries(self) -> list[str]:
+        """The references delivered more than once (the guarantee says none)."""
+        with self._lock:
+            self._settle()
+            return [r for r, e in self._entries.items() if e.deliveries > 1]
+
+    def describe(self, tx: Transaction) -> str:
+        """The transaction's status in the vendor's words, now."""
+        return self._describe(tx, self._clock())
 
     def blind_repurchases(self, reference: str | None = None) -> int:
         """Re-purchases without a status lookup after an unknown outcome: of `reference`, or
@@ -139,10 +188,13 @@ class Ledger:
         """Per-reference counters and totals, shaped like GET /_sim/ledger."""
         with self._lock:
             self._settle()
+            now = self._clock()
             references = {
                 reference: {
                     "deliveries": entry.deliveries,
-                    "status": entry.transaction.status.value if entry.transaction else NOT_FOUND,
+                    "status": self._describe(entry.transaction, now)
+                    if entry.transaction
+                    else NOT_FOUND,
                     "transaction_id": entry.transaction.transaction_id if entry.transaction else "",
                     "purchase_requests": entry.purchase_requests,
                     "status_requests": entry.status_requests,
@@ -153,6 +205,7 @@ class Ledger:
             }
             totals = {
                 "deliveries": sum(e.deliveries for e in self._entries.values()),
+                "double_deliveries": [r for r, e in self._entries.items() if e.deliveries > 1],
                 "purchase_requests": sum(e.purchase_requests for e in self._entries.values()),
                 "status_requests": sum(e.status_requests for e in self._entries.values()),
                 "blind_repurchases": sum(e.blind_repurchases for e in self._entries.values()),
@@ -168,13 +221,16 @@ class Ledger:
         with self._lock:
             return self._take_ticket()
 
-    def note_purchase_request(self, reference: str, ticket: int | None = None) -> bool:
+    def note_purchase_request(
+        self, reference: str, ticket: int | None = None, *, new_attempt: bool = True
+    ) -> bool:
         """Count a purchase request (arrived as `ticket`, default: now); True when it is a
-        blind re-purchase, which is counted too."""
+        blind re-purchase, which is counted too. new_attempt=False: a repeated HTTP request of
+        an attempt (the aggregator's same Idempotency-Key), never blind."""
         with self._lock:
             entry = self._entries.setdefault(reference, _Entry())
             entry.purchase_requests += 1
-            return self._check_blind(entry, reference, ticket)
+            return new_attempt and self._check_blind(entry, reference, ticket)
 
     def note_refused_purchase(self, reference: str, ticket: int | None = None) -> bool:
         """A purchase request answered before it reached the books (an outage): not counted
@@ -213,12 +269,24 @@ class Ledger:
             entry.status_requests += 1
             return entry.transaction
 
-    def purchase(self, reference: str, size_gb: float, *, pending_for: float | None) -> Purchase:
+    def settle(self) -> None:
+        """Settle every pending transaction past its deadline (callbacks need it on time)."""
+        with self._lock:
+            self._settle()
+
+    def purchase(
+        self,
+        reference: str,
+        size_gb: float,
+        *,
+        pending_for: float | None,
+        ending: Ending = Ending.DELIVERED,
+    ) -> Purchase:
         """Take the reference and charge the account, or say why not.
 
         pending_for None delivers now; otherwise the transaction stays pending for that
-        many seconds and its delivery is counted when it settles. The price is charged
-        on acceptance either way.
+        many seconds and then settles as `ending` says (a delivery is counted then). The
+        price is charged on acceptance either way, and returned by a failure or a refund.
         """
         with self._lock:
             self._settle()
@@ -231,12 +299,21 @@ class Ledger:
                 failed = self._fail(entry, reference, "INSUFFICIENT_BALANCE")
                 return Purchase(Outcome.INSUFFICIENT_BALANCE, failed)
             self._balance -= cost
+            entry.charged = cost
             if pending_for is None:
-                tx = Transaction(reference, _new_transaction_id(), TxStatus.SUCCESS)
+                tx = Transaction(reference, self._new_id(), TxStatus.SUCCESS)
                 entry.deliveries += 1
+                self._final(tx)
             else:
-                tx = Transaction(reference, _new_transaction_id(), TxStatus.PENDING)
-                entry.pending_until = self._clock() + pending_for
+                now = self._clock()
+                tx = Transaction(
+                    reference,
+                    self._new_id(),
+                    TxStatus.PENDING,
+                    accepted_at=now,
+                    settles_at=now + pending_for,
+                )
+                entry.ending = ending
                 self._pending.add(reference)
             entry.transaction = tx
             return Purchase(Outcome.ACCEPTED, tx)
@@ -266,6 +343,13 @@ class Ledger:
 
     # -- internals (caller holds the lock) -------------------------------------
 
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}-{uuid.uuid4().hex[:20].upper()}"
+
+    def _final(self, tx: Transaction) -> None:
+        if self._on_final is not None:
+            self._on_final(tx)
+
     def _take_ticket(self) -> int:
         self._tickets += 1
         return self._tickets
@@ -281,21 +365,30 @@ class Ledger:
         return True
 
     def _fail(self, entry: _Entry, reference: str, error_code: str) -> Transaction:
-        tx = Transaction(reference, _new_transaction_id(), TxStatus.FAILED, error_code)
+        tx = Transaction(reference, self._new_id(), TxStatus.FAILED, error_code)
         entry.transaction = tx
         return tx
 
     def _settle(self) -> None:
-        """Turn every pending transaction past its deadline into a delivered success."""
+        """Settle every pending transaction past its deadline as its ending says."""
         if not self._pending:
             return
         now = self._clock()
         for reference in list(self._pending):
             entry = self._entries[reference]
-            if entry.pending_until is not None and entry.pending_until > now:
+            tx = entry.transaction
+            if tx is not None and tx.settles_at is not None and tx.settles_at > now:
                 continue
             self._pending.discard(reference)
-            entry.pending_until = None
-            if entry.transaction is not None and entry.transaction.status is TxStatus.PENDING:
-                entry.transaction = replace(entry.transaction, status=TxStatus.SUCCESS)
+            if tx is None or tx.status is not TxStatus.PENDING:
+                continue
+            if entry.ending is Ending.DELIVERED:
+                tx = replace(tx, status=TxStatus.SUCCESS)
                 entry.deliveries += 1
+            else:
+                refunded = entry.ending is Ending.REFUNDED
+                error_code = ENDING_ERRORS[entry.ending]
+                tx = replace(tx, status=TxStatus.FAILED, error_code=error_code, refunded=refunded)
+                self._balance += entry.charged
+            entry.transaction = tx
+            self._final(tx)

@@ -1,8 +1,11 @@
-"""The AT-iShare simulator over HTTP: the vendor contract of DESIGN.md plus /_sim/ control routes.
+"""The vendor simulator over HTTP: AT-iShare and the data aggregator in one process.
 
+AT-iShare's contract (DESIGN.md "AT-iShare vendor API") is served at /v1 with its control
+routes at /_sim/; the aggregator's (DESIGN.md "Other networks") at /aggregator/v1 with its
+own at /aggregator/_sim/. Each vendor has its own ledger, faults, scripts and outages.
 Standard library only (ThreadingHTTPServer, HTTP/1.1 keep-alive). `Simulator` runs it
-in-process for tests; `main` is the command line (python -m fulfillment.dev.simulator.server). The
-requests themselves are answered by fulfillment.dev.simulator.handler.
+in-process for tests; `main` is the command line (python -m fulfillment.dev.simulator.server).
+The protocols are fulfillment.dev.simulator.atishare and .aggregator.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, Final
 
-from fulfillment.dev.simulator.faults import Chaos, FaultConfig
+from fulfillment.dev.simulator import aggregator
+from fulfillment.dev.simulator.aggregator import AggregatorVendor
+from fulfillment.dev.simulator.atishare import AtIshareVendor
+from fulfillment.dev.simulator.faults import AGGREGATOR_ENV_PREFIX, Chaos, FaultConfig
 from fulfillment.dev.simulator.handler import JsonBody, VendorHTTPServer
 from fulfillment.dev.simulator.ledger import Ledger
 
@@ -26,10 +31,17 @@ POLL_INTERVAL_S: Final = 0.05  # how soon stop() is noticed
 DEFAULT_PORT: Final = 8099
 DEFAULT_KEY: Final = "sim-key"
 DEFAULT_SECRET: Final = "sim-secret"  # noqa: S105 - the simulator's documented fallback
+DEFAULT_AGGREGATOR_TOKEN: Final = "sim-aggregator-token"  # noqa: S105 - documented fallback
+#: the line after the ready line (launcher.SIM_READY): where the aggregator is
+AGGREGATOR_READY: Final = "aggregator listening on "
 
 
 class Simulator:
-    """A simulated AT-iShare vendor listening on host:port (0 picks a free port)."""
+    """Both simulated vendors listening on host:port (0 picks a free port).
+
+    `ledger`, `chaos`, `update_faults`, `reset` and the in-flight list are AT-iShare's (as they
+    always were: `atishare` is the same vendor); `aggregator` has the same of its own.
+    """
 
     def __init__(
         self,
@@ -40,79 +52,90 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int | None = None,
+        aggregator_token: str = DEFAULT_AGGREGATOR_TOKEN,
+        aggregator_faults: FaultConfig | None = None,
+        aggregator_webhook_url: str | None = None,
+        aggregator_webhook_secret: str | None = None,
     ) -> None:
-        self.api_key = api_key
-        self.api_secret = api_secret
-        self.ledger = Ledger(balance=faults.balance)
-        self.chaos = Chaos(faults, seed=seed)
         self._stopping = threading.Event()
+        self.atishare = AtIshareVendor(
+            api_key=api_key,
+            api_secret=api_secret,
+            faults=faults,
+            seed=seed,
+            stopping=self._stopping,
+        )
+        self.aggregator = AggregatorVendor(
+            token=aggregator_token,
+            faults=FaultConfig() if aggregator_faults is None else aggregator_faults,
+            seed=None if seed is None else seed + 1,  # dice of its own
+            stopping=self._stopping,
+            webhook_url=aggregator_webhook_url,
+            webhook_secret=aggregator_webhook_secret,
+        )
+        self.ledger: Ledger = self.atishare.ledger
+        self.chaos: Chaos = self.atishare.chaos
         self._serving = False
-        self._inflight_lock = threading.Lock()
-        self._inflight: dict[int, JsonBody] = {}
         self._thread: threading.Thread | None = None
-        self._server = VendorHTTPServer((host, port), self)
+        mounts = {"": self.atishare, aggregator.MOUNT: self.aggregator}
+        self._server = VendorHTTPServer((host, port), mounts)
+
+    @property
+    def api_key(self) -> str:
+        return self.atishare.api_key
+
+    @property
+    def api_secret(self) -> str:
+        return self.atishare.api_secret
+
+    @property
+    def _base(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     @property
     def url(self) -> str:
-        """Base URL of the vendor API, e.g. http://127.0.0.1:8099/v1."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        """Base URL of the AT-iShare API, e.g. http://127.0.0.1:8099/v1."""
+        return f"{self._base}/v1"
+
+    @property
+    def aggregator_url(self) -> str:
+        """Base URL of the aggregator API, e.g. http://127.0.0.1:8099/aggregator/v1."""
+        return f"{self._base}{aggregator.MOUNT}/v1"
 
     def update_faults(self, changes: Mapping[str, Any]) -> FaultConfig:
-        """Apply a partial config (ValidationError if invalid); a new balance resets the account."""
-        config = self.chaos.update(changes)
-        if "balance" in changes:
-            self.ledger.set_balance(config.balance)
-        return config
+        """AT-iShare's: apply a partial config (ValidationError if invalid); a new balance
+        resets the account."""
+        return self.atishare.update_faults(changes)
 
     def reset(self) -> None:
-        """Clear the ledger, scripts and any outage; the fault config stays."""
-        self.ledger.reset()
-        self.chaos.reset()
+        """AT-iShare's: clear the ledger, scripts and any outage; the fault config stays."""
+        self.atishare.reset()
 
-    @contextlib.contextmanager
-    def purchase_in_flight(self, ticket: int, reference: str, client_port: int) -> Iterator[None]:
-        """List a purchase in GET /_sim/inflight while it is being answered."""
-        entry = {"reference": reference, "client_port": client_port, "since": time.monotonic()}
-        with self._inflight_lock:
-            self._inflight[ticket] = entry
-        try:
-            yield
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(ticket, None)
+    def purchase_in_flight(
+        self, ticket: int, reference: str, client_port: int
+    ) -> contextlib.AbstractContextManager[None]:
+        """List an AT-iShare purchase in GET /_sim/inflight while it is being answered."""
+        return self.atishare.purchase_in_flight(ticket, reference, client_port)
 
     def purchases_in_flight(self) -> JsonBody:
-        """{"purchases": [{"reference", "client_port", "seconds"}...]}: purchases not answered
-        yet, each with the client's port and how long ago it arrived."""
-        now = time.monotonic()
-        with self._inflight_lock:
-            entries = list(self._inflight.values())
-        return {
-            "purchases": [
-                {
-                    "reference": e["reference"],
-                    "client_port": e["client_port"],
-                    "seconds": round(now - e["since"], 3),
-                }
-                for e in entries
-            ]
-        }
+        """AT-iShare's purchases not answered yet (GET /_sim/inflight)."""
+        return self.atishare.purchases_in_flight()
 
     def sleep(self, seconds: float) -> None:
         """Stall a handler; stop() wakes every sleeper so shutdown is quick."""
-        if seconds > 0:
-            self._stopping.wait(seconds)
+        self.atishare.sleep(seconds)
 
     def start(self) -> None:
         """Serve in a daemon thread; returns at once (the socket is already listening)."""
         if self._thread is not None:
             return
         self._serving = True
+        self.aggregator.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": POLL_INTERVAL_S},
-            name="at-ishare-simulator",
+            name="vendor-simulator",
             daemon=True,
         )
         self._thread.start()
@@ -120,9 +143,12 @@ class Simulator:
     def serve_forever(self) -> None:
         """Serve in the calling thread until stop() (from another thread) or an exception."""
         self._serving = True
+        self.aggregator.start()
         try:
             self._server.serve_forever(poll_interval=POLL_INTERVAL_S)
         finally:
+            self._stopping.set()
+            self.aggregator.stop()
             self._server.server_close()
 
     def stop(self) -> None:
@@ -133,6 +159,7 @@ class Simulator:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self.aggregator.stop()
         self._server.server_close()
 
     def __enter__(self) -> Simulator:
@@ -145,36 +172,75 @@ class Simulator:
 
 # -- command line ----------------------------------------------------------------
 
+#: the dest prefix of the aggregator's fault flags (--aggregator-error-rate: aggregator_error_rate)
+_AGGREGATOR_DEST: Final = "aggregator_"
+
+
+def _add_fault_flags(parser: argparse.ArgumentParser, dest_prefix: str) -> None:
+    """--<field> for every number of FaultConfig, --invalid-phone, --invalid-phone-suffix."""
+    flag = "--" + dest_prefix.replace("_", "-")
+    for field, info in FaultConfig.model_fields.items():
+        if info.annotation in (float, int):
+            name = flag + field.replace("_", "-")
+            parser.add_argument(name, dest=dest_prefix + field, type=float)
+    parser.add_argument(
+        flag + "invalid-phone",
+        dest=dest_prefix + "invalid_phones",
+        action="append",
+        help="always refused (AT-iShare INVALID_PHONE, the aggregator INVALID_RECIPIENT)",
+    )
+    parser.add_argument(
+        flag + "invalid-phone-suffix",
+        dest=dest_prefix + "invalid_phone_suffix",
+        help='numbers ending so are refused ("0000")',
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fulfillment.dev.simulator.server",
-        description="Simulated AT-iShare vendor. Each flag also reads SIM_<FLAG> (SIM_ERROR_RATE, "
-        "...); credentials come from AT_ISHARE_API_KEY and AT_ISHARE_API_SECRET.",
+        description="Simulated AT-iShare vendor (/v1) and data aggregator (/aggregator/v1). Each "
+        "AT-iShare fault flag also reads SIM_<FLAG> (SIM_ERROR_RATE, ...), each aggregator one "
+        "SIM_<FLAG> too (SIM_AGGREGATOR_ERROR_RATE, ...); credentials come from "
+        "AT_ISHARE_API_KEY, AT_ISHARE_API_SECRET, AGGREGATOR_API_TOKEN and "
+        "AGGREGATOR_WEBHOOK_SECRET, the callback URL from SIM_AGGREGATOR_WEBHOOK_URL.",
     )
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"listen port (default {DEFAULT_PORT})")
     parser.add_argument("--seed", type=int, help="seed of the fault dice")
-    for field, info in FaultConfig.model_fields.items():
-        if info.annotation in (float, int):
-            parser.add_argument("--" + field.replace("_", "-"), dest=field, type=float)
-    parser.add_argument(
-        "--invalid-phone", dest="invalid_phones", action="append", help="always INVALID_PHONE"
-    )
-    parser.add_argument("--invalid-phone-suffix", help='numbers ending so are invalid ("0000")')
+    _add_fault_flags(parser, "")
+    parser.add_argument("--aggregator-token", help="the aggregator's bearer token")
+    parser.add_argument("--aggregator-webhook-url", help="where the aggregator sends callbacks")
+    parser.add_argument("--aggregator-webhook-secret", help="the secret that signs them")
+    _add_fault_flags(parser, _AGGREGATOR_DEST)
     return parser
+
+
+def _faults(
+    args: Mapping[str, Any], env: Mapping[str, str], *, dest_prefix: str, env_prefix: str
+) -> FaultConfig:
+    """One vendor's FaultConfig: its env variables, overridden by its flags."""
+    flags = {
+        field: args[dest_prefix + field]
+        for field in FaultConfig.model_fields
+        if args.get(dest_prefix + field) is not None
+    }
+    return FaultConfig.from_env(env, prefix=env_prefix).updated(flags)
 
 
 def simulator_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Simulator:
-    """Build (not start) a Simulator from flags, falling back to SIM_* and AT_ISHARE_* env."""
+    """Build (not start) a Simulator from flags, falling back to SIM_*, AT_ISHARE_* and
+    AGGREGATOR_* env."""
     env = os.environ if environ is None else environ
     parser = _parser()
     args = vars(parser.parse_args(argv))
-    flags = {k: v for k, v in args.items() if k in FaultConfig.model_fields and v is not None}
     try:
-        faults = FaultConfig.from_env(env).updated(flags)
+        faults = _faults(args, env, dest_prefix="", env_prefix="SIM_")
+        aggregator_faults = _faults(
+            args, env, dest_prefix=_AGGREGATOR_DEST, env_prefix=AGGREGATOR_ENV_PREFIX
+        )
         port = args["port"] if args["port"] is not None else int(env.get("SIM_PORT", DEFAULT_PORT))
         seed_env = env.get("SIM_SEED")
         seed = args["seed"] if args["seed"] is not None else int(seed_env) if seed_env else None
@@ -184,14 +250,24 @@ def simulator_from_args(
     if not key or not secret:
         warning = "warning: AT_ISHARE_API_KEY/AT_ISHARE_API_SECRET unset; using the sim defaults"
         print(warning, file=sys.stderr, flush=True)
-    return Simulator(
-        api_key=key or DEFAULT_KEY,
-        api_secret=secret or DEFAULT_SECRET,
-        faults=faults,
-        host=args["host"] or env.get("SIM_HOST") or "127.0.0.1",
-        port=port,
-        seed=seed,
-    )
+    token = args["aggregator_token"] or env.get("AGGREGATOR_API_TOKEN")
+    webhook_url = args["aggregator_webhook_url"] or env.get("SIM_AGGREGATOR_WEBHOOK_URL")
+    webhook_secret = args["aggregator_webhook_secret"] or env.get("AGGREGATOR_WEBHOOK_SECRET")
+    try:
+        return Simulator(
+            api_key=key or DEFAULT_KEY,
+            api_secret=secret or DEFAULT_SECRET,
+            faults=faults,
+            host=args["host"] or env.get("SIM_HOST") or "127.0.0.1",
+            port=port,
+            seed=seed,
+            aggregator_token=token or DEFAULT_AGGREGATOR_TOKEN,
+            aggregator_faults=aggregator_faults,
+            aggregator_webhook_url=webhook_url or None,
+            aggregator_webhook_secret=webhook_secret or None,
+        )
+    except ValueError as exc:  # a callback URL that is not http(s)
+        parser.error(str(exc))
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -202,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     simulator = simulator_from_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-    print(f"simulator listening on {simulator.url}", flush=True)
+    print(f"simulator listening on {simulator.url}", flush=True)  # launcher.SIM_READY
+    print(f"{AGGREGATOR_READY}{simulator.aggregator_url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         simulator.serve_forever()
     return 0

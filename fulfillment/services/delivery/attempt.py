@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from db.store import Claim
-from fulfillment.domain.constants import NETWORK_AT_ISHARE
 from fulfillment.domain.decision import (
     Asker,
     Buy,
@@ -41,6 +40,24 @@ from fulfillment.services.delivery.session import (
 from fulfillment.services.delivery.verify import lookup
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps, Outcome
 from fulfillment.telemetry import metrics
+
+#: What a deferred order says while it waits (its last_error_code and message), by why no
+#: vendor call could be made (session.Deferred.reason).
+_WAITS_BECAUSE: dict[str, dict[str, str]] = {
+    "circuit_open": {
+        "error_code": "CIRCUIT_OPEN",
+        "error_message": "vendor circuit open: waiting without spending an attempt",
+    },
+    "no_slot": {
+        "error_code": "VENDOR_RATE_LIMIT",
+        "error_message": "vendor rate limit reached: waiting without spending an attempt",
+    },
+    "vendor_busy": {
+        "error_code": "VENDOR_BUSY",
+        "error_message": "vendor slow: its share of the worker threads is in use; "
+        "waiting without spending an attempt",
+    },
+}
 
 
 class Attempt:
@@ -72,13 +89,14 @@ class Attempt:
         self.lost_attempt = claim.taken_over and in_flight is not None
         #: how long the breaker or the gate asked us to wait, when a lookup could not be made
         self.defer_s: float | None = None
+        self.defer_reason = "circuit_open"
 
     def run(self) -> Outcome:
         try:
             try:
                 return self._drive()
             except Deferred as deferred:
-                return self._defer(deferred.delay_s)
+                return self._defer(deferred.delay_s, deferred.reason)
             except PausedMeanwhile:
                 # Given back as it was (a fresh order's attempt 1 unmarked): it waits for
                 # the resume, which re-enqueues it, like every order of its scope.
@@ -109,7 +127,7 @@ class Attempt:
         invalid: InvalidOrder | None = None
         session = self.session
         try:
-            request = self.order.request()
+            request = self.order.request(self.deps.catalogue)
         except InvalidOrder as exc:
             if not self.facts.outcome_open:
                 if self.asker in (Asker.CALLBACK, Asker.DEAD_LETTER):
@@ -118,12 +136,19 @@ class Attempt:
             invalid = exc  # the vendor may hold it: a lookup needs only the reference
         else:
             session.log = session.log.bind(phone=request.phone_number)  # E.164: masks alike
+            if request.issued_by is not None and self.asker is Asker.WORKER:
+                # A ported number, or a typo the vendor may refuse: said, never refused here.
+                session.log.info(
+                    "fulfillment.prefix_mismatch",
+                    issued_by=request.issued_by,
+                    package=request.package,
+                )
         if self.claim.taken_over:
             session.log.warning("worker.claim_taken_over", in_flight=self.order.in_flight_attempt)
         audit = Audit(
             order_id=self.order.id,
             token=self.token,
-            network=self.order.network or NETWORK_AT_ISHARE,
+            network=self.order.network or "",
             phone_number=request.phone_number if request else (self.order.phone_number or ""),
             max_attempts=self.max_attempts,
             worker=self.deps.worker,
@@ -151,6 +176,7 @@ class Attempt:
                 decision = looked.decision
                 if looked.defer_s is not None:
                     self.defer_s = looked.defer_s
+                    self.defer_reason = looked.defer_reason
                 if call is not None and right_after_purchase:
                     # One row for the attempt: its lost answer with what the lookup found.
                     answer = looked.call.answer if looked.call is not None else None
@@ -189,7 +215,7 @@ class Attempt:
             waits = call is not None or self.facts.outcome_open or self.facts.attempts > 0
             return self._leave(Outcome.PENDING if waits else Outcome.NOT_DUE)
         if isinstance(step, Defer) and call is None:
-            return self._defer(self.defer_s if self.defer_s is not None else 0.5)
+            return self._defer(self.defer_s if self.defer_s is not None else 0.5, self.defer_reason)
         if call is None:
             # Decided without a vendor call (attempts used up, or a recovery hand-back).
             requeued = isinstance(step, Wait) and step.why == "requeued"
@@ -266,7 +292,7 @@ class Attempt:
         self.session.begun_unsent = False
         return outcome
 
-    def _defer(self, delay_s: float) -> Outcome:
+    def _defer(self, delay_s: float, reason: str = "circuit_open") -> Outcome:
         """No vendor call now: give the order back, due when it may go on; nothing spent."""
         if self.asker is not Asker.WORKER and self.asker is not Asker.RECONCILER:
             return self._leave()
@@ -283,11 +309,12 @@ class Attempt:
             status=status,
             delay_s=wait,
             clear_in_flight=self.session.begun_unsent,
+            **_WAITS_BECAUSE.get(reason, _WAITS_BECAUSE["circuit_open"]),
         ):
             return Outcome.CLAIM_LOST
         self.session.begun_unsent = False
-        self.session.log.info("fulfillment.deferred", reason="circuit_open", delay_s=round(wait, 1))
-        metrics.RETRIES.labels(reason="circuit_open").inc()
+        self.session.log.info("fulfillment.deferred", reason=reason, delay_s=round(wait, 1))
+        metrics.RETRIES.labels(reason=reason).inc()
         self.deps.publish_retry(self.order.id, wait)
         return Outcome.DEFERRED
 

@@ -42,7 +42,7 @@ def purchase(
         facts = replace(facts, attempts=attempt, in_flight=attempt, at_vendor=False)
         session.log = session.log.bind(attempt=attempt)
         try:
-            answer = session.send(lambda: session.deps.vendor.purchase(request), permit)
+            answer = session.send(lambda: session.line.client.purchase(request, attempt), permit)
         except VendorError as exc:
             session.log.warning(
                 "vendor.request_failed",
@@ -50,7 +50,9 @@ def purchase(
                 http_status=exc.http_status,
                 latency_ms=exc.latency_ms,
             )
-            metrics.ATTEMPTS.labels(outcome="failed", error_code=exc.code).inc()
+            metrics.ATTEMPTS.labels(
+                vendor=session.line.name, outcome="failed", error_code=exc.code
+            ).inc()
             alert(session, exc)
             return Call("purchase", attempt, error=exc), after_purchase(
                 facts,
@@ -65,7 +67,9 @@ def purchase(
         latency_ms=answer.latency_ms,
         request_id=answer.request_id,
     )
-    metrics.ATTEMPTS.labels(outcome=answer.status, error_code="none").inc()
+    metrics.ATTEMPTS.labels(
+        vendor=session.line.name, outcome=answer.status, error_code="none"
+    ).inc()
     decided = after_purchase(
         facts, answer_of_status(answer.status), policy, error_code="VENDOR_FAILED"
     )
@@ -74,13 +78,18 @@ def purchase(
 
 def alert(session: VendorSession, exc: VendorError) -> None:
     """The vendor refused us for a reason only an admin can fix: credentials, balance."""
+    line = session.line
     if isinstance(exc, VendorUnauthorized):
         session.deps.alert(
-            "vendor_unauthorized", "AT-iShare rejected our credentials (401)", exc.code
+            "vendor_unauthorized",
+            f"{line.display_name} rejected our credentials (401)",
+            exc.code,
+            line.name,
         )
     elif isinstance(exc, InsufficientBalance):
         session.deps.alert(
             "vendor_insufficient_balance",
-            "AT-iShare balance is too low to deliver (402)",
+            f"{line.display_name} balance is too low to deliver (402)",
             exc.code,
+            line.name,
         )

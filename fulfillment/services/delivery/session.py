@@ -1,9 +1,12 @@
 """The guarded vendor session of one claimed order: every vendor call goes through here.
 
-Around each call: the fleet's circuit breaker (a permit, or a short pause waited out in
-place), a fleet-wide rate-limit slot, the call itself with its outcome reported back to the
-breaker, and, for a purchase, the mark that its attempt is in flight. When no call can be
-made now (circuit open, paused, no slot) it raises Deferred and nothing is spent.
+The order's network names its vendor connection (FulfilDeps.routes); everything around a
+call is that vendor's own. Around each call: a place in the vendor's share of this
+process's threads (its bulkhead: never waited for), the vendor's circuit breaker (a permit,
+or a short pause waited out in place), its fleet-wide rate-limit slot, the call itself with
+its outcome reported back to the breaker, and, for a purchase, the mark that its attempt is
+in flight. When no call can be made now (bulkhead full, circuit open, paused, no slot) it
+raises Deferred and nothing is spent.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from db.store import Claim
-from fulfillment.domain.constants import NETWORK_AT_ISHARE
 from fulfillment.domain.decision import vendor_wide
-from fulfillment.domain.errors import InsufficientBalance, RateLimited, VendorError
-from fulfillment.services.ports import FulfilDeps, Permit
+from fulfillment.domain.errors import (
+    ConfigurationError,
+    InsufficientBalance,
+    RateLimited,
+    VendorError,
+)
+from fulfillment.services.ports import FulfilDeps, Permit, VendorConnection
 from fulfillment.telemetry import metrics
 from fulfillment.telemetry.logs import get_logger
 from fulfillment.vendors.answer import VendorAnswer
@@ -31,10 +38,12 @@ PAUSE_RECHECK_AFTER_S = 1.0
 
 
 class Deferred(Exception):
-    """No vendor call now (circuit open, paused, no rate-limit slot): nothing is spent."""
+    """No vendor call now: nothing is spent. reason: circuit_open (or a vendor pause),
+    no_slot (its rate limit), vendor_busy (its share of the threads is in use)."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, reason: str = "circuit_open") -> None:
         self.delay_s = delay_s
+        self.reason = reason
 
 
 class PausedMeanwhile(Exception):
@@ -55,7 +64,12 @@ class VendorSession:
         order = claim.order
         self.deps = deps
         self.order_id = order.id
-        self.network = order.network or NETWORK_AT_ISHARE
+        self.network = order.network or ""
+        line = deps.routes.get(self.network)
+        if line is None:  # the claim takes only orders of the networks routed here
+            raise ConfigurationError(f"network {self.network!r} is not served by this process")
+        #: the order's vendor: its client, breaker, rate limit and thread share
+        self.line: VendorConnection = line
         self.token = token
         #: the claim marked attempt 1 in flight and nothing was sent yet: an exit without a
         #: purchase (deferred, invalid) clears the mark
@@ -70,15 +84,32 @@ class VendorSession:
         self.log = log.bind(
             order_id=order.id,
             network=order.network,
+            vendor=line.name,
             attempt=order.attempts,
             phone=order.phone_number,
         )
 
     def guarded(self, call: Callable[[], VendorAnswer]) -> VendorAnswer:
-        """One vendor call (a status lookup) behind the breaker and a rate-limit slot."""
-        permit = self.permit()
-        with self.slot():
-            return self.send(call, permit)
+        """One vendor call (a status lookup) behind the bulkhead, the breaker and a
+        rate-limit slot."""
+        with self.bulkhead():
+            permit = self.permit()
+            with self.slot():
+                return self.send(call, permit)
+
+    @contextmanager
+    def bulkhead(self) -> Iterator[None]:
+        """A place in the vendor's share of this process's threads, or Deferred at once: a
+        slow vendor holds at most its share, and a thread never queues behind it."""
+        bulkhead = self.line.bulkhead
+        if not bulkhead.enter():
+            metrics.VENDOR_BUSY.labels(vendor=self.line.name).inc()
+            raise Deferred(bulkhead.busy_delay_s(), "vendor_busy")
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            bulkhead.leave(time.monotonic() - started)
 
     @contextmanager
     def purchase_slot(self, attempt: int) -> Iterator[Permit]:
@@ -87,11 +118,12 @@ class VendorSession:
         The rate-limit slot comes before a purchase is sent; an order that cannot get one
         waits without an attempt to account for (a fresh order's mark, set by its claim, is
         cleared again when the order is deferred)."""
-        permit = self.permit()
-        with self.slot():
-            self.check_not_paused()
-            self.mark_in_flight(attempt)
-            yield permit
+        with self.bulkhead():
+            permit = self.permit()
+            with self.slot():
+                self.check_not_paused()
+                self.mark_in_flight(attempt)
+                yield permit
 
     def check_not_paused(self) -> None:
         """The claim refused nothing of a paused scope when it was taken; a purchase that
@@ -120,7 +152,7 @@ class VendorSession:
         self.begun_unsent = False
 
     def permit(self) -> Permit:
-        permit = self.deps.breaker.allow()
+        permit = self.line.breaker.allow()
         if not permit.allowed and permit.retry_in_s + PAUSE_JITTER_S <= min(
             self.deps.wait_in_place_s, self.wait_budget()
         ):
@@ -128,7 +160,7 @@ class VendorSession:
             # order back and taking it again, and keeps its place in the line.
             time.sleep(permit.retry_in_s + random.uniform(0.0, PAUSE_JITTER_S))  # noqa: S311
             metrics.PAUSE_WAITS.inc()
-            permit = self.deps.breaker.allow()
+            permit = self.line.breaker.allow()
         if not permit.allowed:
             raise Deferred(permit.retry_in_s)
         self.probe_taken = self.probe_taken or permit.probe
@@ -137,9 +169,9 @@ class VendorSession:
     @contextmanager
     def slot(self) -> Iterator[None]:
         """A fleet-wide rate-limit slot held for one vendor call, or Deferred."""
-        with self.deps.gate.slot(max_wait_s=self.wait_budget()) as admitted:
+        with self.line.gate.slot(max_wait_s=self.wait_budget()) as admitted:
             if not admitted:
-                raise Deferred(random.uniform(0.5, 2.0))  # noqa: S311 - jitter
+                raise Deferred(random.uniform(0.5, 2.0), "no_slot")  # noqa: S311 - jitter
             yield
 
     def send(self, call: Callable[[], VendorAnswer], permit: Permit) -> VendorAnswer:
@@ -150,11 +182,11 @@ class VendorSession:
             wide = vendor_wide(exc)
             self._report(success=not wide, probe=permit.probe)
             if isinstance(exc, InsufficientBalance):
-                self.deps.breaker.trip(self.deps.balance_pause_s, "insufficient_balance")
+                self.line.breaker.trip(self.line.balance_pause_s, "insufficient_balance")
             if isinstance(exc, RateLimited) and exc.retry_after_s:
                 # The vendor asked everyone to wait: the whole fleet pauses, not one order.
-                self.deps.breaker.trip(exc.retry_after_s, "rate_limited", alert=False)
-            self.vendor_down = wide and (permit.probe or self.deps.breaker.is_open())
+                self.line.breaker.trip(exc.retry_after_s, "rate_limited", alert=False)
+            self.vendor_down = wide and (permit.probe or self.line.breaker.is_open())
             raise
         self._report(success=True, probe=permit.probe)
         return answer
@@ -163,7 +195,7 @@ class VendorSession:
         if self.probe_taken and not self.probe_reported:
             # We held the half-open probe but made no call (claim lost, database error):
             # hand it on now rather than make the fleet wait for its expiry.
-            self.deps.breaker.release_probe()
+            self.line.breaker.release_probe()
 
     def lease_age(self) -> float:
         return time.monotonic() - self.leased_at
@@ -174,5 +206,5 @@ class VendorSession:
         return self.deps.claim_ttl_s / 2 - self.lease_age()
 
     def _report(self, *, success: bool, probe: bool) -> None:
-        self.deps.breaker.record(success=success, probe=probe)
+        self.line.breaker.record(success=success, probe=probe)
         self.probe_reported = self.probe_reported or probe

@@ -32,8 +32,9 @@ class Looked:
 
     call: Call | None
     decision: Decision
-    #: no call could be made now: how long the breaker or the gate asked us to wait
+    #: no call could be made now: how long the breaker or the gate asked us to wait, and why
     defer_s: float | None = None
+    defer_reason: str = "circuit_open"
 
 
 def lookup(
@@ -48,7 +49,7 @@ def lookup(
     """Ask the vendor about the reference. lost: a dead worker's purchase has no row yet."""
     attempt = facts.in_flight or facts.attempts
     try:
-        answer = session.guarded(lambda: session.deps.vendor.status(session.order_id))
+        answer = session.guarded(lambda: session.line.client.status(session.order_id))
     except Deferred as deferred:
         # Circuit open, paused or no slot: nothing can be learnt now and nothing is spent.
         return Looked(
@@ -62,6 +63,7 @@ def lookup(
                 right_after_purchase=right_after_purchase,
             ),
             defer_s=deferred.delay_s,
+            defer_reason=deferred.reason,
         )
     except VendorError as exc:
         session.log.warning(
