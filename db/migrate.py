@@ -24,13 +24,14 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from typing import Final
 
 import psycopg
 from psycopg import sql
@@ -300,6 +301,9 @@ def _status(conn: Conn, steps: Sequence[Step]) -> Status:
     # invalid (a build or a reverse that failed). They are the next migrate's to settle, not
     # drift, so they are left out of the comparison on both sides.
     in_flight = _in_flight(current, steps, done)
+    restored = bool(applied) and _restored_default(current, applied[-1].catalog, done)
+    if restored:
+        in_flight = {**in_flight, _STATUS_COLUMN: str(_DEFAULT_DROPPED_IN)}
     found: tuple[str, ...] = ()
     if applied:
         found = tuple(
@@ -322,9 +326,35 @@ def _status(conn: Conn, steps: Sequence[Step]) -> Status:
             + (" (built, not recorded yet)" if not current[key].endswith("(INVALID)") else "")
             for key in sorted(in_flight)
             if key in current
+            and key != _STATUS_COLUMN
             and (current[key].endswith("(INVALID)") or int(in_flight[key]) not in done)
+        )
+        + (
+            (
+                f"{_STATUS_COLUMN}: default 'pending' set again by a previous release's "
+                "schema.sql (the next migrate drops it)",
+            )
+            if restored
+            else ()
         ),
         unversioned=unversioned,
+    )
+
+
+#: Step 0004 drops orders.fulfillment_status's constant default (the status trigger decides
+#: instead); a host of the previous release running its own schema.sql during a rolling
+#: upgrade sets it again. That is not drift: the next migrate drops it again, and meanwhile
+#: the trigger reads a 'pending' of a network not served as the default's, not a request.
+_STATUS_COLUMN: Final = "column orders.fulfillment_status"
+_RESTORED_DEFAULT: Final = "text default 'pending'::text"
+_DEFAULT_DROPPED_IN: Final = 4
+
+
+def _restored_default(current: Snapshot, recorded: Mapping[str, object], done: set[int]) -> bool:
+    return (
+        _DEFAULT_DROPPED_IN in done
+        and current.get(_STATUS_COLUMN) == _RESTORED_DEFAULT
+        and recorded.get(_STATUS_COLUMN) == "text"
     )
 
 
@@ -532,13 +562,20 @@ def _in_transaction(conn: Conn, step: Step, script: str, then: Callable[[], None
 
 def _repair(conn: Conn, applied: Sequence[Step], tell: Say) -> bool:
     """Build again the invalid index of an applied CONCURRENTLY step (a reverse cut off
-    part-way leaves one); True when there was one."""
+    part-way leaves one), drop the status default a previous release set again; True when
+    there was something to do."""
     broken = [
         s for s in applied if any(map(partial(_invalid, conn), s.indexes_built_concurrently()))
     ]
     for step in broken:
         tell(f"step {step.label} {step.name}: its index is invalid; building it again")
         _run_concurrently(conn, step, tell)
+    recorded = _applied(conn)
+    done = {s.version for s in applied}
+    if recorded and _restored_default(snapshot(conn), recorded[-1].catalog, done):
+        tell("orders.fulfillment_status: dropping the default a previous release set again")
+        conn.execute("ALTER TABLE orders ALTER COLUMN fulfillment_status DROP DEFAULT")
+        return True
     return bool(broken)
 
 

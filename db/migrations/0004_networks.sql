@@ -25,6 +25,13 @@ BEGIN
     IF NEW.fulfillment_status IS NULL
        AND EXISTS (SELECT 1 FROM fleet_networks WHERE network = NEW.network) THEN
         NEW.fulfillment_status := 'pending';
+    ELSIF NEW.fulfillment_status = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM fleet_networks WHERE network = NEW.network)
+       AND (SELECT atthasdef FROM pg_attribute
+            WHERE attrelid = 'public.orders'::regclass AND attname = 'fulfillment_status') THEN
+        -- a previous release's schema.sql set the constant default again (a rolling
+        -- upgrade): this 'pending' may be the default's, so it is not taken as a request
+        NEW.fulfillment_status := NULL;
     END IF;
     RETURN NEW;
 END $$;

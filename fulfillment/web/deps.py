@@ -38,6 +38,8 @@ class WebDeps:
     collector: Any = None
     #: raises when the vendor does not answer (readiness); None: not checked
     ping_vendor: Callable[[], Any] | None = None
+    #: AGGREGATOR_WEBHOOK_SECRET ('' refuses the aggregator's callbacks)
+    aggregator_secret: str = ""
     #: FULFILLMENT_ENABLED as this web process read it at start (the dashboard says when false)
     fulfillment_enabled: bool = True
 

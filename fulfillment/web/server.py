@@ -110,6 +110,11 @@ def build_deps(settings: Settings, tokens: Tokens, *, secure_cookies: bool) -> W
         admin_token=tokens.admin,
         vendor_key=vendor_key,
         vendor_secret=vendor_secret,
+        aggregator_secret=(
+            settings.aggregator_webhook_secret.get_secret_value()
+            if settings.aggregator_webhook_secret
+            else ""
+        ),
         fulfil_deps=bootstrap.fulfil_deps,
         ping_redis=client.ping,
         secure_cookies=secure_cookies,

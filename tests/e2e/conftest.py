@@ -39,6 +39,7 @@ from fulfillment.dev.launcher import (
     ProcessType,
     base_env,
 )
+from fulfillment.dev.simulator.server import DEFAULT_AGGREGATOR_TOKEN
 from fulfillment.domain.constants import FULFILLMENT_QUEUE
 from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
@@ -158,6 +159,9 @@ class Fleet:
             pytest.fail(f"the simulator did not start:\n{proc.tail()}")
         self.sim_url = line.split(SIM_READY, 1)[1].strip()
         self.env["AT_ISHARE_API_URL"] = self.sim_url
+        # the same process speaks the aggregator's protocol under /aggregator/v1
+        self.env["AGGREGATOR_API_URL"] = self.sim_url.removesuffix("/v1") + "/aggregator/v1"
+        self.env["AGGREGATOR_API_TOKEN"] = DEFAULT_AGGREGATOR_TOKEN
 
     def start_workers(self) -> Proc:
         """A `worker:` group of the Procfile (1 process, 4 threads), ready to consume."""
@@ -229,19 +233,21 @@ class Fleet:
 
     # -- orders ----------------------------------------------------------------------------
 
-    def new_order(self, phone: str = PHONE, size_gb: float = 2) -> str:
+    def new_order(self, phone: str = PHONE, size_gb: float = 2, network: str = "at-ishare") -> str:
         order_id = str(uuid.uuid4())
         self.store.insert_order(
-            order_id, phone_number=phone, network="at-ishare", size_gb=size_gb, package_name=None
+            order_id, phone_number=phone, network=network, size_gb=size_gb, package_name=None
         )
         return order_id
 
-    def publish(self, order_id: str, phone: str = PHONE) -> None:
+    def publish(
+        self, order_id: str, phone: str = PHONE, network: str = "at-ishare", size_gb: float = 2
+    ) -> None:
         result = publish_fulfillment(
             order_id,
             phone_number=phone,
-            network="at-ishare",
-            size_gb=2,
+            network=network,
+            size_gb=size_gb,
             broker=self.broker,
             enabled=True,
         )
@@ -329,8 +335,12 @@ class Fleet:
 
     # -- the simulator ---------------------------------------------------------------------
 
-    def _control(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
-        url = self.sim_url.removesuffix("/v1") + "/_sim/" + route
+    def _control(
+        self, method: str, route: str, body: dict[str, Any] | None = None, *, side: str = ""
+    ) -> Any:
+        """A control route of the simulator; side="aggregator" for the aggregator's."""
+        prefix = f"/{side}/_sim/" if side else "/_sim/"
+        url = self.sim_url.removesuffix("/v1") + prefix + route
         response = self.http.request(method, url, json=body)
         response.raise_for_status()
         return response.json()
@@ -369,23 +379,37 @@ class Fleet:
     def deliveries(self, reference: str) -> int:
         return int(self.vendor_entry(reference)["deliveries"])
 
+    def aggregator_faults(self, **changes: Any) -> dict[str, Any]:
+        config: dict[str, Any] = self._control("POST", "faults", changes, side="aggregator")
+        return config
+
+    def aggregator_down(self, seconds: float) -> None:
+        self._control("POST", "down", {"seconds": seconds}, side="aggregator")
+
+    def aggregator_ledger(self) -> dict[str, Any]:
+        snapshot: dict[str, Any] = self._control("GET", "ledger", side="aggregator")
+        return snapshot
+
     def vendor_breaches(self) -> list[str]:
-        """What the vendor saw that the guarantee forbids, whatever the test: a reference
+        """What either vendor saw that the guarantee forbids, whatever the test: a reference
         delivered twice, or bought again after an unknown outcome without a status lookup
         between (the simulator's blind_repurchases). Checked by `fleet` at teardown."""
-        try:
-            ledger = self.ledger()
-        except httpx.HTTPError as exc:  # the simulator is gone: its log and the test say why
-            print(f"\nvendor ledger unreadable at teardown: {type(exc).__name__}")
-            return []
-        twice = sorted(r for r, e in ledger["references"].items() if e["deliveries"] > 1)
-        totals = ledger["totals"]
-        breaches = [f"delivered twice: {twice}"] if twice else []
-        if totals["blind_repurchases"]:
-            breaches.append(
-                f"blind re-purchases {totals['blind_repurchases']} "
-                f"(references {totals['blind_repurchase_references']})"
-            )
+        breaches: list[str] = []
+        for name, read in (("AT-iShare", self.ledger), ("aggregator", self.aggregator_ledger)):
+            try:
+                ledger = read()
+            except httpx.HTTPError as exc:  # the simulator is gone: its log and the test say
+                print(f"\n{name} ledger unreadable at teardown: {type(exc).__name__}")
+                continue
+            twice = sorted(r for r, e in ledger["references"].items() if e["deliveries"] > 1)
+            totals = ledger["totals"]
+            if twice:
+                breaches.append(f"{name}: delivered twice: {twice}")
+            if totals["blind_repurchases"]:
+                breaches.append(
+                    f"{name}: blind re-purchases {totals['blind_repurchases']} "
+                    f"(references {totals['blind_repurchase_references']})"
+                )
         return breaches
 
 

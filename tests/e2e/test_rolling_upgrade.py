@@ -69,6 +69,8 @@ ORDER_ROW = "*, xmin::text AS row_version"
 # What an order of the plan ends as.
 DELIVERED = "delivered"  # success, delivered once by the vendor
 DEAD_LETTERED = "dead-lettered"  # failed and flagged, nothing delivered
+#: the schema's history after this checkout's migrate over the previous release's schema
+ALL_APPLIED = [(1, "adopted"), (2, "applied"), (3, "applied"), (4, "applied")]
 UNTOUCHED = "untouched"  # every value as it was put in; the vendor never asked about it
 
 _OLD_CODE_FILES = (
@@ -629,16 +631,39 @@ def test_a_rolling_deploy_upgrades_rolls_back_and_forward_losing_nothing(
         plan.batch(6)
         said = migrate(fleet)
     assert "adopted 0001" in said and "applied 0002" in said and "applied 0003" in said, said
-    assert versions(plan) == [(1, "adopted"), (2, "applied"), (3, "applied")]
+    assert "applied 0004" in said, said
+    assert versions(plan) == ALL_APPLIED
     assert waiting_index(plan) is True
-    assert has_table(plan, "fleet_pauses")
+    assert has_table(plan, "fleet_pauses") and has_table(plan, "fleet_networks")
     code, text = status_code(fleet)
     assert code == 0, text
+    # 0004's one rewrite: a row of a network no fleet served, 'pending' only by the old
+    # constant default and never touched, is no longer the fleet's; the rest as they were
+    assert fleet.order(n["mtn, pending"])["fulfillment_status"] is None
+    plan.freeze()
 
     # 4. the old workers on the new schema; a host not upgraded yet runs its own migrate
     # (schema.sql) again, as its deploy does: nothing changes, no drift
     plan.batch(8)
     run_previous(old, fleet.env, _OLD_MIGRATE, own_database)
+    # ...which sets the constant status default 0004 dropped again: a leftover, not drift;
+    # the trigger meanwhile takes no 'pending' of a network not served as a request, and
+    # the next migrate of this release drops the default again
+    code, text = status_code(fleet)
+    assert code == 1 and "default 'pending' set again by a previous release" in text, text
+    meanwhile = str(uuid.uuid4())
+    inserted = plan.sql(
+        "INSERT INTO orders (id, phone_number, network, size_gb) VALUES (%s, %s, 'mtn', 2) "
+        "RETURNING fulfillment_status",
+        meanwhile,
+        PHONE,
+    )
+    assert inserted[0]["fulfillment_status"] is None
+    plan.expect(meanwhile, UNTOUCHED, 0)
+    plan.freeze()
+    with plan.buying():
+        said = migrate(fleet)
+    assert "dropping the default a previous release set again" in said, said
     code, text = status_code(fleet)
     assert code == 0, text
     plan.wait_settled()
@@ -662,24 +687,35 @@ def test_a_rolling_deploy_upgrades_rolls_back_and_forward_losing_nothing(
     last = fleet.order(n["failed, last attempt due, message lost"])
     assert last["fulfillment_attempts"] == 3, last  # two before the upgrade, one after
 
-    # 6. one step back with the new workers running, deliveries on 0002, then forward again
+    # 6. the deploy rolled back: the previous release's groups start again and this
+    # checkout's stop, then the schema goes one step back under them (this code needs 0004
+    # and refuses to run below it); then forward again, and this release's groups again
     with plan.buying():
-        said = migrate(fleet, "--to", "0002")
-    assert "reversed 0003" in said, said
-    assert versions(plan)[-1][0] == 2 and waiting_index(plan) is None
+        old_workers = fleet.spawn_type(WORKER, env=WORKER_SIZE, tree=old)
+        old_deadletter = fleet.spawn_type(DEADLETTER, tree=old)
+        old_workers.wait_for_output(launcher.WORKER_READY)
+        old_deadletter.wait_for_output(launcher.WORKER_READY)
+        fleet.stop_consumers()
+        fleet.workers, fleet.deadletter = old_workers, old_deadletter
+    with plan.buying():
+        said = migrate(fleet, "--to", "0003")
+    assert "reversed 0004" in said, said
+    assert versions(plan)[-1][0] == 3 and not has_table(plan, "fleet_networks")
     code, text = status_code(fleet)
-    assert code == 1 and "pending  0003" in text, text  # the code's version is 0003
+    assert code == 1 and "pending  0004" in text, text  # the code's version is 0004
     plan.batch(5)
     plan.wait_settled()
-    plan.check("the rollback to 0002")
+    plan.check("the rollback to 0003, under the previous release")
 
     with plan.buying():
         said = migrate(fleet)
-    assert "applied 0003" in said, said
-    assert versions(plan) == [(1, "adopted"), (2, "applied"), (3, "applied")]
-    assert waiting_index(plan) is True
+    assert "applied 0004" in said, said
+    assert versions(plan) == ALL_APPLIED
     code, text = status_code(fleet)
     assert code == 0, text
+    with plan.buying():
+        fleet.start_consumers()
+        launcher.stop_all([old_workers, old_deadletter])
     plan.batch(5)
     plan.wait_settled()
-    plan.check("forward again to 0003")
+    plan.check("forward again to 0004, this release's workers")

@@ -41,8 +41,10 @@ def start_hook(store: Store, redis_url: str, redis_namespace: str) -> Iterator[C
     """Start the admin app with the given fulfil deps factory; its webhook URL."""
     stops: list[Callable[[], None]] = []
 
-    def start(fulfil_deps: Callable[[], FulfilDeps]) -> str:
-        url, stop = _serve(store, fulfil_deps, redis_url, redis_namespace)
+    def start(fulfil_deps: Callable[[], FulfilDeps], aggregator_secret: str = "") -> str:
+        url, stop = _serve(
+            store, fulfil_deps, redis_url, redis_namespace, aggregator_secret=aggregator_secret
+        )
         stops.append(stop)
         return url
 
@@ -56,6 +58,8 @@ def _serve(
     make_deps: Callable[[], FulfilDeps],
     redis_url: str,
     redis_namespace: str,
+    *,
+    aggregator_secret: str = "",
 ) -> tuple[str, Callable[[], None]]:
     import uvicorn
 
@@ -77,6 +81,7 @@ def _serve(
         admin_token="webhook-test-admin-token",
         vendor_key=KEY,
         vendor_secret=SECRET,
+        aggregator_secret=aggregator_secret,
         fulfil_deps=make_deps,
         ping_redis=client.ping,
     )
