@@ -2,11 +2,14 @@
 
 Embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set; a fresh database
 `fulfillment_demo` on that server; the fleet of the Procfile's process types (simulator with
-faults, worker processes, dead-letter consumer, reconciler, web), started by
-fulfillment.dev.launcher in the state directory, so it runs from an installed wheel too; a few
-hundred orders, some with invalid numbers; progress while it runs; a summary at the end. Exit
-status 0 only when every order reached a terminal state and the simulator delivered no order
-twice. Embedded servers keep running afterwards: `fulfillment dev stop` stops them.
+faults on both vendors it speaks, worker processes, dead-letter consumer, reconciler, web),
+started by fulfillment.dev.launcher in the state directory, so it runs from an installed wheel
+too; a few hundred orders of all four networks (AT-iShare through the AT-iShare API; MTN,
+Telecel and AT-BigTime through the aggregator, whose signed callbacks reach the web process),
+some with invalid numbers or ported ones; progress while it runs; a summary at the end. Exit
+status 0 only when every order reached a terminal state and each vendor delivered each of its
+orders at most once, and none of the other's. Embedded servers keep running afterwards:
+`fulfillment dev stop` stops them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port, resolve_urls
 from fulfillment.dev.launcher import DEADLETTER, RECONCILER, SIM, WEB, WORKER, Proc, stop_all
 from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
+from fulfillment.dev.simulator.server import DEFAULT_AGGREGATOR_TOKEN
 from fulfillment.domain.errors import InvalidOrder
+from fulfillment.domain.networks import DISPLAY_NAMES
+from fulfillment.domain.package import Catalogue
 from fulfillment.messaging.publish import build_broker
 from fulfillment.runtime.settings import Settings
 from fulfillment.telemetry import logs
@@ -44,6 +50,16 @@ SIM_KEY, SIM_SECRET = "demo-key", "demo-secret-not-for-production"
 # reconciler picks it up and the worker dead-letters it with the reason.
 START_TIMEOUT_S = 60.0  # every process of the fleet ready: cold interpreters, a loaded machine
 MALFORMED_NUMBERS = ("12345", "+4915112345678", "0302123456", "not-a-number")
+NETWORKS = "at-ishare,mtn,telecel,at-bigtime"
+#: the demo's mix of networks, and the prefixes of each one's numbers (DESIGN.md)
+MIX = {"at-ishare": 0.4, "mtn": 0.3, "telecel": 0.2, "at-bigtime": 0.1}
+PREFIXES = {
+    "at-ishare": ("026", "027", "056", "057"),
+    "at-bigtime": ("026", "027", "056", "057"),
+    "mtn": ("024", "054", "055", "059"),
+    "telecel": ("020", "050"),
+}
+AGGREGATOR_SECRET = "demo-aggregator-callback-secret"  # noqa: S105 - development only
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
     sim_port, web_port = free_port(), free_port()
     dev_dir = settings.fulfillment_dev_dir.expanduser().resolve()
-    env = _fleet_env(args, database_url, redis_url, namespace, sim_port)
+    env = _fleet_env(args, database_url, redis_url, namespace, sim_port, web_port)
     # The demo makes the admin tokens (the web process refuses to start without them).
     env.update(
         {
@@ -82,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
-    print(f"\n== AT-iShare fulfillment demo: {args.orders} orders ==")
+    print(f"\n== fulfillment demo: {args.orders} orders of {NETWORKS.replace(',', ', ')} ==")
     print(f"   database  {logs.url_without_password(database_url)}")
     print(f"   redis     {logs.url_without_password(redis_url)} (namespace {namespace})")
     print(f"   fleet logs {log_dir}  (sim, worker x{args.processes}, deadletter, reconciler, web)")
@@ -159,20 +175,20 @@ def _stop_hint(settings: Settings, dev_dir: Path) -> None:
 def _serve(store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: list[Proc]) -> None:
     """Leave the fleet up for a look around: the vendor is healthy from now on, so a
     dead-lettered order requeued from the dashboard goes through."""
-    httpx.post(
-        f"{sim_url}/_sim/faults",
-        timeout=5,
-        json={
-            "error_rate": 0,
-            "timeout_rate": 0,
-            "rate_limit_rate": 0,
-            "insufficient_balance_rate": 0,
-            "drop_after_delivery_rate": 0,
-            "pending_rate": 0,
-            "invalid_phone_suffix": None,
-        },
-    )
-    print("\n== the fleet keeps running; the simulated vendor now has no faults ==")
+    healthy = {
+        "error_rate": 0,
+        "timeout_rate": 0,
+        "rate_limit_rate": 0,
+        "insufficient_balance_rate": 0,
+        "drop_after_delivery_rate": 0,
+        "pending_rate": 0,
+        "pending_failed_rate": 0,
+        "pending_refunded_rate": 0,
+        "invalid_phone_suffix": None,
+    }
+    for side in ("", "/aggregator"):
+        httpx.post(f"{sim_url}{side}/_sim/faults", timeout=5, json=healthy)
+    print("\n== the fleet keeps running; both simulated vendors now have no faults ==")
     print(f"dashboard: {dashboard}")
     print(f"admin token: {admin_token}")
     dead = store.dead_lettered_orders(limit=5)
@@ -189,7 +205,12 @@ def _serve(store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: 
 
 
 def _fleet_env(
-    args: argparse.Namespace, database_url: str, redis_url: str, namespace: str, sim_port: int
+    args: argparse.Namespace,
+    database_url: str,
+    redis_url: str,
+    namespace: str,
+    sim_port: int,
+    web_port: int,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PORT", None)  # honcho's; the web process gets the demo's own
@@ -231,6 +252,26 @@ def _fleet_env(
             "SIM_LATENCY_MS": "20",
             "SIM_LATENCY_JITTER_MS": "10",
             "SIM_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
+            # Every network; the aggregator in the same simulator process, with faults of its
+            # own (and orders it fails or refunds after accepting them), calling back the web
+            # process with signed callbacks.
+            "NETWORKS_ENABLED": NETWORKS,
+            "AGGREGATOR_API_URL": f"http://127.0.0.1:{sim_port}/aggregator/v1",
+            "AGGREGATOR_API_TOKEN": DEFAULT_AGGREGATOR_TOKEN,
+            "AGGREGATOR_WEBHOOK_SECRET": AGGREGATOR_SECRET,
+            "SIM_AGGREGATOR_WEBHOOK_URL": f"http://127.0.0.1:{web_port}/webhooks/aggregator",
+            "SIM_AGGREGATOR_ERROR_RATE": str(args.error_rate),
+            "SIM_AGGREGATOR_TIMEOUT_RATE": "0.03",
+            "SIM_AGGREGATOR_TIMEOUT_SECONDS": "2",
+            "SIM_AGGREGATOR_RATE_LIMIT_RATE": "0.03",
+            "SIM_AGGREGATOR_DROP_AFTER_DELIVERY_RATE": "0.05",
+            "SIM_AGGREGATOR_PENDING_RATE": "0.2",
+            "SIM_AGGREGATOR_PENDING_SECONDS": "1",
+            "SIM_AGGREGATOR_PENDING_FAILED_RATE": "0.04",
+            "SIM_AGGREGATOR_PENDING_REFUNDED_RATE": "0.03",
+            "SIM_AGGREGATOR_LATENCY_MS": "40",
+            "SIM_AGGREGATOR_LATENCY_JITTER_MS": "20",
+            "SIM_AGGREGATOR_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
         }
     )
     if args.seed is not None:
@@ -268,8 +309,9 @@ def _dead(fleet: list[Proc]) -> list[str]:
     return [proc.name for proc in fleet if not proc.alive]
 
 
-def _random_mobile(rng: random.Random, *, rejected: bool = False) -> str:
-    prefix = rng.choice(["026", "027", "056", "057"])  # AirtelTigo ranges
+def _random_mobile(rng: random.Random, network: str, *, rejected: bool = False) -> str:
+    # Numbers of the order's network, and now and then a ported one (logged, never refused).
+    prefix = rng.choice(PREFIXES[network if rng.random() > 0.05 else rng.choice(list(PREFIXES))])
     tail = f"{rng.randrange(0, 1000):03d}" + (
         VENDOR_REJECTS_SUFFIX if rejected else f"{rng.randrange(1, 10000):04d}"
     )
@@ -292,28 +334,34 @@ def _publish_orders(
 ) -> Counter[str]:
     rng = random.Random(args.seed)
     broker = build_broker(redis_url, namespace)
+    catalogue = Catalogue.default()
     refused: Counter[str] = Counter()
     for i in range(args.orders):
         order_id = str(uuid.uuid4())
+        network = rng.choices(list(MIX), weights=list(MIX.values()))[0]
         roll = rng.random()
         if roll < 0.02:
             phone = MALFORMED_NUMBERS[i % len(MALFORMED_NUMBERS)]
         else:
-            phone = _random_mobile(rng, rejected=roll < 0.05)
-        size: float | None = rng.choice([1, 2, 5, 10, None])
-        package = None if size is not None else rng.choice(["AT iShare 2GB", "500MB"])
+            phone = _random_mobile(rng, network, rejected=roll < 0.05)
+        label = rng.choice(catalogue.sizes(network))  # '500MB', '1.5GB', ...
+        size: float | None = None
+        package: str | None = f"{DISPLAY_NAMES[network]} {label}"
+        if label.endswith("GB") and rng.random() < 0.5:
+            size, package = float(label[:-2]), None
         store.insert_order(
-            order_id, phone_number=phone, network="at-ishare", size_gb=size, package_name=package
+            order_id, phone_number=phone, network=network, size_gb=size, package_name=package
         )  # the purchase path commits the order...
         try:  # ...then publishes it
             publish_fulfillment(
                 order_id,
                 phone_number=phone,
-                network="at-ishare",
+                network=network,
                 size_gb=size,
                 package_name=package,
                 broker=broker,
                 enabled=True,
+                catalogue=catalogue,
             )
         except InvalidOrder as exc:
             refused[exc.code] += 1
@@ -371,8 +419,15 @@ def _summary(
     notifications = store.notifications(limit=10_000)
     kinds = Counter(n["kind"] for n in notifications)
     print(f"admin notifications: {dict(kinds)}")
-    ledger = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()
-    ok = converged and _check_ledger(store, ledger)
+    by_network = store.status_counts_by_network()
+    for net in MIX:
+        mine = {s: n for (nn, s), n in sorted(by_network.items()) if nn == net}
+        print(f"   {DISPLAY_NAMES[net]:<11} " + ", ".join(f"{s}={n}" for s, n in mine.items()))
+    ledgers = {
+        "AT-iShare": httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json(),
+        "aggregator": httpx.get(f"{sim_url}/aggregator/_sim/ledger", timeout=10).json(),
+    }
+    ok = converged and _check_ledgers(store, ledgers)
     state = "every order reached a terminal state" if converged else "orders left unfinished"
     print(f"\nRESULT: {'OK' if ok else 'FAILED'} ({state})")
     return ok
@@ -414,25 +469,35 @@ def _reason_kind(reason: str | None) -> str:
     return text.split(";")[0].split(": +")[0][:90]
 
 
-def _check_ledger(store: Store, ledger: dict[str, Any]) -> bool:
-    refs: dict[str, Any] = ledger.get("references", {})
-    deliveries = {ref: int(info.get("deliveries", 0)) for ref, info in refs.items()}
-    over = {ref: n for ref, n in deliveries.items() if n > 1}
+def _check_ledgers(store: Store, ledgers: dict[str, dict[str, Any]]) -> bool:
+    """Each order delivered at most once, at the vendor of its network and never the other;
+    a success always delivered, a delivery always a success."""
     with store.pool.connection() as conn:
-        rows = conn.execute("SELECT id::text AS id, fulfillment_status AS s FROM orders").fetchall()
-    success_missing = [
-        r["id"] for r in rows if r["s"] == "success" and deliveries.get(r["id"]) != 1
-    ]
-    delivered_not_success = [
-        r["id"] for r in rows if r["s"] != "success" and deliveries.get(r["id"], 0) > 0
-    ]
-    print(
-        f"simulator: {sum(deliveries.values())} deliveries for {len(rows)} orders; "
-        f"max per order {max(deliveries.values(), default=0)}; "
-        f"faults injected {ledger.get('totals', {}).get('faults', {})}"
-    )
-    print(
-        f"   delivered more than once: {len(over)}; success without a delivery: "
-        f"{len(success_missing)}; delivered but not success: {len(delivered_not_success)}"
-    )
-    return not over and not success_missing and not delivered_not_success
+        rows = conn.execute(
+            "SELECT id::text AS id, network, fulfillment_status AS s FROM orders"
+        ).fetchall()
+    ok = True
+    for vendor, ledger in ledgers.items():
+        refs: dict[str, Any] = ledger.get("references", {})
+        deliveries = {ref: int(info.get("deliveries", 0)) for ref, info in refs.items()}
+        mine = [r for r in rows if (r["network"] == "at-ishare") == (vendor == "AT-iShare")]
+        over = [ref for ref, n in deliveries.items() if n > 1]
+        wrong = {r["id"] for r in rows} - {r["id"] for r in mine} & set(deliveries)
+        success_missing = [
+            r["id"] for r in mine if r["s"] == "success" and deliveries.get(r["id"]) != 1
+        ]
+        delivered_not_success = [
+            r["id"] for r in mine if r["s"] != "success" and deliveries.get(r["id"], 0) > 0
+        ]
+        print(
+            f"{vendor}: {sum(deliveries.values())} deliveries for {len(mine)} orders; "
+            f"max per order {max(deliveries.values(), default=0)}; "
+            f"faults injected {ledger.get('totals', {}).get('faults', {})}"
+        )
+        print(
+            f"   delivered more than once: {len(over)}; success without a delivery: "
+            f"{len(success_missing)}; delivered but not success: {len(delivered_not_success)}; "
+            f"another network's order: {len(wrong)}"
+        )
+        ok = ok and not (over or wrong or success_missing or delivered_not_success)
+    return ok
