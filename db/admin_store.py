@@ -101,8 +101,8 @@ class AdminStore:
             cur.execute(query, params)
             yield from cur
 
-    def stats(self) -> Row:
-        row = self.store.fetch_one("order_stats", {})
+    def stats(self, network: str | None = None) -> Row:
+        row = self.store.fetch_one("order_stats", {"network": network})
         assert row is not None
         return row
 

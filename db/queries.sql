@@ -441,7 +441,9 @@ AND o.created_at >= %(since)s
 AND (o.created_at, o.id) < (%(after_created)s, %(after_id)s)
 
 -- name: order_stats
--- The dashboard's cards: counts per view status and the median time to fulfil over 24 h.
+-- The dashboard's cards: counts per view status and the median time to fulfil over 24 h, of
+-- every network or of %(network)s. A pending order of a network no fleet serves is not ours:
+-- not counted (nor any order without a fleet status).
 -- The main scan reads only orders_status_counts_idx's columns (an index-only scan); outcome
 -- unknown needs dead_letter_reason, so it is counted apart on its small partial index and
 -- taken out of the processing and dead-letter counts it would otherwise fall into.
@@ -453,6 +455,7 @@ WITH unknown AS (
                             AND dead_letter_dismissed_at IS NULL) AS open_flagged
     FROM orders
     WHERE fulfillment_status = 'processing' AND dead_letter_reason IS NOT NULL
+      AND (%(network)s::text IS NULL OR network = %(network)s)
 )
 SELECT count(*) AS total,
        count(*) FILTER (WHERE fulfillment_status = 'success') AS success,
@@ -471,10 +474,13 @@ SELECT count(*) AS total,
        (SELECT extract(epoch FROM percentile_cont(0.5)
                        WITHIN GROUP (ORDER BY fulfilled_at - created_at))
         FROM orders
-        WHERE fulfillment_status = 'success' AND fulfilled_at > now() - interval '24 hours')
+        WHERE fulfillment_status = 'success' AND fulfilled_at > now() - interval '24 hours'
+          AND (%(network)s::text IS NULL OR network = %(network)s))
            AS median_fulfil_s_24h
 FROM orders
-WHERE fulfillment_status IS NOT NULL;
+WHERE fulfillment_status IS NOT NULL
+  AND (%(network)s::text IS NULL OR network = %(network)s)
+  AND (fulfillment_status <> 'pending' OR network IN (SELECT network FROM fleet_networks));
 
 -- name: order_audit
 -- The admin actions on one order, oldest first (detail view).

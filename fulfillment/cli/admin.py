@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stats", help="counts per status, success rate, median time to fulfil")
+    p.add_argument("--network", choices=sorted(KNOWN_NETWORKS), help="one network's only")
     json_flag(p)
     p.set_defaults(func=cmd_stats)
     pause.add_commands(sub)

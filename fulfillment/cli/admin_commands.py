@@ -187,7 +187,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    stats = _service().stats()
+    stats = _service().stats(args.network)
     if args.json:
         print_json(stats)
         return 0

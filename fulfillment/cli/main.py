@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from fulfillment.domain.constants import EXIT_REFUSED, EXIT_UNREADABLE, EXIT_USAGE
+from fulfillment.domain.constants import EXIT_REFUSED, EXIT_UNREADABLE, EXIT_USAGE, KNOWN_NETWORKS
 from fulfillment.domain.errors import (
     FulfillmentError,
     InvalidOrder,
@@ -131,6 +131,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=ROLES, default="all", help=ROLE_HELP)
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser(
+        "networks",
+        help="the networks the fleet serves (fleet_networks), or `networks disable NETWORK`",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "disable"], default="list")
+    p.add_argument("network", nargs="?", choices=sorted(KNOWN_NETWORKS))
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_networks, parser=p)
+
     p = sub.add_parser("publish", help="commit a test order and publish it (development)")
     p.add_argument("--phone", required=True)
     p.add_argument("--size-gb", default=None)
@@ -245,6 +254,74 @@ def cmd_check(args: argparse.Namespace) -> int:
     from fulfillment.cli.check import run_check
 
     return run_check(args.role)
+
+
+def cmd_networks(args: argparse.Namespace) -> int:
+    """Which networks the fleet serves, fleet-wide (recorded by every process that starts,
+    and by migrate), with the vendor this host routes each to; or stop serving one."""
+    from db.network_store import NetworkStore
+    from fulfillment.cli.output import cell, print_json, table
+    from fulfillment.domain.networks import DISPLAY_NAMES, VENDOR_NAMES, parse_routes
+
+    s = bootstrap.settings()
+    networks = NetworkStore(bootstrap.store())
+    if args.action == "disable":
+        if args.network is None:
+            args.parser.error("networks disable needs a NETWORK")
+        row = networks.disable(args.network)
+        if row is None:
+            print(f"error: {args.network} is not served by the fleet", file=sys.stderr)
+            return EXIT_REFUSED
+        from fulfillment.telemetry.logs import get_logger
+
+        get_logger("fulfillment.cli").info(
+            "networks.disabled", network=args.network, actor=os.environ.get("USER", "cli")
+        )
+        print(
+            f"{args.network} is no longer served: its new orders get no fulfillment status; the "
+            "ones it has stay as they are. Take it out of NETWORKS_ENABLED on every host too: a "
+            "process that starts with it enables it again."
+        )
+        return 0
+    routes = parse_routes(s.network_vendors, KNOWN_NETWORKS)
+    here = s.networks()
+    rows = [
+        {
+            "network": row.network,
+            "name": DISPLAY_NAMES[row.network],
+            "vendor": routes[row.network],
+            "served_here": row.network in here,
+            "enabled_at": row.enabled_at,
+            "enabled_by": row.enabled_by,
+            "last_seen_s": round(row.seen_age_s),
+        }
+        for row in networks.list()
+    ]
+    if args.json:
+        print_json({"networks": rows, "this_host": sorted(here)})
+        return 0
+    print(
+        table(
+            ["network", "vendor", "here", "enabled (UTC)", "by", "last start"],
+            [
+                [
+                    f"{r['network']} ({r['name']})",
+                    VENDOR_NAMES[str(r["vendor"])],
+                    "yes" if r["served_here"] else "no",
+                    cell(r["enabled_at"]),
+                    cell(r["enabled_by"]),
+                    f"{r['last_seen_s']} s ago",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    missing = sorted(here - {str(r["network"]) for r in rows})
+    if missing:
+        print(
+            f"this host serves {', '.join(missing)} too: recorded when one of its processes starts"
+        )
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -28,6 +28,12 @@ DEFAULT_ROUTES: Final[Mapping[str, str]] = {
     "at-bigtime": VENDOR_AGGREGATOR,
 }
 
+#: how people name each vendor connection (dashboard, alerts)
+VENDOR_NAMES: Final[Mapping[str, str]] = {
+    VENDOR_AT_ISHARE: "AT-iShare API",
+    VENDOR_AGGREGATOR: "the data aggregator",
+}
+
 #: how people name each network (dashboard, alerts, SMS)
 DISPLAY_NAMES: Final[Mapping[str, str]] = {
     "at-ishare": "AT-iShare",
@@ -67,6 +73,21 @@ def prefix_mismatch(network: str, e164: str) -> str | None:
     if issuer is None or _ISSUER_OF_NETWORK.get(network) == issuer:
         return None
     return issuer
+
+
+def number_note(network: str | None, phone: object) -> str | None:
+    """For people: the network a number's prefix says it was issued on, when that is not the
+    order's (a ported number, or a typo the vendor may refuse); None otherwise."""
+    from fulfillment.domain.errors import InvalidPhoneNumber
+    from fulfillment.domain.phone import normalize_ghana_mobile
+
+    if network is None:
+        return None
+    try:
+        issuer = prefix_mismatch(network, normalize_ghana_mobile(phone))
+    except InvalidPhoneNumber:
+        return None
+    return None if issuer is None else DISPLAY_NAMES.get(issuer, "AirtelTigo")
 
 
 def parse_networks(text: str) -> frozenset[str]:

@@ -22,8 +22,9 @@ from dramatiq.brokers.redis import RedisBroker
 from pydantic import ValidationError
 
 from db.store import Store, open_pool
+from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import ConfigurationError, FulfillmentError
-from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_AT_ISHARE
+from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_AT_ISHARE, parse_routes
 from fulfillment.domain.package import Catalogue
 from fulfillment.domain.retry import RetryPolicy
 from fulfillment.fleet.balance import BalanceWatch
@@ -299,7 +300,13 @@ def publish_dead_letter(notice: DeadLetterNotice) -> None:
 
 
 def admin_service() -> AdminService:
-    return AdminService(store=store(), publish=publish_retry, max_attempts=settings().max_attempts)
+    s = settings()
+    return AdminService(
+        store=store(),
+        publish=publish_retry,
+        max_attempts=s.max_attempts,
+        routes=parse_routes(s.network_vendors, KNOWN_NETWORKS),
+    )
 
 
 def pause_service() -> PauseService:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import builtins
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,7 +18,15 @@ from typing import Any
 
 from db.admin_store import VIEW_FILTERS, AdminStore, Keyset, OrderFilter
 from db.store import Row, Store
-from fulfillment.domain.errors import ActionRefused, InvalidOrder, MalformedMessage, OrderNotFound
+from fulfillment.domain.constants import KNOWN_NETWORKS
+from fulfillment.domain.errors import (
+    ActionRefused,
+    InvalidOrder,
+    MalformedMessage,
+    OrderNotFound,
+    UnsupportedNetwork,
+)
+from fulfillment.domain.networks import DEFAULT_ROUTES, VENDOR_NAMES, number_note
 from fulfillment.domain.order import parse_order_id
 from fulfillment.domain.phone import mask_phone
 from fulfillment.telemetry.logs import get_logger
@@ -130,12 +138,24 @@ _SETTLED = {
 }
 
 
+def _network(network: str | None) -> str | None:
+    """A network filter: None or '' for every network; UnsupportedNetwork for one the
+    platform does not sell."""
+    if not network:
+        return None
+    if network not in KNOWN_NETWORKS:
+        raise UnsupportedNetwork(f"unknown network {network[:40]!r}")
+    return network
+
+
 @dataclass
 class AdminService:
     store: Store
     #: enqueue fulfill_order(order_id) after N seconds
     publish: Callable[[str, float], None]
     max_attempts: int
+    #: network -> the vendor connection that serves it (NETWORK_VENDORS over the defaults)
+    routes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
     admin: AdminStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -161,7 +181,7 @@ class AdminService:
         return OrderFilter(
             view=view,
             msisdn=msisdn,
-            network=network or None,
+            network=_network(network),
             since=since,
         )
 
@@ -173,8 +193,9 @@ class AdminService:
         rows = rows[:limit]
         return Page([view_row(r) for r in rows], encode_cursor(rows[-1]) if more and rows else None)
 
-    def stats(self) -> dict[str, Any]:
-        row = dict(self.admin.stats())
+    def stats(self, network: str | None = None) -> dict[str, Any]:
+        """The dashboard's counts, of every network or of one."""
+        row = dict(self.admin.stats(_network(network)))
         done = row["success"] + row["dead_lettered"]
         row["success_rate"] = round(row["success"] / done, 4) if done else None
         median = row.pop("median_fulfil_s_24h")
@@ -190,8 +211,11 @@ class AdminService:
             {**log, "phone_number": mask_phone(log.get("phone_number"))}
             for log in self.store.order_logs(oid)
         ]
+        vendor = self.routes.get(str(row.get("network")))
         return {
             "order": view_row(row),
+            "vendor": VENDOR_NAMES.get(vendor, vendor) if vendor else None,
+            "issued_on": number_note(row.get("network"), row.get("phone_number")),
             "attempts": attempts,
             "audit": self.admin.audit(oid),
             "notifications": self.admin.notifications(oid),

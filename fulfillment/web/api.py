@@ -320,9 +320,17 @@ _decision_route(
 )
 
 
-@admin.get("/stats", response_model=StatsResponse, summary="The dashboard's counts")
-def stats(request: Request) -> StatsResponse:
-    return StatsResponse(stats=Stats.model_validate(web_deps(request).service.stats()))
+@admin.get(
+    "/stats",
+    response_model=StatsResponse,
+    responses=errors(422),
+    summary="The dashboard's counts, of every network or of one (?network=mtn)",
+)
+def stats(
+    request: Request, network: Annotated[Text | None, Query(max_length=32)] = None
+) -> StatsResponse:
+    stats = web_deps(request).service.stats(network)
+    return StatsResponse(stats=Stats.model_validate(stats))
 
 
 @admin.post(

@@ -23,6 +23,7 @@ from fulfillment.domain.errors import (
     BrokerUnavailable,
     InvalidOrder,
     MalformedMessage,
+    UnsupportedNetwork,
 )
 from fulfillment.domain.order import parse_order_id
 from fulfillment.domain.pause import FLEET
@@ -153,20 +154,29 @@ def logout(request: Request, session: Session, csrf: Text = "") -> Response:
 @router.get(PREFIX)
 @page
 def orders(
-    request: Request, session: Session, status: str = "all", phone: str = "", cursor: str = ""
+    request: Request,
+    session: Session,
+    status: str = "all",
+    phone: str = "",
+    cursor: str = "",
+    network: str = "",
 ) -> Response:
     service = deps_of(request).service
-    flt = service.make_filter(view=status, phone=phone or None)
+    try:
+        flt = service.make_filter(view=status, phone=phone or None, network=network)
+    except UnsupportedNetwork as exc:
+        return error_page(request, 400, "Unknown network", str(exc))
     listing = service.list(flt, cursor=cursor or None, limit=PAGE_SIZE)
     return render(
         request,
         "orders.html",
         session,
         active="orders",
-        stats=service.stats(),
+        stats=service.stats(flt.network),
         listing=listing,
         status=status,
         phone=phone,
+        network=flt.network or "",
         cursor=cursor,
         searched=flt.msisdn,
     )
@@ -184,11 +194,12 @@ def retry(
     all_filtered: Text = "",
     status: Text = "all",
     phone: Text = "",
+    network: Text = "",
     back: Text = "",
 ) -> Response:
     view = status if all_filtered == "1" else None
     ids = [one] if one else list(order_id or [])
-    return _retry(request, session, "Retry", "scheduled", view, ids, reason, phone, back)
+    return _retry(request, session, "Retry", "scheduled", view, ids, reason, phone, back, network)
 
 
 def _retry(
@@ -201,13 +212,14 @@ def _retry(
     reason: str,
     phone: str,
     back: str,
+    network: str = "",
 ) -> Response:
     """Retry the orders picked, or (view given) every failed one the filter matches."""
     service = deps_of(request).service
     results: list[ActionResult]
     try:
         if view is not None:
-            flt = service.make_filter(view=view, phone=phone or None)
+            flt = service.make_filter(view=view, phone=phone or None, network=network)
             results = service.retry_filtered(flt, actor=session.actor, reason=reason)
         elif ids:
             results = service.retry(ids, actor=session.actor, reason=reason)
@@ -221,10 +233,13 @@ def _retry(
 @router.get(PREFIX + "/export.csv")
 @page
 def export_csv(
-    request: Request, session: Session, status: str = "all", phone: str = ""
+    request: Request, session: Session, status: str = "all", phone: str = "", network: str = ""
 ) -> Response:
     service = deps_of(request).service
-    flt = service.make_filter(view=status, phone=phone or None)
+    try:
+        flt = service.make_filter(view=status, phone=phone or None, network=network)
+    except UnsupportedNetwork as exc:
+        return error_page(request, 400, "Unknown network", str(exc))
     log.info("dashboard.export", actor=session.actor, status=status)
     name = export_filename(status, datetime.now(UTC))
     return StreamingResponse(

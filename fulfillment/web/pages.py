@@ -29,6 +29,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import BrokerUnavailable, InvalidOrder, OrderNotFound, StoreError
+from fulfillment.domain.networks import DISPLAY_NAMES
 from fulfillment.domain.pause import FLEET, MAX_PAUSE_REASON
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.services.admin import ActionResult
@@ -274,6 +275,7 @@ def _environment() -> jinja2.Environment:
         PREFIX=PREFIX,
         STATUS_TABS=STATUS_TABS,
         PAUSE_SCOPES=PAUSE_SCOPES,
+        NETWORK_NAMES=DISPLAY_NAMES,
         MAX_PAUSE_REASON=MAX_PAUSE_REASON,
     )
     return env

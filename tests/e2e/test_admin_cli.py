@@ -400,3 +400,32 @@ def test_a_real_dead_letter_is_found_requeued_and_delivered(fleet: Fleet) -> Non
         (2, "success"),
     ]
     assert [a["action"] for a in detail["audit"]] == ["retry"]
+
+
+def test_networks_lists_and_disables_and_stats_take_a_network(admin: Fleet) -> None:
+    listed = run_json(admin, "networks")
+    assert [n["network"] for n in listed["networks"]] == ["at-ishare"]
+    assert listed["this_host"] == ["at-ishare"] and listed["networks"][0]["served_here"]
+    # migrate records this host's NETWORKS_ENABLED fleet-wide
+    admin.env.update({"NETWORKS_ENABLED": "at-ishare,mtn", "AGGREGATOR_API_URL": "http://x/v1",
+                      "AGGREGATOR_API_TOKEN": "t"})  # fmt: skip
+    run(admin, "migrate")
+    listed = run_json(admin, "networks")
+    assert {n["network"]: n["vendor"] for n in listed["networks"]} == {
+        "at-ishare": "at-ishare",
+        "mtn": "aggregator",
+    }
+    table = run(admin, "networks").stdout
+    assert "mtn (MTN)" in table and "the data aggregator" in table
+    mtn = str(uuid.uuid4())
+    admin.store.insert_order(mtn, phone_number=PHONE, network="mtn", size_gb=5, package_name=None)
+    add_order(admin, "success")
+    assert run_json(admin, "stats", "--network", "mtn")["pending"] == 1
+    assert run_json(admin, "stats", "--network", "at-ishare")["total"] == 1
+    run(admin, "stats", "--network", "glo", code=EXIT_USAGE)
+
+    said = run(admin, "networks", "disable", "mtn").stdout
+    assert "no longer served" in said and "NETWORKS_ENABLED on every host" in said
+    assert [n["network"] for n in run_json(admin, "networks")["networks"]] == ["at-ishare"]
+    run(admin, "networks", "disable", "mtn", code=EXIT_REFUSED)
+    assert admin.order(mtn)["fulfillment_status"] == "pending"  # its orders stay as they are
