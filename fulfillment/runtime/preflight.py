@@ -49,6 +49,7 @@ from fulfillment.domain.errors import (
     VendorServerError,
     VendorUnauthorized,
 )
+from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_NAMES
 from fulfillment.domain.pause import scope_label
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.runtime.settings import Settings
@@ -56,6 +57,8 @@ from fulfillment.telemetry.logs import duration, passwords_in, url_without_passw
 
 if TYPE_CHECKING:
     from db.pause_store import PauseRow
+    from fulfillment.vendors.aggregator import AggregatorClient
+    from fulfillment.vendors.atishare import AtIshareClient
 
 Role = Literal["worker", "web", "all"]
 ROLES: tuple[Role, ...] = ("worker", "web", "all")
@@ -141,13 +144,10 @@ def preflight(role: Role = "all") -> Report:
         redis_ok = redis_check.level is Level.OK
     else:
         checks.append(_not_checked("redis", "REDIS_URL"))
-    if _vendor_configured(settings):
-        checks.append(vendor(settings))
-    else:
-        checks.append(Check("vendor", Level.SKIP, "not checked: its settings are missing"))
+    checks += _vendor_checks(settings)
     checks += pauses(settings, paused_in, role)
     if redis_ok:
-        checks.append(circuit())
+        checks += circuits()
     return _scrubbed(Report(role, tuple(checks)), secrets_of(settings))
 
 
@@ -163,9 +163,9 @@ def health() -> Report:
     found = database(url)
     redis_check = redis_broker(bootstrap.redis_url(), settings.redis_namespace)
     readable = url if _pauses_readable(found) else None
-    checks = [*found, redis_check, vendor(settings), *pauses(settings, readable)]
+    checks = [*found, redis_check, *_vendor_checks(settings), *pauses(settings, readable)]
     if redis_check.level is Level.OK:
-        checks.append(circuit())
+        checks += circuits()
     return _scrubbed(Report("all", tuple(checks)), secrets_of(settings))
 
 
@@ -539,7 +539,6 @@ def vendor(settings: Settings, *, read_timeout_s: float = VENDOR_READ_TIMEOUT_S)
         base, key, secret = settings.vendor_credentials()
     except ConfigurationError as exc:
         return Check("vendor", Level.FAIL, f"{exc}")
-    shown = url_without_password(base)
     client = AtIshareClient(
         base,
         key,
@@ -548,50 +547,112 @@ def vendor(settings: Settings, *, read_timeout_s: float = VENDOR_READ_TIMEOUT_S)
         read_timeout_s=min(settings.vendor_read_timeout_s, read_timeout_s),
         max_connections=1,
     )
+    return _balance_call(
+        "vendor",
+        client,
+        url_without_password(base),
+        settings.balance_alert_threshold,
+        refused="the signed call (401 UNAUTHORIZED): AT_ISHARE_API_KEY or AT_ISHARE_API_SECRET "
+        "is wrong (or this host's clock is more than 300 s off); set the pair the vendor issued",
+        url_variable="AT_ISHARE_API_URL",
+        threshold_variable="BALANCE_ALERT_THRESHOLD",
+        what="the signed balance call",
+    )
+
+
+def aggregator(settings: Settings, *, read_timeout_s: float = VENDOR_READ_TIMEOUT_S) -> Check:
+    """GET /wallet with the bearer token: the aggregator's URL and token."""
+    from fulfillment.vendors.aggregator import AggregatorClient
+
+    try:
+        base, token = settings.aggregator_credentials()
+    except ConfigurationError as exc:
+        return Check("aggregator", Level.FAIL, f"{exc}")
+    client = AggregatorClient(
+        base,
+        token,
+        connect_timeout_s=min(settings.aggregator_connect_timeout_s, CONNECT_TIMEOUT_S),
+        read_timeout_s=min(settings.aggregator_read_timeout_s, read_timeout_s),
+        max_connections=1,
+    )
+    return _balance_call(
+        "aggregator",
+        client,
+        url_without_password(base),
+        settings.aggregator_balance_alert_threshold,
+        refused="the token (401): AGGREGATOR_API_TOKEN is wrong; set the one it issued",
+        url_variable="AGGREGATOR_API_URL",
+        threshold_variable="AGGREGATOR_BALANCE_ALERT_THRESHOLD",
+        what="the wallet call",
+    )
+
+
+def _balance_call(
+    name: str,
+    client: AtIshareClient | AggregatorClient,
+    shown: str,
+    threshold: float,
+    *,
+    refused: str,
+    url_variable: str,
+    threshold_variable: str,
+    what: str,
+) -> Check:
+    """One balance read of a vendor: what its answer says of our settings."""
     started = time.monotonic()
     try:
         balance = client.balance()
     except VendorUnauthorized:
-        return Check(
-            "vendor",
-            Level.FAIL,
-            f"{shown} refused the signed call (401 UNAUTHORIZED): AT_ISHARE_API_KEY or "
-            "AT_ISHARE_API_SECRET is wrong (or this host's clock is more than 300 s off); "
-            "set the pair the vendor issued",
-        )
+        return Check(name, Level.FAIL, f"{shown} refused {refused}")
     except RateLimited:
         return Check(
-            "vendor",
+            name,
             Level.WARN,
             f"{shown} answered 429 (rate limited): the credentials were not confirmed; run "
             "the check again in a minute",
         )
     except VendorServerError as exc:
         return Check(
-            "vendor",
+            name,
             Level.FAIL,
             f"{shown} is failing (HTTP {exc.http_status}): the credentials were not "
             "confirmed; the fleet would wait with its circuit open; check again later",
         )
     except VendorError as exc:
         return Check(
-            "vendor",
+            name,
             Level.FAIL,
-            f"{shown}: {_one_line(exc)}: check AT_ISHARE_API_URL (the base URL, with /v1) and "
+            f"{shown}: {_one_line(exc)}: check {url_variable} (the base URL, with /v1) and "
             "that this host can reach it",
         )
     finally:
         client.close()
     took_ms = (time.monotonic() - started) * 1000
-    line = f"{shown}: the signed balance call answered in {took_ms:.0f} ms; balance {balance:.2f}"
-    if balance < settings.balance_alert_threshold:
+    line = f"{shown}: {what} answered in {took_ms:.0f} ms; balance {balance:.2f}"
+    if balance < threshold:
         return Check(
-            "vendor",
+            name,
             Level.WARN,
-            f"{line}, below BALANCE_ALERT_THRESHOLD ({settings.balance_alert_threshold:g}): "
-            "top up the vendor account (an empty one pauses every purchase)",
+            f"{line}, below {threshold_variable} ({threshold:g}): top up the account (an empty "
+            "one pauses every purchase through it)",
         )
-    return Check("vendor", Level.OK, line)
+    return Check(name, Level.OK, line)
+
+
+def _vendor_checks(settings: Settings) -> list[Check]:
+    """The AT-iShare check, and the aggregator's when a network this host serves routes to it."""
+    checks = [
+        vendor(settings)
+        if _vendor_configured(settings)
+        else Check("vendor", Level.SKIP, "not checked: its settings are missing")
+    ]
+    try:
+        routed = set(settings.routes().values())
+    except ConfigurationError:  # the settings check says why
+        routed = set()
+    if VENDOR_AGGREGATOR in routed:
+        checks.append(aggregator(settings))
+    return checks
 
 
 # -- pauses and the circuit: said, never a failure (but pauses the workers cannot read) --------
@@ -655,21 +716,31 @@ def _stored_pauses(database_url: str) -> list[PauseRow]:
         store.close()
 
 
-def circuit() -> Check:
+def circuits() -> list[Check]:
+    """Each routed vendor's circuit, said (never a failure)."""
     from fulfillment.runtime import bootstrap
 
-    state = bootstrap.breaker().state()
-    name = str(state.get("state", "unknown"))
-    if name == "open":
-        until = float(state.get("until", 0) or 0)
-        why = " (a vendor pause: 429 or INSUFFICIENT_BALANCE)" if state.get("reason") else ""
-        return Check(
-            "circuit",
-            Level.INFO,
-            f"the vendor circuit is open until {_utc_ts(until)}{why}: the fleet is not calling "
-            "the vendor; orders wait without spending attempts",
-        )
-    return Check("circuit", Level.INFO, f"the vendor circuit is {name.replace('_', '-')}")
+    checks = []
+    for vendor_name, breaker in bootstrap.breakers().items():
+        who = VENDOR_NAMES.get(vendor_name, vendor_name)
+        state = breaker.state()
+        name = str(state.get("state", "unknown"))
+        if name == "open":
+            until = float(state.get("until", 0) or 0)
+            why = " (a vendor pause: 429 or an empty wallet)" if state.get("reason") else ""
+            checks.append(
+                Check(
+                    "circuit",
+                    Level.INFO,
+                    f"{who}: the circuit is open until {_utc_ts(until)}{why}: the fleet is not "
+                    "calling it; its orders wait without spending attempts",
+                )
+            )
+        else:
+            checks.append(
+                Check("circuit", Level.INFO, f"{who}: the circuit is {name.replace('_', '-')}")
+            )
+    return checks
 
 
 # -- helpers ---------------------------------------------------------------------------------

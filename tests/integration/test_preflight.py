@@ -157,6 +157,25 @@ def test_schema_behind_warns_and_names_migrate(run: Run, own_database: str) -> N
     assert "0 failed" not in out and "1 warning(s)" in out.splitlines()[-1]
 
 
+def test_every_vendor_a_network_routes_to_is_checked(
+    run: Run, database_url: str, store: Store, sim: Simulator
+) -> None:
+    four = {"NETWORKS_ENABLED": "at-ishare,mtn,telecel,at-bigtime",
+            "AGGREGATOR_API_URL": sim.aggregator_url,
+            "AGGREGATOR_API_TOKEN": sim.aggregator.token}  # fmt: skip
+    code, out = run("check", env=four, db=database_url)
+    assert code == 0, out
+    assert "the wallet call answered" in line(out, "ok", "aggregator")
+    circuits = [t for t in out.splitlines() if t.split()[:2] == ["info", "circuit"]]
+    assert len(circuits) == 2 and "the data aggregator: the circuit is closed" in out
+    code, out = run("check", env={**four, "AGGREGATOR_API_TOKEN": "wrong-token"}, db=database_url)
+    assert code == 1
+    assert "AGGREGATOR_API_TOKEN is wrong" in line(out, "FAIL", "aggregator")
+    assert "wrong-token" not in out
+    code, out = run("check", db=database_url)  # at-ishare only: the aggregator is not asked
+    assert code == 0 and " aggregator " not in out
+
+
 def test_schema_too_old_fails_refuses_to_start(run: Run, own_database: str) -> None:
     migrate(own_database, to=REQUIRED_VERSION - 1)
     code, out = run("check", db=own_database)
