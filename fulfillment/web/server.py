@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         bootstrap.require_schema()  # SchemaTooOld: run `fulfillment migrate` first
+        bootstrap.record_networks(by=f"web@{bootstrap.worker_name()}")  # known fleet-wide
         deps = build_deps(settings, tokens, secure_cookies=args.secure_cookies)
     except FulfillmentError as exc:
         print(f"error: {exc}", file=sys.stderr)
