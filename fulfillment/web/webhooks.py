@@ -89,6 +89,13 @@ async def raw_body(request: Request) -> bytes:
 router = APIRouter(tags=["vendor webhook"], route_class=JsonErrorRoute)
 
 
+#: what either webhook may answer besides 200
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    202: {"model": WebhookAck, "description": "accepted; the order is not finished yet"},
+    **errors(401, 404, 413, 422, 503),
+}
+
+
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
@@ -101,10 +108,7 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 @router.post(
     WEBHOOK_PATH,
     response_model=WebhookAck,
-    responses={
-        202: {"model": WebhookAck, "description": "accepted; the order is not finished yet"},
-        **errors(401, 404, 413, 422, 503),
-    },
+    responses=_ANSWERS,
     openapi_extra=_body_schema(VendorCallback),
     summary="AT-iShare delivery callback (signed); confirmed with the vendor before acting",
 )
@@ -146,10 +150,7 @@ def at_ishare_callback(
 @router.post(
     AGGREGATOR_WEBHOOK_PATH,
     response_model=WebhookAck,
-    responses={
-        202: {"model": WebhookAck, "description": "accepted; the order is not finished yet"},
-        **errors(401, 404, 413, 422, 503),
-    },
+    responses=_ANSWERS,
     openapi_extra=_body_schema(AggregatorCallback),
     summary="The data aggregator's order callback (signed); confirmed with it before acting",
 )
