@@ -341,7 +341,8 @@ SELECT CASE WHEN network IN ('at-ishare', 'mtn', 'telecel', 'at-bigtime') THEN n
                  THEN 'outcome_unknown'
             WHEN dead_lettered_at IS NOT NULL THEN 'dead_lettered'
             WHEN fulfillment_status = 'pending'
-                 AND network NOT IN (SELECT network FROM fleet_networks) THEN 'unmanaged'
+                 AND (network IS NULL OR network NOT IN (SELECT network FROM fleet_networks))
+                 THEN 'unmanaged'
             ELSE coalesce(fulfillment_status, 'unmanaged') END AS status,
        count(*) AS n
 FROM orders

@@ -180,6 +180,7 @@ def web(store: Store, redis_url: str, redis_namespace: str) -> Iterator[WebServe
         admin_token="test-admin-token",
         vendor_key="it-key",
         vendor_secret="it-secret",
+        aggregator_secret="it-aggregator-secret",
         fulfil_deps=no_fulfil_deps,
         ping_redis=client.ping,
     )

@@ -65,6 +65,7 @@ class _RequireSchema(Middleware):
     def after_process_boot(self, broker: Any) -> None:
         try:
             version = bootstrap.require_schema()
+            bootstrap.routes()  # every vendor a served network routes to, its settings complete
             # the networks this host serves become known fleet-wide (fleet_networks)
             bootstrap.record_networks(by=bootstrap.worker_name())
         except (SchemaTooOld, ConfigurationError) as exc:

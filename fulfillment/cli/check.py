@@ -18,7 +18,7 @@ MARKS = {
     Level.SKIP: "skip",
 }
 #: the checks whose failure makes `health` unhealthy
-HEALTH_CHECKS = ("postgresql", "schema", "redis", "vendor")
+HEALTH_CHECKS = ("postgresql", "schema", "redis", "vendor", "aggregator")
 
 ROLE_HELP = (
     "which processes this host runs: worker (worker, deadletter, reconciler: needs the vendor "

@@ -28,6 +28,12 @@ DEFAULT_ROUTES: Final[Mapping[str, str]] = {
     "at-bigtime": VENDOR_AGGREGATOR,
 }
 
+#: the networks each vendor connection's client can buy for (its protocol's network codes)
+SERVES: Final[Mapping[str, frozenset[str]]] = {
+    VENDOR_AT_ISHARE: frozenset({"at-ishare"}),
+    VENDOR_AGGREGATOR: frozenset({"mtn", "telecel", "at-bigtime"}),
+}
+
 #: how people name each vendor connection (dashboard, alerts)
 VENDOR_NAMES: Final[Mapping[str, str]] = {
     VENDOR_AT_ISHARE: "AT-iShare API",
@@ -119,6 +125,11 @@ def parse_routes(text: str, enabled: Iterable[str]) -> dict[str, str]:
             raise ConfigurationError(
                 f"NETWORK_VENDORS: unknown vendor {vendor!r} for {network}; "
                 f"known: {', '.join(sorted(KNOWN_VENDORS))}"
+            )
+        if network not in SERVES[vendor]:
+            raise ConfigurationError(
+                f"NETWORK_VENDORS: {vendor} cannot buy {network} bundles (it serves "
+                f"{', '.join(sorted(SERVES[vendor]))})"
             )
         routes[network] = vendor
     return {network: routes[network] for network in sorted(enabled)}

@@ -240,7 +240,7 @@ class VendorBreaker:
                 args=[self._now_arg(), self.probe_ttl_ms, min(self.policy.open_s, 5.0)],
             )
         except RedisError as exc:
-            log.warning("breaker.redis_unavailable", error=type(exc).__name__)
+            log.warning("breaker.redis_unavailable", vendor=self.vendor, error=type(exc).__name__)
             return BreakerPermit(True)
         return BreakerPermit(bool(allowed), probe=bool(probe), retry_in_s=float(retry_in_s))
 
@@ -261,14 +261,14 @@ class VendorBreaker:
                 ],
             )
         except RedisError as exc:
-            log.warning("breaker.redis_unavailable", error=type(exc).__name__)
+            log.warning("breaker.redis_unavailable", vendor=self.vendor, error=type(exc).__name__)
             return
         state = _text(state)
         if probe:
-            log.warning("breaker.probe_done", success=success, state=state)
+            log.warning("breaker.probe_done", vendor=self.vendor, success=success, state=state)
         if int(opened):
             until_ts = float(until)
-            log.error("breaker.opened", until=until_ts, window_s=p.window_s)
+            log.error("breaker.opened", vendor=self.vendor, until=until_ts, window_s=p.window_s)
             if self.on_open is not None:
                 self.on_open(until_ts, "vendor_failing")
 
@@ -289,11 +289,11 @@ class VendorBreaker:
                 args=[self._now_arg(), min(seconds, self.policy.max_open_s)],
             )
         except RedisError as exc:
-            log.warning("breaker.redis_unavailable", error=type(exc).__name__)
+            log.warning("breaker.redis_unavailable", vendor=self.vendor, error=type(exc).__name__)
             return
         if int(fresh):
             until_ts = float(until)
-            log.error("breaker.paused", reason=reason, until=until_ts)
+            log.error("breaker.paused", vendor=self.vendor, reason=reason, until=until_ts)
             if alert and self.on_open is not None:
                 self.on_open(until_ts, reason)
 
@@ -302,7 +302,7 @@ class VendorBreaker:
         try:
             self.client.delete(self.probe_key)
         except RedisError as exc:
-            log.warning("breaker.redis_unavailable", error=type(exc).__name__)
+            log.warning("breaker.redis_unavailable", vendor=self.vendor, error=type(exc).__name__)
 
     def reset(self) -> None:
         self.client.delete(self.state_key, self.probe_key, self.pause_key)

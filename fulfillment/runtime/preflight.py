@@ -49,7 +49,7 @@ from fulfillment.domain.errors import (
     VendorServerError,
     VendorUnauthorized,
 )
-from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_NAMES
+from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_AT_ISHARE, VENDOR_NAMES
 from fulfillment.domain.pause import scope_label
 from fulfillment.domain.phone import mask_phones_in_text
 from fulfillment.runtime.settings import Settings
@@ -231,9 +231,18 @@ def _servers(settings: Settings) -> list[Check]:
     return out
 
 
+def _routed(settings: Settings) -> set[str]:
+    """The vendor connections the networks this host serves route to (none when the
+    settings do not parse: the settings check says why)."""
+    try:
+        return set(settings.routes().values())
+    except ConfigurationError:
+        return set()
+
+
 def _vendor_settings(settings: Settings, role: Role) -> list[Check]:
     missing = _vendor_missing(settings)
-    if not missing:
+    if not missing or VENDOR_AT_ISHARE not in _routed(settings):
         return []
     names = ", ".join(missing)
     if role == "web":
@@ -640,16 +649,15 @@ def _balance_call(
 
 
 def _vendor_checks(settings: Settings) -> list[Check]:
-    """The AT-iShare check, and the aggregator's when a network this host serves routes to it."""
-    checks = [
-        vendor(settings)
-        if _vendor_configured(settings)
-        else Check("vendor", Level.SKIP, "not checked: its settings are missing")
-    ]
-    try:
-        routed = set(settings.routes().values())
-    except ConfigurationError:  # the settings check says why
-        routed = set()
+    """The check of each vendor a network this host serves routes to."""
+    routed = _routed(settings)
+    checks = []
+    if VENDOR_AT_ISHARE in routed:
+        checks.append(
+            vendor(settings)
+            if _vendor_configured(settings)
+            else Check("vendor", Level.SKIP, "not checked: its settings are missing")
+        )
     if VENDOR_AGGREGATOR in routed:
         checks.append(aggregator(settings))
     return checks

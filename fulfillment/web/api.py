@@ -56,6 +56,7 @@ from fulfillment.web.api_models import (
     FulfillmentRef,
     FulfillmentState,
     MarkDeliveredBody,
+    NetworkCode,
     NotificationView,
     OrderDetail,
     OrderPage,
@@ -206,7 +207,7 @@ def list_orders(
     request: Request,
     status: StatusFilter = "all",
     phone: Annotated[PhoneSearch | None, Query(description="any way typed")] = None,
-    network: Annotated[Text | None, Query(max_length=32)] = None,
+    network: NetworkCode | None = None,
     cursor: Annotated[Text | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> OrderPage:
@@ -326,9 +327,7 @@ _decision_route(
     responses=errors(422),
     summary="The dashboard's counts, of every network or of one (?network=mtn)",
 )
-def stats(
-    request: Request, network: Annotated[Text | None, Query(max_length=32)] = None
-) -> StatsResponse:
+def stats(request: Request, network: NetworkCode | None = None) -> StatsResponse:
     stats = web_deps(request).service.stats(network)
     return StatsResponse(stats=Stats.model_validate(stats))
 

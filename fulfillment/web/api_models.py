@@ -71,6 +71,10 @@ StatusFilter = Literal[
 ]
 
 
+#: A network code (fulfillment.domain.constants.KNOWN_NETWORKS, which a test keeps in step).
+NetworkCode = Literal["at-bigtime", "at-ishare", "mtn", "telecel"]
+
+
 class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
@@ -272,7 +276,7 @@ class StatsResponse(BaseModel):
 class FilterBody(BaseModel):
     status: StatusFilter = "all"
     phone: PhoneSearch | None = Field(default=None, description="any way typed")
-    network: Text | None = Field(default=None, max_length=32)
+    network: NetworkCode | None = None
 
 
 class RetrySelected(CamelModel):
@@ -359,8 +363,6 @@ class DlqActionResponse(BaseModel):
 
 # -- the runtime pause ---------------------------------------------------------------------------
 
-#: A network code (fulfillment.domain.constants.KNOWN_NETWORKS, which a test keeps in step).
-NetworkCode = Literal["at-bigtime", "at-ishare", "mtn", "telecel"]
 #: No control character anywhere (fulfillment.domain.pause refuses them: a reason is printed
 #: by the CLI), and at least one character that str.strip() keeps.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"

@@ -65,3 +65,34 @@ def test_a_process_refuses_a_schema_older_than_it_needs(
     said = done.stdout + done.stderr
     assert f"schema version {REQUIRED_VERSION - 1:04d}" in said, said[-2000:]
     assert "run `fulfillment migrate` first" in said, said[-2000:]
+
+
+def test_a_worker_serving_a_network_without_its_vendors_settings_refuses_to_start(
+    database_url: str, store: object, tmp_path: Path
+) -> None:
+    """mtn routes to the aggregator, whose URL and token are unset: the worker group exits
+    at boot saying so, and mtn is not recorded as served (its orders stay no one's)."""
+    env = {
+        **base_env(),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_NAMESPACE": f"gate-{uuid.uuid4().hex[:8]}",
+        "AT_ISHARE_API_URL": "http://127.0.0.1:9/v1",
+        "AT_ISHARE_API_KEY": "k",
+        "AT_ISHARE_API_SECRET": "s",
+        "NETWORKS_ENABLED": "at-ishare,mtn",
+        "PORT": str(free_port()),
+        "WORKER_PROCESSES": "1",
+        "WORKER_THREADS": "1",
+        "LOG_FORMAT": "console",
+    }
+    done = subprocess.run(
+        WORKER.argv(env), env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert "AGGREGATOR_API_URL" in said, said[-2000:]
+    with psycopg.connect(database_url) as conn:
+        served = [r[0] for r in conn.execute("SELECT network FROM fleet_networks ORDER BY 1")]
+    assert served == ["at-ishare"]

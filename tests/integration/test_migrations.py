@@ -453,7 +453,7 @@ def test_what_the_platform_adds_beside_the_fleet_is_not_drift(new_database: NewD
     [
         ("ALTER TABLE fulfillment_logs DISABLE TRIGGER fulfillment_logs_append_only",
          "trigger fulfillment_logs.fulfillment_logs_append_only"),
-        ("ALTER TABLE orders ALTER COLUMN fulfillment_status SET DEFAULT 'pending'",
+        ("ALTER TABLE orders ALTER COLUMN fulfillment_status SET DEFAULT 'processing'",
          "column orders.fulfillment_status"),
         ("DROP INDEX orders_created_idx", "index orders_created_idx"),
         ("ALTER TABLE admin_audit ENABLE ROW LEVEL SECURITY", "table admin_audit"),

@@ -80,14 +80,15 @@ def test_networks_and_routes_settings() -> None:
     with pytest.raises(ConfigurationError, match="unknown network vodafone"):
         parse_networks("at-ishare,vodafone")
     assert parse_routes("", {"mtn", "at-ishare"}) == {"at-ishare": "at-ishare", "mtn": "aggregator"}
-    assert parse_routes("mtn=at-ishare", {"mtn"}) == {"mtn": "at-ishare"}
     for bad, match in [
+        ("mtn=at-ishare", "at-ishare cannot buy mtn bundles"),
+        ("at-ishare=aggregator", "aggregator cannot buy at-ishare bundles"),
         ("mtn", "not network=vendor"),
         ("glo=aggregator", "unknown network"),
         ("mtn=acme", "unknown vendor 'acme'"),
     ]:
         with pytest.raises(ConfigurationError, match=match):
-            parse_routes(bad, {"mtn"})
+            parse_routes(bad, {"mtn", "at-ishare"})
 
 
 @pytest.mark.parametrize(
