@@ -189,7 +189,9 @@ class ModelVendor:
 
     # -- VendorPort ------------------------------------------------------------------------
 
-    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
+    def purchase(
+        self, request: FulfillmentRequest, attempt: int = 1, *, resend: int = 0
+    ) -> VendorAnswer:
         reference = request.order_id
         book = self.book(reference)
         fault = self._choose(f"{book.name} POST", PURCHASE_FAULTS)

@@ -116,7 +116,9 @@ class VendorPort(Protocol):
     """One vendor's API (fulfillment/vendors/): the order id is the reference on every
     attempt; `attempt` lets a vendor with idempotency keys tell attempts apart."""
 
-    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer: ...
+    def purchase(
+        self, request: FulfillmentRequest, attempt: int = 1, *, resend: int = 0
+    ) -> VendorAnswer: ...
     def status(self, reference: str) -> VendorAnswer: ...
 
 

@@ -83,10 +83,19 @@ class AggregatorClient:
 
     # -- the contract ---------------------------------------------------------------------
 
-    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
+    def purchase(
+        self, request: FulfillmentRequest, attempt: int = 1, *, resend: int = 0
+    ) -> VendorAnswer:
         """POST /orders as attempt `attempt`. An answer (success, pending, or through a 409
         the existing order's status) or a VendorError; a network the aggregator does not
-        serve is refused before anything is sent."""
+        serve is refused before anything is sent.
+
+        The Idempotency-Key is `<order id>:<attempt>`, and `<order id>:<attempt>.<resend>`
+        once the aggregator has held the order `resend` times (429, 402, 401: nothing
+        bought): it returns the first answer of a key again, and a held request must be
+        able to go through once the wallet is topped up. Repeats after an unknown outcome
+        keep their key; the request_id (the order id) still makes any second purchase of a
+        live order a 409."""
         code = NETWORK_CODES.get(request.network)
         if code is None:
             raise PermanentVendorError(
@@ -99,7 +108,8 @@ class AggregatorClient:
             "recipient": request.local_phone,
             "volume_mb": request.volume_mb,
         }
-        headers = {"Idempotency-Key": f"{request.order_id}:{attempt}"}
+        key = f"{request.order_id}:{attempt}" + (f".{resend}" if resend else "")
+        headers = {"Idempotency-Key": key}
         reply = self._call("POST", "/orders", payload, headers, endpoint="purchase")
         ref = request.order_id
         if reply.status == 201:

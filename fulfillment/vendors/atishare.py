@@ -78,10 +78,12 @@ class AtIshareClient:
 
     # -- the contract ---------------------------------------------------------------------
 
-    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
+    def purchase(
+        self, request: FulfillmentRequest, attempt: int = 1, *, resend: int = 0
+    ) -> VendorAnswer:
         """POST /data/purchase. An answer (success, pending, failed) or a VendorError. The
         reference is the order id on every attempt (the vendor keeps one per reference)."""
-        del attempt
+        del attempt, resend
         size = float(request.size_gb)
         payload = {
             "reference": request.order_id,

@@ -43,8 +43,10 @@ class Recording:
     inner: VendorPort
     calls: list[tuple[str, str]] = field(default_factory=list)
 
-    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
-        return self._note("POST", lambda: self.inner.purchase(request, attempt))
+    def purchase(
+        self, request: FulfillmentRequest, attempt: int = 1, *, resend: int = 0
+    ) -> VendorAnswer:
+        return self._note("POST", lambda: self.inner.purchase(request, attempt, resend=resend))
 
     def status(self, reference: str) -> VendorAnswer:
         return self._note("GET", lambda: self.inner.status(reference))
@@ -318,8 +320,10 @@ class GivesUpPending:
 
     inner: VendorPort
 
-    def purchase(self, request: FulfillmentRequest, attempt: int = 1) -> VendorAnswer:
-        return self.inner.purchase(request, attempt)
+    def purchase(
+        self, request: FulfillmentRequest, attempt: int = 1, *, resend: int = 0
+    ) -> VendorAnswer:
+        return self.inner.purchase(request, attempt, resend=resend)
 
     def status(self, reference: str) -> VendorAnswer:
         answer = self.inner.status(reference)

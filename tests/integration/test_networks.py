@@ -165,3 +165,24 @@ def test_a_recipient_the_aggregator_refuses_is_permanent(
     assert row is not None and row["last_error_code"] == "INVALID_PHONE"
     assert row["fulfillment_attempts"] == 1
     assert sim.aggregator.ledger.deliveries(oid) == 0
+
+
+def test_an_empty_wallet_at_the_aggregator_holds_the_order_until_it_is_topped_up(
+    store: Store, sim: Simulator, all_networks: Deps
+) -> None:
+    """The aggregator answers a repeated Idempotency-Key with its first answer: a held order
+    (402 LOW_WALLET) must come back with a new key, or it would meet the old 402 forever."""
+    sim.aggregator.update_faults({"balance": 1.0})  # too little for 2 GB
+    oid = _insert(store, "mtn", size=2)
+    assert fulfil(oid, all_networks()) is Outcome.RETRY_SCHEDULED
+    row = store.order_row(oid)
+    assert row is not None and row["last_error_code"] == "INSUFFICIENT_BALANCE"
+    assert row["fulfillment_attempts"] == 0  # a hold keeps the attempt
+    sim.aggregator.update_faults({"balance": 100_000.0})  # topped up
+    for _ in range(3):
+        make_due(store, oid)
+        if fulfil(oid, all_networks()) is Outcome.SUCCESS:
+            break
+    row = store.order_row(oid)
+    assert row is not None and row["fulfillment_status"] == "success", row
+    assert sim.aggregator.ledger.deliveries(oid) == 1

@@ -281,3 +281,18 @@ def test_any_answer_is_an_answer_or_a_vendor_error(status: int, body: object, ca
         assert result.status in ("success", "pending", "failed", "not_found")
         if result.status == "failed":  # only the aggregator's own word says nothing was delivered
             assert call == "status" or status == 409
+
+
+def test_a_held_order_comes_back_with_a_new_idempotency_key() -> None:
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        return httpx.Response(201, json=data("queued"))
+
+    c = client(handler)
+    c.purchase(REQ, 1)
+    c.purchase(REQ, 1)  # a repeat of the same request (after an unknown outcome): same key
+    c.purchase(REQ, 1, resend=2)  # held twice (402, 429): a new request
+    c.purchase(REQ, 2)
+    assert keys == [f"{REF}:1", f"{REF}:1", f"{REF}:1.2", f"{REF}:2"]

@@ -42,7 +42,12 @@ def purchase(
         facts = replace(facts, attempts=attempt, in_flight=attempt, at_vendor=False)
         session.log = session.log.bind(attempt=attempt)
         try:
-            answer = session.send(lambda: session.line.client.purchase(request, attempt), permit)
+            # resend: how often the vendor held this order (429, 402, 401: nothing bought), so
+            # that a vendor that replays the answer of a request key sends a new one
+            answer = session.send(
+                lambda: session.line.client.purchase(request, attempt, resend=facts.deferrals),
+                permit,
+            )
         except VendorError as exc:
             session.log.warning(
                 "vendor.request_failed",
