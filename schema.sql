@@ -215,8 +215,10 @@ CREATE TABLE IF NOT EXISTS fleet_networks (
 INSERT INTO fleet_networks (network, enabled_by) VALUES ('at-ishare', 'migration 0004')
 ON CONFLICT (network) DO NOTHING;
 
+-- SECURITY DEFINER: the role that inserts orders (the purchase platform's) need not be
+-- granted anything on fleet_networks; the search path is fixed for it.
 CREATE OR REPLACE FUNCTION orders_fulfillment_status_default() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     IF NEW.fulfillment_status IS NULL
        AND EXISTS (SELECT 1 FROM fleet_networks WHERE network = NEW.network) THEN

@@ -36,11 +36,21 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("orders", ("SELECT", "UPDATE"), "claim_order, begin_purchase, finish_call"),
         Need("fleet_pauses", ("SELECT",), "claim_order reads the pauses at every claim"),
         Need("fulfillment_logs", ("SELECT", "INSERT"), "finish_call logs every vendor call"),
+        Need(
+            "fleet_networks",
+            ("SELECT", "INSERT", "UPDATE"),
+            "record_networks at start, network_served",
+        ),
     ),
     "deadletter": (
         Need("orders", ("SELECT", "UPDATE"), "flag_dead_letter, the vendor lookup's claim"),
         Need("fleet_pauses", ("SELECT",), "claim_order, for the vendor lookup"),
         Need("fulfillment_logs", ("SELECT", "INSERT"), "finish_call, for the vendor lookup"),
+        Need(
+            "fleet_networks",
+            ("SELECT", "INSERT", "UPDATE"),
+            "record_networks at start, network_served",
+        ),
         Need(
             "admin_notifications",
             ("SELECT", "INSERT", "UPDATE"),
@@ -56,6 +66,11 @@ NEEDS: dict[str, tuple[Need, ...]] = {
             "undelivered_notifications, record_webhook_delivery",
         ),
         Need("vendor_callbacks", ("SELECT", "DELETE"), "prune_callbacks"),
+        Need(
+            "fleet_networks",
+            ("SELECT", "INSERT", "UPDATE"),
+            "record_networks at start, sweep_due_orders",
+        ),
     ),
     "web": (
         Need("orders", ("SELECT", "UPDATE"), "list_orders and the admin actions"),
@@ -67,6 +82,11 @@ NEEDS: dict[str, tuple[Need, ...]] = {
             "fleet_pauses",
             ("SELECT", "INSERT", "DELETE"),
             "list_pauses, insert_pause, delete_pause",
+        ),
+        Need(
+            "fleet_networks",
+            ("SELECT", "INSERT", "UPDATE"),
+            "record_networks at start, the stats and the admin actions",
         ),
     ),
 }

@@ -19,8 +19,10 @@ CREATE TABLE IF NOT EXISTS fleet_networks (
 INSERT INTO fleet_networks (network, enabled_by) VALUES ('at-ishare', 'migration 0004')
 ON CONFLICT (network) DO NOTHING;
 
+-- SECURITY DEFINER: the role that inserts orders (the purchase platform's) need not be
+-- granted anything on fleet_networks; the search path is fixed for it.
 CREATE OR REPLACE FUNCTION orders_fulfillment_status_default() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     IF NEW.fulfillment_status IS NULL
        AND EXISTS (SELECT 1 FROM fleet_networks WHERE network = NEW.network) THEN
@@ -36,13 +38,25 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- The clean-up runs before the trigger and the default's drop lock orders (they hold their
+-- locks to the commit): the platform keeps inserting while it works through the table, row
+-- locks only. The rows it committed meanwhile, with the old default, are cleared after the
+-- drop, under its lock, from the last hour only (orders_created_idx).
+UPDATE orders SET fulfillment_status = NULL
+WHERE fulfillment_status = 'pending'
+  AND network IS DISTINCT FROM 'at-ishare'
+  AND fulfillment_attempts = 0
+  AND last_enqueued_at IS NULL
+  AND claim_token IS NULL;
+
 DROP TRIGGER IF EXISTS orders_fulfillment_status_default ON orders;
 CREATE TRIGGER orders_fulfillment_status_default BEFORE INSERT ON orders
     FOR EACH ROW EXECUTE FUNCTION orders_fulfillment_status_default();
 ALTER TABLE orders ALTER COLUMN fulfillment_status DROP DEFAULT;
 
 UPDATE orders SET fulfillment_status = NULL
-WHERE fulfillment_status = 'pending'
+WHERE created_at >= now() - interval '1 hour'
+  AND fulfillment_status = 'pending'
   AND network IS DISTINCT FROM 'at-ishare'
   AND fulfillment_attempts = 0
   AND last_enqueued_at IS NULL

@@ -186,3 +186,25 @@ def test_an_empty_wallet_at_the_aggregator_holds_the_order_until_it_is_topped_up
     row = store.order_row(oid)
     assert row is not None and row["fulfillment_status"] == "success", row
     assert sim.aggregator.ledger.deliveries(oid) == 1
+
+
+def test_the_platforms_role_inserts_orders_with_no_grant_on_fleet_networks(store: Store) -> None:
+    """The trigger reads fleet_networks as its owner: the purchase platform's role needs
+    nothing beyond what it had on orders."""
+    role = f"platform_{uuid.uuid4().hex[:8]}"
+    oid = str(uuid.uuid4())
+    with store.pool.connection() as conn:
+        conn.execute(f'CREATE ROLE "{role}"')  # ours: hex only
+        try:
+            conn.execute(f'GRANT SELECT, INSERT ON orders TO "{role}"')
+            with conn.transaction():
+                conn.execute(f'SET LOCAL ROLE "{role}"')
+                conn.execute(
+                    "INSERT INTO orders (id, phone_number, network, size_gb) "
+                    "VALUES (%s, '+233241234567', 'at-ishare', 2)",
+                    (oid,),
+                )
+        finally:
+            conn.execute(f'REVOKE ALL ON orders FROM "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+    assert _status(store, oid) == "pending"
