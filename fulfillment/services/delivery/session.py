@@ -2,11 +2,11 @@
 
 The order's network names its vendor connection (FulfilDeps.routes); everything around a
 call is that vendor's own. Around each call: a place in the vendor's share of this
-process's threads (its bulkhead: never waited for), the vendor's circuit breaker (a permit,
-or a short pause waited out in place), its fleet-wide rate-limit slot, the call itself with
-its outcome reported back to the breaker, and, for a purchase, the mark that its attempt is
-in flight. When no call can be made now (bulkhead full, circuit open, paused, no slot) it
-raises Deferred and nothing is spent.
+process's threads (its bulkhead: never waited for when the vendor is slow), the vendor's
+circuit breaker (a permit, or a short pause waited out in place), its fleet-wide
+rate-limit slot, the call itself with its outcome reported back to the breaker, and, for a
+purchase, the mark that its attempt is in flight. When no call can be made now (bulkhead
+full, circuit open, paused, no slot) it raises Deferred and nothing is spent.
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ class VendorSession:
 
     @contextmanager
     def bulkhead(self) -> Iterator[None]:
-        """A place in the vendor's share of this process's threads, or Deferred at once: a
-        slow vendor holds at most its share, and a thread never queues behind it."""
+        """A place in the vendor's share of this process's threads, or Deferred: a slow
+        vendor holds at most its share, and a thread never queues behind it (a short wait
+        for a vendor whose calls end quickly, fulfillment/fleet/bulkhead.py)."""
         bulkhead = self.line.bulkhead
         if not bulkhead.enter():
             metrics.VENDOR_BUSY.labels(vendor=self.line.name).inc()
