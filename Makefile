@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.concurrency
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.isolation
 	$(BIN)/python -m bench.backlog --orders $(BACKLOG_ORDERS)
 	$(BIN)/python -m bench.admin_queries --orders $(ADMIN_ORDERS)
 
