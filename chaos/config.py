@@ -1,18 +1,24 @@
 """What a chaos run configures: its database, namespace and credentials, the fleet's short
-timings (FLEET_TIMINGS), the simulated vendor's faults (VENDOR_FAULTS), the fleet's environment."""
+timings (FLEET_TIMINGS), the simulated vendors' faults (VENDOR_FAULTS for AT-iShare,
+AGGREGATOR_FAULTS for the data aggregator), the fleet's environment (every network enabled)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from chaos.vendors import AGGREGATOR, NETWORKS, WEBHOOK_PATHS
 from fulfillment.dev.launcher import base_env
+from fulfillment.dev.simulator.aggregator import MOUNT as AGGREGATOR_MOUNT
 from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
+from fulfillment.dev.simulator.server import DEFAULT_AGGREGATOR_TOKEN
 
 DATABASE = "chaos"
 NAMESPACE = "chaos"
 KEY, SECRET = "chaos-key", "chaos-secret-not-for-production"
 ADMIN_TOKEN, API_TOKEN = "chaos-admin-token", "chaos-api-token"
+AGGREGATOR_TOKEN = DEFAULT_AGGREGATOR_TOKEN
+AGGREGATOR_SECRET = "chaos-aggregator-secret-not-for-production"  # noqa: S105 -- a test's
 
 #: Short on purpose: a run lasts minutes, not hours (production: see README).
 FLEET_TIMINGS = {
@@ -26,6 +32,9 @@ FLEET_TIMINGS = {
     "RECONCILE_INTERVAL_S": "2",
     "VENDOR_READ_TIMEOUT_S": "1",
     "VENDOR_CONNECT_TIMEOUT_S": "1",
+    # the aggregator's connection waits as long as AT-iShare's (production: 10 s and 3 s)
+    "AGGREGATOR_READ_TIMEOUT_S": "1",
+    "AGGREGATOR_CONNECT_TIMEOUT_S": "1",
     "DB_POOL_MAX_SIZE": "6",
     # The breaker at a twelfth of production's (60 s window, 30 s open, up to 300 s), so that
     # a brownout of a few seconds opens it and an open circuit costs seconds, not minutes.
@@ -52,7 +61,30 @@ VENDOR_FAULTS = {
 }
 
 
-def fleet_env(database_url: str, redis_url: str, sim_port: int, seed: int) -> dict[str, str]:
+#: The simulated aggregator: AT-iShare's dice, plus orders it accepts, keeps pending, then
+#: fails (4 %) or refunds (3 %): nothing delivered, a new attempt buys again; slower answers.
+AGGREGATOR_FAULTS = {
+    "SIM_AGGREGATOR_ERROR_RATE": "0.15",
+    "SIM_AGGREGATOR_TIMEOUT_RATE": "0.03",
+    "SIM_AGGREGATOR_TIMEOUT_SECONDS": "2",
+    "SIM_AGGREGATOR_RATE_LIMIT_RATE": "0.02",
+    "SIM_AGGREGATOR_DROP_AFTER_DELIVERY_RATE": "0.05",
+    "SIM_AGGREGATOR_PENDING_RATE": "0.05",
+    "SIM_AGGREGATOR_PENDING_FAILED_RATE": "0.04",
+    "SIM_AGGREGATOR_PENDING_REFUNDED_RATE": "0.03",
+    "SIM_AGGREGATOR_PENDING_SECONDS": "1",
+    "SIM_AGGREGATOR_LATENCY_MS": "30",
+    "SIM_AGGREGATOR_LATENCY_JITTER_MS": "50",
+    "SIM_AGGREGATOR_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
+    "SIM_AGGREGATOR_CLIENT_TIMEOUT_SECONDS": FLEET_TIMINGS["AGGREGATOR_READ_TIMEOUT_S"],
+}
+
+
+def fleet_env(
+    database_url: str, redis_url: str, sim_port: int, web_port: int, seed: int
+) -> dict[str, str]:
+    """Every process's environment: all four networks, both vendors in the simulator on
+    `sim_port`, the aggregator calling back the web process on `web_port`."""
     env = base_env()
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env.update(
@@ -64,14 +96,22 @@ def fleet_env(database_url: str, redis_url: str, sim_port: int, seed: int) -> di
             "AT_ISHARE_API_URL": f"http://127.0.0.1:{sim_port}/v1",
             "AT_ISHARE_API_KEY": KEY,
             "AT_ISHARE_API_SECRET": SECRET,
+            "NETWORKS_ENABLED": ",".join(NETWORKS),
+            "AGGREGATOR_API_URL": f"http://127.0.0.1:{sim_port}{AGGREGATOR_MOUNT}/v1",
+            "AGGREGATOR_API_TOKEN": AGGREGATOR_TOKEN,
+            "AGGREGATOR_WEBHOOK_SECRET": AGGREGATOR_SECRET,
+            # the simulated aggregator's own signed callbacks (chaos.callbacks replays more)
+            "SIM_AGGREGATOR_WEBHOOK_URL": f"http://127.0.0.1:{web_port}{WEBHOOK_PATHS[AGGREGATOR]}",
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "API_TOKEN": API_TOKEN,
             "SIM_PORT": str(sim_port),
+            "WEB_PORT": str(web_port),
             "SIM_SEED": str(seed),
             "LOG_FORMAT": "json",
             "FULFILLMENT_ENABLED": "true",
             **FLEET_TIMINGS,
             **VENDOR_FAULTS,
+            **AGGREGATOR_FAULTS,
         }
     )
     return env

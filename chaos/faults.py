@@ -10,18 +10,23 @@ Kinds of fault, beside what the simulator does to every purchase (SIM_* rates):
 - `duplicate_message`: an order already published is published again, 2 or 3 times
 - `malformed_message`: a fulfill_order message that breaks the contract (("nope",), (), ...)
 - `unknown_order_message`: a well-formed message for an order that does not exist
-- `latency_spike`: for a few seconds the vendor answers in 0.1..1.1 s (the client's read
+- `latency_spike`: for a few seconds both vendors answer in 0.1..1.1 s (the clients' read
   timeout is 1 s: some purchases are delivered while the worker sees a timeout)
+- `aggregator_outage`: the data aggregator down for OUTAGE_S (every route answers 503) while
+  AT-iShare keeps working; the times are kept (`Injector.aggregator_outages`), so that the
+  invariants can tell that AT-iShare's orders were delivered all through it
 
-and, scripted per order before it is published (`VENDOR_SCENARIOS`, one order in 30):
-the vendor's answers to that order's purchases and status checks, for the sequences the dice
-alone almost never roll (the status endpoint failing right after an answer was lost...).
+and, scripted per order before it is published (`VENDOR_SCENARIOS`, one order in 30, at the
+vendor its network routes to; the aggregator's also `AGGREGATOR_SCENARIOS`): the vendor's
+answers to that order's purchases and status checks, for the sequences the dice alone almost
+never roll (the status endpoint failing right after an answer was lost...).
 
-`LastAttemptTrap` is the one fault aimed at a moment: for a few armed orders (one in 150,
-at least 2) attempts 1 and 2 fail with a 5xx; once the database shows attempt 2 failed, the
-vendor is told to deliver attempt 3 but lose its answer, and to fail the status check right
-after it (the check before attempt 3 still answers). The dice make this sequence about once
-in 10,000 orders; a script by count cannot aim it, since duplicate messages add checks.
+`LastAttemptTrap` is the one fault aimed at a moment: for a few armed orders of each vendor
+(one in 150 of its orders, at least 1) attempts 1 and 2 fail with a 5xx; once the database
+shows attempt 2 failed, the vendor is told to deliver attempt 3 but lose its answer, and to
+fail the status check right after it (the check before attempt 3 still answers). The dice
+make this sequence about once in 10,000 orders; a script by count cannot aim it, since
+duplicate messages add checks.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -41,7 +47,9 @@ from redis.exceptions import RedisError
 
 from chaos.db import rows
 from chaos.fleet import Fleet
+from chaos.orders import OrderSpec
 from chaos.servers import EmbeddedServers
+from chaos.vendors import AGGREGATOR, LABELS, VENDORS
 from db.store import Store
 from fulfillment.domain.constants import FULFILL_ACTOR, FULFILLMENT_QUEUE
 from fulfillment.domain.errors import StoreError
@@ -50,6 +58,7 @@ DOWN_S = 1.5  # how long Redis or PostgreSQL stays away in a restart
 AWAY_GRACE_S = 5.0  # after a restart: pools reconnect, a failure then is still the restart's
 SPIKE_S = 3.0
 SPIKE_FAULTS = {"latency_ms": 600.0, "latency_jitter_ms": 500.0}
+OUTAGE_S = 8.0  # an aggregator outage
 
 #: Arguments that break the message contract (one positional string UUID).
 MALFORMED: tuple[tuple[tuple[Any, ...], dict[str, Any]], ...] = (
@@ -82,31 +91,47 @@ VENDOR_SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "pending, then the status endpoint failing": (["pending"], ["error", "timeout", "ok"]),
 }
+#: the aggregator's own: orders it accepts, then fails or refunds (a new attempt buys again)
+AGGREGATOR_SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
+    "pending, then failed; the new attempt delivered": (["pending_then_failed", "ok"], []),
+    "pending, then refunded; the new attempt's answer lost": (
+        ["pending_then_refunded", "drop_after_delivery"],
+        [],
+    ),
+}
 SCENARIO_EVERY = 30  # one order in this many gets the next scenario of the list
 
 
+def scenarios_of(vendor: str) -> dict[str, tuple[list[str], list[str]]]:
+    """The scripted scenarios a vendor's orders take turns at (the aggregator's own first)."""
+    return {**(AGGREGATOR_SCENARIOS if vendor == AGGREGATOR else {}), **VENDOR_SCENARIOS}
+
+
 def script_vendor_scenarios(
-    order_ids: list[str], sim_control_url: str
+    specs: Sequence[OrderSpec], controls: Mapping[str, str]
 ) -> tuple[Counter[str], dict[str, str]]:
-    """Script every SCENARIO_EVERY-th order with the next scenario: how many got which, and
+    """Script every SCENARIO_EVERY-th order with the next scenario of its vendor's list, at
+    that vendor (`controls`: vendor -> its control routes' base): how many got which, and
     which order got which."""
-    names = list(VENDOR_SCENARIOS)
+    turns: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     scripted: dict[str, str] = {}
     with httpx.Client(timeout=10) as http:
-        for i, order_id in enumerate(order_ids[SCENARIO_EVERY // 2 :: SCENARIO_EVERY]):
-            name = names[i % len(names)]
-            responses, status_responses = VENDOR_SCENARIOS[name]
+        for spec in specs[SCENARIO_EVERY // 2 :: SCENARIO_EVERY]:
+            scenarios = scenarios_of(spec.vendor)
+            name = list(scenarios)[turns[spec.vendor] % len(scenarios)]
+            turns[spec.vendor] += 1
+            responses, status_responses = scenarios[name]
             http.post(
-                f"{sim_control_url}/_sim/script",
+                f"{controls[spec.vendor]}/script",
                 json={
-                    "reference": order_id,
+                    "reference": spec.order_id,
                     "responses": responses,
                     "status_responses": status_responses,
                 },
             ).raise_for_status()
-            counts[name] += 1
-            scripted[order_id] = f"scripted: {name}"
+            counts[f"{LABELS[spec.vendor]}: {name}"] += 1
+            scripted[spec.order_id] = f"scripted: {name} ({LABELS[spec.vendor]})"
     return counts, scripted
 
 
@@ -116,13 +141,17 @@ class LastAttemptTrap(threading.Thread):
     ARM_EVERY = 150
     POLL_S = 0.1
 
-    def __init__(self, order_ids: list[str], store: Store, sim_control_url: str) -> None:
+    def __init__(
+        self, specs: Sequence[OrderSpec], store: Store, controls: Mapping[str, str]
+    ) -> None:
         super().__init__(name="chaos-trap", daemon=True)
-        self.armed = order_ids[7 :: self.ARM_EVERY] or order_ids[:1]
-        if len(order_ids) > self.ARM_EVERY and len(self.armed) < 2:
-            self.armed.append(order_ids[-1])
+        self.vendor_of = {spec.order_id: spec.vendor for spec in specs}
+        self.armed: list[str] = []
+        for vendor in VENDORS:
+            theirs = [spec.order_id for spec in specs if spec.vendor == vendor]
+            self.armed += theirs[7 :: self.ARM_EVERY] or theirs[:1]
         self.store = store
-        self.sim_control_url = sim_control_url
+        self.controls = controls
         self.sprung: list[str] = []
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -135,7 +164,8 @@ class LastAttemptTrap(threading.Thread):
 
     def _script(self, order_id: str, responses: list[str], status_responses: list[str]) -> None:
         body = {"reference": order_id, "responses": responses, "status_responses": status_responses}
-        self._http.post(f"{self.sim_control_url}/_sim/script", json=body).raise_for_status()
+        url = f"{self.controls[self.vendor_of[order_id]]}/script"
+        self._http.post(url, json=body).raise_for_status()
 
     def run(self) -> None:
         try:
@@ -164,6 +194,7 @@ class Kind(StrEnum):
     MALFORMED = "malformed_message"
     UNKNOWN_ORDER = "unknown_order_message"
     LATENCY_SPIKE = "latency_spike"
+    AGGREGATOR_OUTAGE = "aggregator_outage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +216,12 @@ def schedule(
     kill_every_s: float = 4.0,
     redis_restarts: int | None = None,
     postgres_restarts: int | None = None,
+    aggregator_outages: int | None = None,
 ) -> list[Event]:
     """The run's faults, sorted by time. Restarts of the servers fall between 15 % and 85 %
-    of the window, so orders are published before and after each."""
+    of the window, so orders are published before and after each; aggregator outages between
+    62 % and 85 %, while the last orders arrive and the backlog of both vendors is worked off
+    (after the moments chaos.midcall aims at, which an outage would blur)."""
     events: list[Event] = []
     t = kill_every_s * rng.uniform(0.5, 1.0)
     while t < window_s:
@@ -201,6 +235,9 @@ def schedule(
         Event(at, Kind.POSTGRES_CRASH if i % 2 else Kind.POSTGRES_RESTART)
         for i, at in enumerate(pg_times)
     ]
+    n_out = aggregator_outages if aggregator_outages is not None else max(1, round(window_s / 60))
+    outages = _spread(n_out, window_s, rng, 0.62, 0.85)
+    events += [Event(at, Kind.AGGREGATOR_OUTAGE) for at in outages]
     for every, kind in (
         (2.0, Kind.DUPLICATE),
         (3.0, Kind.MALFORMED),
@@ -226,7 +263,7 @@ class Injector(threading.Thread):
         servers: EmbeddedServers,
         broker: Any,
         published: list[str],
-        sim_control_url: str,
+        controls: Mapping[str, str],
         rng: random.Random,
     ) -> None:
         super().__init__(name="chaos-injector", daemon=True)
@@ -235,7 +272,7 @@ class Injector(threading.Thread):
         self.servers = servers
         self.broker = broker
         self.published = published
-        self.sim_control_url = sim_control_url
+        self.controls = controls
         self.rng = rng
         #: faults by kind (Kind values), and what they involved (restarts, victims...)
         self.counts: Counter[str] = Counter()
@@ -247,7 +284,9 @@ class Injector(threading.Thread):
         self._malformed = 0
         self._began = 0.0
         self._spike_ends: float | None = None
-        self._restore: dict[str, float] = {}
+        self._restore: dict[str, dict[str, float]] = {}
+        #: (wall-clock start, end) of each aggregator outage, to compare with the database's
+        self.aggregator_outages: list[tuple[float, float]] = []
         self._away_until = 0.0
         self._http = httpx.Client(timeout=10)
 
@@ -290,6 +329,7 @@ class Injector(threading.Thread):
             Kind.MALFORMED: self._malformed_message,
             Kind.UNKNOWN_ORDER: self._unknown_order,
             Kind.LATENCY_SPIKE: self._latency_spike,
+            Kind.AGGREGATOR_OUTAGE: self._aggregator_outage,
         }[kind]
         handler()
 
@@ -360,8 +400,8 @@ class Injector(threading.Thread):
 
     # -- the vendor ----------------------------------------------------------------------
 
-    def _faults(self, changes: dict[str, float]) -> dict[str, Any]:
-        response = self._http.post(f"{self.sim_control_url}/_sim/faults", json=changes)
+    def _faults(self, vendor: str, changes: dict[str, float]) -> dict[str, Any]:
+        response = self._http.post(f"{self.controls[vendor]}/faults", json=changes)
         response.raise_for_status()
         config: dict[str, Any] = response.json()
         return config
@@ -369,12 +409,13 @@ class Injector(threading.Thread):
     def _latency_spike(self) -> None:
         if self._spike_ends is not None:
             return
-        current = self._faults({})
-        self._restore = {k: float(current[k]) for k in SPIKE_FAULTS}
-        self._faults(SPIKE_FAULTS)
+        for vendor in VENDORS:
+            current = self._faults(vendor, {})
+            self._restore[vendor] = {k: float(current[k]) for k in SPIKE_FAULTS}
+            self._faults(vendor, SPIKE_FAULTS)
         self._spike_ends = time.monotonic() + SPIKE_S
         self.counts[Kind.LATENCY_SPIKE.value] += 1
-        self._note(f"latency spike {SPIKE_FAULTS} for {SPIKE_S} s")
+        self._note(f"latency spike {SPIKE_FAULTS} for {SPIKE_S} s (both vendors)")
 
     def _maybe_end_spike(self) -> None:
         if self._spike_ends is not None and time.monotonic() >= self._spike_ends:
@@ -384,4 +425,14 @@ class Injector(threading.Thread):
         if self._spike_ends is None:
             return
         self._spike_ends = None
-        self._faults(self._restore)
+        for vendor, restore in self._restore.items():
+            self._faults(vendor, restore)
+
+    def _aggregator_outage(self) -> None:
+        """The aggregator down for OUTAGE_S (it ends by itself); AT-iShare untouched."""
+        url = f"{self.controls[AGGREGATOR]}/down"
+        self._http.post(url, json={"seconds": OUTAGE_S}).raise_for_status()
+        began = time.time()
+        self.aggregator_outages.append((began, began + OUTAGE_S))
+        self.counts[Kind.AGGREGATOR_OUTAGE.value] += 1
+        self._note(f"aggregator down for {OUTAGE_S} s (AT-iShare up)")

@@ -1,9 +1,12 @@
 """What must hold after the fleet converged, however many faults it went through.
 
-Each check reads the database (chaos/queries.sql) and, where the vendor is the witness,
-the simulator's ledger (`GET /_sim/ledger`: per reference its deliveries, transaction,
-purchase requests and blind re-purchases). A check returns a `Result`: how many things it
-looked at, how many broke the rule, and the order ids that broke it, for the evidence.
+Each check reads the database (chaos/queries.sql) and, where a vendor is the witness, the
+simulator's ledger of that vendor (`ledgers`: vendor -> `GET /_sim/ledger` of AT-iShare,
+`GET /aggregator/_sim/ledger` of the aggregator: per reference its deliveries, transaction,
+purchase requests and blind re-purchases). An order belongs to the vendor its network routes
+to (chaos.vendors.vendor_of); the ledger checks run once per vendor, and one more says that no
+order ever reached the other vendor. A check returns a `Result`: how many things it looked
+at, how many broke the rule, and the order ids that broke it, for the evidence.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.db import rows
-from db.store import Store
+from chaos.vendors import AGGREGATOR, AT_ISHARE, LABELS, VENDORS, vendor_of
+from db.store import Row, Store
+
+Ledger = Mapping[str, Any]
 
 MAX_OFFENDERS = 1000  # order ids kept per invariant, for the evidence
 
@@ -41,6 +47,15 @@ def _parts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{what} {n}" for what, n in counts.items())
 
 
+def _refs(ledger: Ledger) -> Mapping[str, Any]:
+    refs: Mapping[str, Any] = ledger.get("references", {})
+    return refs
+
+
+def _orders_of(store: Store, vendor: str) -> list[Row]:
+    return [r for r in rows(store, "orders_final") if vendor_of(r["network"]) == vendor]
+
+
 def check_terminal(store: Store) -> Result:
     """Every order ends delivered, or dead-lettered (dead_lettered_at) with its notification."""
     orders = rows(store, "orders_final")
@@ -58,14 +73,15 @@ def check_terminal(store: Store) -> Result:
     )
 
 
-def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
-    """The vendor delivered each order at most once; a success order exactly once, with the
-    transaction the vendor has; an order that is not a success never, unless its outcome is
-    unknown and it waits for a human (still processing, dead-lettered): that is not a failure."""
-    refs: Mapping[str, Any] = ledger.get("references", {})
+def check_deliveries(store: Store, ledger: Ledger, vendor: str) -> Result:
+    """The vendor delivered each of its orders at most once; a success order exactly once,
+    with the transaction the vendor has; an order that is not a success (failed, refunded,
+    dead-lettered) never, unless its outcome is unknown and it waits for a human (still
+    processing, dead-lettered): that is not a failure."""
+    refs = _refs(ledger)
     twice, missing, not_success, wrong_tx = [], [], [], []
     unknown_delivered = 0
-    orders = rows(store, "orders_final")
+    orders = _orders_of(store, vendor)
     for order in orders:
         entry = refs.get(order["id"], {})
         delivered = int(entry.get("deliveries", 0))
@@ -92,7 +108,7 @@ def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
         f"; {unknown_delivered} of them outcome unknown, a human's" if unknown_delivered else ""
     )
     return Result(
-        "vendor delivered each order at most once; success <=> one delivery",
+        f"{LABELS[vendor]}: delivered each order at most once; success <=> one delivery",
         checked=len(orders),
         violations=len(set(bad)),
         detail=f"{total} deliveries; " + _parts({k: v for k, v in counts.items() if v})
@@ -102,17 +118,49 @@ def check_deliveries(store: Store, ledger: Mapping[str, Any]) -> Result:
     )
 
 
-def check_no_blind_repurchase(ledger: Mapping[str, Any]) -> Result:
+def check_right_vendor(store: Store, ledgers: Mapping[str, Ledger]) -> Result:
+    """An order reaches only the vendor its network routes to: the other vendor has no
+    purchase, no status lookup and no delivery of it; and no vendor delivered a reference that
+    is no order of ours (an unknown-order message must never buy)."""
+    orders = rows(store, "orders_final")
+    ids = {r["id"] for r in orders}
+    elsewhere, strangers = [], []
+    per_vendor: Counter[str] = Counter()
+    for order in orders:
+        own = vendor_of(order["network"])
+        per_vendor[LABELS[own]] += 1
+        for vendor, ledger in ledgers.items():
+            entry = _refs(ledger).get(order["id"])
+            if vendor != own and entry is not None:
+                elsewhere.append(order["id"])
+    for ledger in ledgers.values():
+        strangers += [
+            ref for ref, e in _refs(ledger).items() if ref not in ids and int(e["deliveries"])
+        ]
+    bad = elsewhere + strangers
+    counts = {"reached the other vendor": len(elsewhere), "delivered, no order": len(strangers)}
+    return Result(
+        "each order only at the vendor its network routes to",
+        checked=len(orders),
+        violations=len(set(bad)),
+        detail=_parts({k: v for k, v in counts.items() if v})
+        if bad
+        else f"{_parts(per_vendor)}; none at the other vendor",
+        offenders=_offenders(bad),
+    )
+
+
+def check_no_blind_repurchase(ledger: Ledger, vendor: str) -> Result:
     """No purchase of a reference after an unknown outcome (no answer, a 5xx, an unreadable
     one, one the worker did not wait for) without a readable status lookup between: the
     simulator counts them (Ledger.blind_repurchases). Whether the 409 saved the day or not,
     each one rested on the vendor's idempotency alone."""
-    refs: Mapping[str, Any] = ledger.get("references", {})
+    refs = _refs(ledger)
     blind = {ref: int(e.get("blind_repurchases", 0)) for ref, e in refs.items()}
     bad = [ref for ref, n in blind.items() if n > 0]
     purchases = sum(int(e.get("purchase_requests", 0)) for e in refs.values())
     return Result(
-        "no re-purchase after an unknown outcome without a status lookup",
+        f"{LABELS[vendor]}: no re-purchase after an unknown outcome without a status lookup",
         checked=purchases,
         violations=sum(blind.values()),
         detail=f"{sum(blind.values())} blind re-purchases of {len(bad)} orders"
@@ -122,19 +170,18 @@ def check_no_blind_repurchase(ledger: Mapping[str, Any]) -> Result:
     )
 
 
-def check_attempt_log(store: Store, ledger: Mapping[str, Any]) -> Result:
+def check_attempt_log(store: Store, ledgers: Mapping[str, Ledger]) -> Result:
     """Every purchase attempt has its log row: attempt numbers per order are exactly {1..max}
-    and cover the attempts the order counts; the vendor saw no more purchase requests than
+    and cover the attempts the order counts; the vendors saw no more purchase requests than
     there are purchase rows; a success order has a success row."""
-    refs: Mapping[str, Any] = ledger.get("references", {})
+    requests: Counter[str] = Counter()
+    for ledger in ledgers.values():
+        for ref, entry in _refs(ledger).items():
+            requests[ref] += int(entry.get("purchase_requests", 0))
     gaps = [r["id"] for r in rows(store, "attempt_gaps")]
     no_success_row = [r["id"] for r in rows(store, "success_without_success_row")]
     logged = {r["id"]: int(r["n"]) for r in rows(store, "purchase_rows_per_order")}
-    unlogged = [
-        ref
-        for ref, entry in refs.items()
-        if int(entry.get("purchase_requests", 0)) > logged.get(ref, 0)
-    ]
+    unlogged = [ref for ref, n in requests.items() if n > logged.get(ref, 0)]
     counts = {
         "attempt numbers not {1..max}": len(gaps),
         "vendor requests without a row": len(unlogged),
@@ -147,8 +194,7 @@ def check_attempt_log(store: Store, ledger: Mapping[str, Any]) -> Result:
         violations=len(set(bad)),
         detail=_parts({k: v for k, v in counts.items() if v})
         if bad
-        else f"{sum(logged.values())} purchase rows for "
-        f"{sum(int(e.get('purchase_requests', 0)) for e in refs.values())} vendor requests",
+        else f"{sum(logged.values())} purchase rows for {requests.total()} vendor requests",
         offenders=_offenders(bad),
     )
 
@@ -209,21 +255,28 @@ def check_callbacks(answers: Mapping[str, int], failures: Sequence[tuple[str, st
     )
 
 
-def check_quiet_outage(store: Store, ledger: Mapping[str, Any], order_ids: Sequence[str]) -> Result:
-    """The orders that arrived one at a time during a vendor outage (no other fault, no other
-    traffic) are all delivered once the vendor is back, with the one attempt that delivered
-    them: the outage spent none (principle 4, at any volume)."""
+def check_quiet_outage(
+    store: Store, ledgers: Mapping[str, Ledger], order_ids: Sequence[str]
+) -> Result:
+    """The orders that arrived one at a time during an outage of both vendors (no other
+    fault, no other traffic) are all delivered once their vendor is back, with the one
+    attempt that delivered them: the outage spent none (principle 4, at any volume)."""
     wanted = set(order_ids)
-    refs: Mapping[str, Any] = ledger.get("references", {})
     orders = [r for r in rows(store, "orders_final") if r["id"] in wanted]
+
+    def deliveries(order: Row) -> int:
+        entry = _refs(ledgers[vendor_of(order["network"])]).get(order["id"], {})
+        return int(entry.get("deliveries", 0))
+
     bad = [
         r["id"]
         for r in orders
         if r["status"] != "success"
         or r["dead_lettered"]
         or int(r["attempts"] or 0) > 1
-        or int(refs.get(r["id"], {}).get("deliveries", 0)) != 1
+        or deliveries(r) != 1
     ]
+    vendors = Counter(LABELS[vendor_of(r["network"])] for r in orders)
     attempts = Counter(int(r["attempts"] or 0) for r in orders)
     checks = sum(int(r["status_checks"] or 0) for r in orders)
     states = Counter(
@@ -233,32 +286,60 @@ def check_quiet_outage(store: Store, ledger: Mapping[str, Any], order_ids: Seque
         "quiet outage: every order delivered, no attempt spent on the outage",
         checked=len(orders),
         violations=len(bad) + len(wanted) - len(orders),
-        detail=f"{_parts(states)}; attempts "
+        detail=f"{_parts(vendors)}: {_parts(states)}; attempts "
         + ", ".join(f"{n}x{a}" for a, n in sorted(attempts.items()))
         + f"; status checks spent {checks}",
         offenders=_offenders(bad),
     )
 
 
+def check_aggregator_outage(store: Store, outages: Sequence[tuple[float, float]]) -> Result:
+    """While the aggregator was down (chaos.faults Kind.AGGREGATOR_OUTAGE), AT-iShare's orders
+    kept being delivered: its outage holds up no order of the other vendor."""
+    starved, parts = 0, []
+    for began, ended in outages:
+        counts = {
+            r["network"]: int(r["n"])
+            for r in rows(store, "deliveries_between", {"began": began, "ended": ended})
+        }
+        by_vendor = Counter(dict.fromkeys(VENDORS, 0))
+        for network, n in counts.items():
+            by_vendor[vendor_of(network)] += n
+        at_ishare, aggregator = by_vendor[AT_ISHARE], by_vendor[AGGREGATOR]
+        starved += at_ishare == 0
+        parts.append(f"{ended - began:.0f} s: AT-iShare {at_ishare}, aggregator {aggregator}")
+    return Result(
+        "aggregator down: AT-iShare's orders delivered all the same",
+        checked=len(outages),
+        violations=starved,
+        detail="deliveries while it was down, " + "; ".join(parts) if parts else "no outage",
+    )
+
+
 def check_all(
     store: Store,
-    ledger: Mapping[str, Any],
+    ledgers: Mapping[str, Ledger],
     *,
     malformed_sent: int,
     callback_answers: Mapping[str, int] | None = None,
     callback_failures: Sequence[tuple[str, str, str]] = (),
     quiet_orders: Sequence[str] = (),
+    aggregator_outages: Sequence[tuple[float, float]] = (),
 ) -> list[Result]:
-    results = [
-        check_terminal(store),
-        check_deliveries(store, ledger),
-        check_no_blind_repurchase(ledger),
-        check_attempt_log(store, ledger),
+    """Every invariant; `ledgers` has every vendor of chaos.vendors.VENDORS."""
+    results = [check_terminal(store)]
+    results += [check_deliveries(store, ledgers[vendor], vendor) for vendor in VENDORS]
+    results.append(check_right_vendor(store, ledgers))
+    results += [check_no_blind_repurchase(ledgers[vendor], vendor) for vendor in VENDORS]
+    results += [
+        check_attempt_log(store, ledgers),
         check_nothing_in_flight(store),
         check_notifications(store, malformed_sent),
     ]
     if callback_answers is not None:
         results.append(check_callbacks(callback_answers, callback_failures))
+    if aggregator_outages:
+        results.append(check_aggregator_outage(store, aggregator_outages))
     if quiet_orders:
-        results.append(check_quiet_outage(store, ledger, quiet_orders))
+        results.append(check_quiet_outage(store, ledgers, quiet_orders))
     return results

@@ -1,12 +1,14 @@
 """A worker killed between its POST and the answer, while the circuit is opening.
 
-For a few armed orders the vendor is scripted to deliver the purchase and then hold its
+For a few armed orders (of each vendor in turn: AT-iShare, then the aggregator, ...) the
+vendor their network routes to is scripted to deliver the purchase and then hold its
 answer (`stall_after_delivery`, longer than the worker's read timeout). Each armed order is
 published at a calm moment of the schedule (no server restart, no latency spike near it).
 The simulator lists purchases in flight (GET /_sim/inflight: reference, client port, age);
 the moment an armed purchase shows up there, a brownout begins: the vendor is down for
 BROWNOUT_S (every call answered 503, status lookups too) except for the armed purchases
-(POST /_sim/down with "spare"), so the fleet's breaker sees every other call fail and opens.
+(POST /_sim/down with "spare"), so the fleet's breaker of that vendor sees every other call
+fail and opens.
 As soon as the breaker reads open, or at the latest once the purchase has been in flight for
 KILL_BY_S (before the worker could see its own timeout), the worker group whose process holds
 that connection is found (chaos.fleet.Fleet.holder) and SIGKILLed; the breaker's state at that
@@ -27,9 +29,10 @@ from collections.abc import Callable
 
 import httpx
 
-from chaos.faults import Event, Kind
+from chaos.faults import OUTAGE_S, Event, Kind
 from chaos.fleet import Fleet
-from chaos.orders import Publisher
+from chaos.orders import OrderSpec, Publisher
+from chaos.vendors import VENDORS
 
 BROWNOUT_S = 3.0
 KILL_BY_S = 0.8  # in flight this long at most before the kill (the worker's read timeout: 1 s)
@@ -41,6 +44,8 @@ DISRUPTIVE = {
     Kind.POSTGRES_RESTART: (-2.0, 8.0),
     Kind.POSTGRES_CRASH: (-2.0, 8.0),
     Kind.LATENCY_SPIKE: (-2.0, 6.0),
+    # a brownout's /_sim/down would cut the outage short (or a brownout inside it blur)
+    Kind.AGGREGATOR_OUTAGE: (-4.0, OUTAGE_S + 4.0),
 }
 APART_S = 8.0  # between two armed moments
 
@@ -67,19 +72,26 @@ def calm_moments(events: list[Event], lo_s: float, hi_s: float, count: int) -> l
 
 
 def pick_armed(
-    publisher: Publisher, order_ids: list[str], taken: set[str], events: list[Event]
+    publisher: Publisher, specs: list[OrderSpec], taken: set[str], events: list[Event]
 ) -> list[str]:
     """One order per ARM_EVERY (at least 2), none `taken` by another scenario, each the first
-    published after a calm moment of the middle of the publishing window."""
-    count = max(2, len(order_ids) // ARM_EVERY)
+    of the next vendor's (chaos.vendors.VENDORS in turn) published after a calm moment of the
+    middle of the publishing window."""
+    count = max(2, len(specs) // ARM_EVERY)
     span = publisher.pace * len(publisher.specs)
     armed: list[str] = []
-    for moment in calm_moments(events, 0.25 * span, 0.75 * span, count):
-        for order_id in order_ids:
-            offset = publisher.offset(order_id)
-            if offset is not None and offset >= moment and order_id not in taken:
-                armed.append(order_id)
-                taken = taken | {order_id}
+    for i, moment in enumerate(calm_moments(events, 0.25 * span, 0.75 * span, count)):
+        vendor = VENDORS[i % len(VENDORS)]
+        for spec in specs:
+            offset = publisher.offset(spec.order_id)
+            if (
+                spec.vendor == vendor
+                and offset is not None
+                and offset >= moment
+                and spec.order_id not in taken
+            ):
+                armed.append(spec.order_id)
+                taken = taken | {spec.order_id}
                 break
     return armed
 
@@ -91,23 +103,27 @@ class MidCallKill(threading.Thread):
         self,
         armed: list[str],
         *,
+        vendor_of: dict[str, str],
         fleet: Fleet,
-        sim_control_url: str,
+        controls: dict[str, str],
         sim_port: int,
-        breaker_state: Callable[[], str] = lambda: "unknown",
+        breaker_state: Callable[[str], str] = lambda _vendor: "unknown",
     ) -> None:
         super().__init__(name="chaos-midcall", daemon=True)
         self.armed = armed
+        self.vendor_of = {order_id: vendor_of[order_id] for order_id in armed}
         self.fleet = fleet
-        self.sim_control_url = sim_control_url
-        self.sim_port = sim_port
-        self.breaker_state = breaker_state
-        #: (order id, killed worker group, seconds after the brownout began, breaker state)
-        self.killed: list[tuple[str, str, float, str]] = []
+        self.controls = controls  # vendor -> the base of its control routes
+        self.sim_port = sim_port  # both vendors' (one simulator process)
+        self.breaker_state = breaker_state  # of a vendor's circuit
+        #: (order id, killed worker group, seconds after its vendor's brownout began, that
+        #: vendor's breaker state, the vendor)
+        self.killed: list[tuple[str, str, float, str, str]] = []
         #: (order id, seconds in flight) of armed purchases whose connection no worker held
         #: any more when the kill came (the worker gave up, or was killed, first)
         self.missed: list[tuple[str, float]] = []
-        self.brownout_began: float | None = None
+        #: vendor -> when its (last) brownout began
+        self.brownout_began: dict[str, float] = {}
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
         self._http = httpx.Client(timeout=10)
@@ -116,7 +132,8 @@ class MidCallKill(threading.Thread):
         """Before the orders are published: each armed order's first purchase stalls."""
         for order_id in self.armed:
             body = {"reference": order_id, "responses": ["stall_after_delivery"]}
-            self._http.post(f"{self.sim_control_url}/_sim/script", json=body).raise_for_status()
+            url = f"{self.controls[self.vendor_of[order_id]]}/script"
+            self._http.post(url, json=body).raise_for_status()
 
     @property
     def not_caught(self) -> list[str]:
@@ -133,21 +150,24 @@ class MidCallKill(threading.Thread):
 
     def _run(self) -> None:
         while self.not_caught and not self.stop_event.wait(POLL_S):
-            response = self._http.get(f"{self.sim_control_url}/_sim/inflight")
-            armed = [p for p in response.json()["purchases"] if p["reference"] in self.not_caught]
-            if not armed:
-                continue
-            if not self._in_brownout():
-                self._begin_brownout()
-            state = self.breaker_state()
-            for purchase in armed:
-                if state == "open" or purchase["seconds"] >= KILL_BY_S:
-                    self._kill_holder(
-                        purchase["reference"], int(purchase["client_port"]), purchase["seconds"]
-                    )
+            waiting = self.not_caught
+            for vendor in dict.fromkeys(self.vendor_of[oid] for oid in waiting):
+                response = self._http.get(f"{self.controls[vendor]}/inflight")
+                armed = [p for p in response.json()["purchases"] if p["reference"] in waiting]
+                if not armed:
+                    continue
+                if not self._in_brownout(vendor):
+                    self._begin_brownout(vendor)
+                state = self.breaker_state(vendor)
+                for purchase in armed:
+                    if state == "open" or purchase["seconds"] >= KILL_BY_S:
+                        self._kill_holder(
+                            purchase["reference"], int(purchase["client_port"]),
+                            purchase["seconds"],
+                        )  # fmt: skip
 
-    def _in_brownout(self) -> bool:
-        began = self.brownout_began
+    def _in_brownout(self, vendor: str) -> bool:
+        began = self.brownout_began.get(vendor)
         return began is not None and time.monotonic() - began < BROWNOUT_S
 
     def _kill_holder(self, order_id: str, client_port: int, in_flight_s: float) -> None:
@@ -155,13 +175,15 @@ class MidCallKill(threading.Thread):
         if victim is None:
             self.missed.append((order_id, in_flight_s))
             return
-        state = self.breaker_state()
-        at = time.monotonic() - (self.brownout_began or 0.0)
+        vendor = self.vendor_of[order_id]
+        state = self.breaker_state(vendor)
+        at = time.monotonic() - self.brownout_began.get(vendor, 0.0)
         self.fleet.kill(victim)
-        self.killed.append((order_id, victim.name, at, state))
+        self.killed.append((order_id, victim.name, at, state, vendor))
 
-    def _begin_brownout(self) -> None:
+    def _begin_brownout(self, vendor: str) -> None:
         """The vendor down for BROWNOUT_S but for the armed purchases; it ends by itself."""
-        body = {"seconds": BROWNOUT_S, "spare": self.armed}
-        self._http.post(f"{self.sim_control_url}/_sim/down", json=body).raise_for_status()
-        self.brownout_began = time.monotonic()
+        spare = [oid for oid in self.armed if self.vendor_of[oid] == vendor]
+        body = {"seconds": BROWNOUT_S, "spare": spare}
+        self._http.post(f"{self.controls[vendor]}/down", json=body).raise_for_status()
+        self.brownout_began[vendor] = time.monotonic()

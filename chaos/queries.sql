@@ -2,8 +2,10 @@
 -- Queries named like an invariant return the offending rows (none when it holds).
 
 -- name: orders_final
--- Every order with what the checks need: final status, dead-letter mark, vendor transaction.
-SELECT id::text AS id, fulfillment_status AS status, dead_lettered_at IS NOT NULL AS dead_lettered,
+-- Every order with what the checks need: its network (so its vendor), final status, dead-letter
+-- mark, vendor transaction.
+SELECT id::text AS id, network, fulfillment_status AS status,
+       dead_lettered_at IS NOT NULL AS dead_lettered,
        dead_letter_reason, last_error_code, fulfillment_attempts AS attempts,
        fulfillment_status_checks AS status_checks,
        vendor_transaction_id, claim_token IS NOT NULL AS claimed
@@ -132,3 +134,21 @@ WHERE id = ANY(%(ids)s::uuid[])
   AND fulfillment_status = 'failed'
   AND fulfillment_attempts >= 2
   AND dead_letter_reason IS NULL;
+
+-- name: orders_by_network
+-- The table's orders per network: how many, delivered, dead-lettered.
+SELECT coalesce(network, '?') AS network, count(*) AS total,
+       count(*) FILTER (WHERE fulfillment_status = 'success') AS success,
+       count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_lettered
+FROM orders
+GROUP BY 1
+ORDER BY 1;
+
+-- name: deliveries_between
+-- Deliveries recorded per network between two wall-clock times (unix seconds): AT-iShare's
+-- orders must keep being delivered while the aggregator is down.
+SELECT network, count(DISTINCT order_id) AS n
+FROM fulfillment_logs
+WHERE status = 'success'
+  AND created_at >= to_timestamp(%(began)s) AND created_at < to_timestamp(%(ended)s)
+GROUP BY network;

@@ -15,7 +15,8 @@ from chaos.db import rows
 from chaos.faults import Kind
 from chaos.invariants import Result
 from chaos.midcall import MidCallKill
-from db.store import Store
+from chaos.vendors import LABELS, NETWORKS, VENDORS, vendor_of
+from db.store import Row, Store
 
 WIDTH = 66
 LOG_LINES_PER_ORDER = 14
@@ -42,14 +43,14 @@ def table(
     seed: int,
     command: str,
     status: Mapping[str, int],
+    networks: Sequence[Row],
     reasons: Sequence[tuple[str, int]],
     purchase_path: Mapping[str, int],
     faults: Mapping[str, int],
     fault_details: Mapping[str, int],
-    vendor_faults: Mapping[str, int],
     scenarios: Mapping[str, int],
     cases: Sequence[tuple[str, str]],
-    vendor_totals: Mapping[str, Any],
+    ledgers: Mapping[str, Mapping[str, Any]],
     results: Sequence[Result],
     timings: Timings,
 ) -> str:
@@ -64,33 +65,47 @@ def table(
     )
     if status.get("outcome_unknown"):
         out.append(_line("", f"outcome unknown (a human's): {status['outcome_unknown']}"))
+    order = {network: i for i, network in enumerate(NETWORKS)}
+    for row in sorted(networks, key=lambda r: order.get(r["network"], len(order))):
+        vendor = LABELS.get(vendor_of(row["network"]), "?") if row["network"] in order else "?"
+        out.append(
+            _line(
+                f"  {row['network']} ({vendor})",
+                f"{row['total']}: success {row['success']}, dead-lettered {row['dead_lettered']}",
+            )
+        )
     for reason, n in reasons:
         out.append(_line("", f"dead letter: {n:>4}  {reason[:60]}"))
-    blind = int(vendor_totals.get("blind_repurchases", 0))
-    out.append(
-        _line(
-            "vendor ledger",
-            f"deliveries {vendor_totals.get('deliveries', 0)}, purchase requests "
-            f"{vendor_totals.get('purchase_requests', 0)}, status requests "
-            f"{vendor_totals.get('status_requests', 0)}, blind re-purchases {blind}",
-        )
-    )
-    if blind:
-        refs = list(vendor_totals.get("blind_repurchase_references", []))
+    for vendor in VENDORS:
+        totals: Mapping[str, Any] = ledgers.get(vendor, {}).get("totals", {})
+        blind = int(totals.get("blind_repurchases", 0))
         out.append(
-            _line("", f"bought blind: {' '.join(refs[:4])}{' ...' if len(refs) > 4 else ''}")
+            _line(
+                f"{LABELS[vendor]} ledger",
+                f"deliveries {totals.get('deliveries', 0)}, purchase requests "
+                f"{totals.get('purchase_requests', 0)}, status requests "
+                f"{totals.get('status_requests', 0)}, blind re-purchases {blind}",
+            )
         )
+        if blind:
+            refs = list(totals.get("blind_repurchase_references", []))
+            more = " ..." if len(refs) > 4 else ""
+            out.append(_line("", f"bought blind: {' '.join(refs[:4])}{more}"))
     out.append(_line("purchase path", ", ".join(f"{k} {v}" for k, v in purchase_path.items())))
     out.append("faults injected")
     for kind in Kind:
         out.append(_line(f"  {kind.value}", faults.get(kind.value, 0)))
     for what, n in sorted(fault_details.items()):
         out.append(_line(f"    {what}", n))
-    out.append(_line("  vendor faults (simulator ledger)", ""))
-    for what, n in sorted(vendor_faults.items()):
-        out.append(_line(f"    {what}", n))
+    for vendor in VENDORS:
+        vendor_faults: Mapping[str, int] = (
+            ledgers.get(vendor, {}).get("totals", {}).get("faults", {})
+        )
+        out.append(_line(f"  {LABELS[vendor]} faults (its ledger)", sum(vendor_faults.values())))
+        for what, n in sorted(vendor_faults.items()):
+            out.append(_line(f"    {what}", n))
     out.append(_line("  vendor scenarios (scripted orders)", sum(scenarios.values())))
-    for what, n in scenarios.items():
+    for what, n in sorted(scenarios.items()):
         out.append(f"      {n:>3}  {what}")
     if cases:
         out.append("  aimed cases (issue 9)")
@@ -121,13 +136,13 @@ def table(
 def evidence(
     results: Sequence[Result],
     store: Store,
-    ledger: Mapping[str, Any],
+    ledgers: Mapping[str, Mapping[str, Any]],
     log_dir: Path,
     driven_by: Mapping[str, str],
 ) -> str:
     """For each failed invariant: its orders by what drove the vendor's answers to them (the
     dice, a scripted scenario, the trap), then a few of them in full: row, audit trail,
-    vendor ledger entry and the fleet log lines that name the order."""
+    each vendor's ledger entry and the fleet log lines that name the order."""
     out: list[str] = []
     logs = sorted(log_dir.glob("*.log"))
     for result in results:
@@ -146,11 +161,12 @@ def evidence(
                     "fulfillment_status", "fulfillment_attempts", "fulfillment_in_flight_attempt",
                     "fulfillment_status_checks", "fulfillment_deferrals", "claim_token",
                     "next_attempt_at", "last_error_code", "dead_letter_reason", "dead_lettered_at",
-                    "vendor_transaction_id", "phone_number",
+                    "vendor_transaction_id", "phone_number", "network",
                 )  # fmt: skip
-                out.append("row: " + json.dumps({k: row[k] for k in keep}, default=str))
-            entry = ledger.get("references", {}).get(order_id)
-            out.append(f"vendor ledger: {json.dumps(entry)}")
+                out.append("row: " + json.dumps({k: row.get(k) for k in keep}, default=str))
+            for vendor in VENDORS:
+                entry = ledgers.get(vendor, {}).get("references", {}).get(order_id)
+                out.append(f"{LABELS[vendor]} ledger: {json.dumps(entry)}")
             for log_row in rows(store, "order_trail", {"order_id": order_id}):
                 out.append(
                     f"  log {log_row['created_at']:%H:%M:%S.%f} {log_row['action']:<12} "
@@ -195,7 +211,8 @@ def cases(
     """What each aimed case did (chaos.midcall, chaos.callbacks, chaos.quiet), for the table."""
     out: list[tuple[str, str]] = []
     if midcall is not None:
-        brownout = "ran" if midcall.brownout_began is not None else "did not run"
+        ran = [LABELS[vendor] for vendor in midcall.brownout_began]
+        brownout = f"ran at {', '.join(ran)}" if ran else "did not run"
         out.append(
             (
                 "killed between POST and answer",
@@ -205,8 +222,8 @@ def cases(
             )
         )
         out += [
-            ("", f"{name}, +{at:.1f} s into the brownout, circuit {state}")
-            for _, name, at, state in midcall.killed
+            ("", f"{LABELS[vendor]}: {name}, +{at:.1f} s into the brownout, circuit {state}")
+            for _, name, at, state, vendor in midcall.killed
         ]
         out += [("", f"{oid}: no worker held it after {s:.2f} s") for oid, s in midcall.missed]
     if callbacks is not None:
@@ -215,6 +232,10 @@ def cases(
         out += [("", f"{n:>3} x {what}") for what, n in sorted(callbacks.bursts.items())]
     if quiet:
         out.append(
-            ("quiet outage", f"{len(quiet)} orders 1 per {every_s:g} s, vendor down {outage_s:g} s")
+            (
+                "quiet outage",
+                f"{len(quiet)} orders, each vendor's 1 per {every_s:g} s, "
+                f"both vendors down {outage_s:g} s",
+            )
         )
     return out

@@ -2,22 +2,29 @@
 
 1. In a temporary state directory: embedded PostgreSQL and Redis of this run alone (the
    machine's shared servers are never touched), a fresh database, the schema.
-2. The fleet, as the Procfile starts it: the simulator with faults (VENDOR_FAULTS), --workers
+2. The fleet, as the Procfile starts it, fulfilling all four networks (AT-iShare's through the
+   AT-iShare API; MTN's, Telecel's and AT-BigTime's through the data aggregator): the
+   simulator speaking both vendors' protocols, each with its faults (chaos.config
+   VENDOR_FAULTS, AGGREGATOR_FAULTS), --workers
    `dramatiq workers.actors --queues fulfillment -p 1 -t THREADS` groups, the dead-letter
-   consumer, `fulfillment reconcile --loop` and `fulfillment web` (the vendor's callbacks go
+   consumer, `fulfillment reconcile --loop` and `fulfillment web` (both vendors' callbacks go
    to it), with short timings (FLEET_TIMINGS).
 3. The fault window: the orders are committed and published evenly over 80 % of it while the
    injector runs the schedule of chaos.faults (SIGKILLs, Redis and PostgreSQL restarts,
-   duplicated, malformed and unknown-order messages, latency spikes); one order in 30 has its
-   vendor answers scripted (chaos.faults.VENDOR_SCENARIOS), a few are trapped on their
-   last attempt (chaos.faults.LastAttemptTrap), and a few have their worker killed between
-   the POST and its answer while a brownout opens the circuit (chaos.midcall). Signed vendor
-   callbacks are replayed at the web process throughout (chaos.callbacks).
+   duplicated, malformed and unknown-order messages, latency spikes at both vendors, the
+   aggregator down while AT-iShare keeps working); one order in 30 has its vendor's answers
+   scripted (chaos.faults.VENDOR_SCENARIOS, AGGREGATOR_SCENARIOS), a few of each vendor are
+   trapped on their last attempt (chaos.faults.LastAttemptTrap), and a few have their worker
+   killed between the POST and its answer while a brownout opens that vendor's circuit
+   (chaos.midcall). Signed callbacks of both vendors are replayed at the web process
+   throughout (chaos.callbacks).
 4. Convergence: no more faults; wait until no order is pending, processing, failed and not
    yet dead-lettered, and no claim is held (the reconciler keeps sweeping).
-5. The quiet outage (chaos.quiet): the vendor down for --quiet-outage seconds, no other fault,
-   orders arriving one per --quiet-every seconds through it; then convergence again.
-6. The invariants of chaos.invariants, the table, and evidence for any that failed.
+5. The quiet outage (chaos.quiet): both vendors down for --quiet-outage seconds, no other
+   fault, orders of each arriving one per --quiet-every seconds through it; then convergence
+   again.
+6. The invariants of chaos.invariants against the database and both vendors' ledgers, the
+   table (per network and per vendor), and evidence for any that failed.
 
 Exit status 0 only when the fleet converged within the budget and every invariant holds.
 Everything started is stopped, and the state directory removed unless --keep.
@@ -47,6 +54,7 @@ from redis.exceptions import RedisError
 from chaos import invariants, report
 from chaos.callbacks import CallbackReplayer
 from chaos.config import (
+    AGGREGATOR_SECRET,
     FLEET_TIMINGS,
     KEY,
     NAMESPACE,
@@ -60,6 +68,7 @@ from chaos.midcall import MidCallKill, pick_armed
 from chaos.orders import Publisher, make_orders
 from chaos.quiet import quiet_orders, start_quiet_outage
 from chaos.servers import EmbeddedServers
+from chaos.vendors import LABELS, VENDORS, breaker_key, control_urls
 from db.migrate import migrate
 from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port
@@ -97,7 +106,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quiet-outage",
         type=float,
         default=30.0,
-        help="seconds of the vendor outage in a quiet hour, after the main run (0: none)",
+        help="seconds of both vendors' outage in a quiet hour, after the main run (0: none)",
     )
     p.add_argument(
         "--quiet-every",
@@ -173,6 +182,8 @@ class _Run:
         self.crashed_by_themselves = 0
         self.scenarios: Counter[str] = Counter()
         self.driven_by: dict[str, str] = {}  # order id -> scripted scenario (else: the dice)
+        self.vendor_of: dict[str, str] = {}  # order id -> the vendor its network routes to
+        self.controls: dict[str, str] = {}  # vendor -> the base of its control routes
 
     def _t(self) -> float:
         return time.monotonic() - self.started
@@ -183,8 +194,7 @@ class _Run:
         migrate(database_url)
         self.log_dir.mkdir()
         sim_port, web_port = free_port(), free_port()
-        env = fleet_env(database_url, redis_url, sim_port, self.args.seed)
-        env["WEB_PORT"] = str(web_port)
+        env = fleet_env(database_url, redis_url, sim_port, web_port, self.args.seed)
         self.fleet = Fleet(
             env, self.log_dir, worker_groups=self.args.workers, threads=self.args.threads
         )
@@ -194,28 +204,33 @@ class _Run:
         print(f"   fleet up in {startup_s:.1f} s: sim, {self.args.workers} worker groups x "
               f"{self.args.threads} threads, deadletter, reconciler, web", flush=True)  # fmt: skip
 
-        sim_url = f"http://127.0.0.1:{sim_port}"
+        self.controls = control_urls(f"http://127.0.0.1:{sim_port}")
         window_began = time.monotonic()
-        self._fault_window(redis_url, sim_url, f"http://127.0.0.1:{web_port}", sim_port)
+        self._fault_window(redis_url, f"http://127.0.0.1:{web_port}", sim_port)
         window_s = time.monotonic() - window_began
         converged_in = self._converge()
         if converged_in is not None and self.args.quiet_outage > 0:
-            converged_in = self._quiet_outage(redis_url, sim_url)
+            converged_in = self._quiet_outage(redis_url)
         if self.callbacks is not None:
             self.callbacks.stop_event.set()
             self.callbacks.join(timeout=30)
-        ledger: dict[str, Any] = httpx.get(f"{sim_url}/_sim/ledger", timeout=30).json()
-        return self._report(ledger, startup_s, window_s, converged_in)
+        ledgers: dict[str, dict[str, Any]] = {
+            vendor: httpx.get(f"{self.controls[vendor]}/ledger", timeout=30).json()
+            for vendor in VENDORS
+        }
+        return self._report(ledgers, startup_s, window_s, converged_in)
 
     # -- the fault window --------------------------------------------------------------
 
-    def _fault_window(self, redis_url: str, sim_url: str, web_url: str, sim_port: int) -> None:
+    def _fault_window(self, redis_url: str, web_url: str, sim_port: int) -> None:
         assert self.fleet is not None
         assert self.store is not None
         specs = make_orders(self.args.orders, self.rng)
-        normal = [spec.order_id for spec in specs if spec.kind == "normal"]
-        self.scenarios, self.driven_by = script_vendor_scenarios(normal, sim_url)
-        self.trap = LastAttemptTrap(normal, self.store, sim_url)
+        self.vendor_of.update({spec.order_id: spec.vendor for spec in specs})
+        normal = [spec for spec in specs if spec.kind == "normal"]
+        self.scenarios, self.driven_by = script_vendor_scenarios(normal, self.controls)
+        untaken = [spec for spec in normal if spec.order_id not in self.driven_by]
+        self.trap = LastAttemptTrap(untaken, self.store, self.controls)
         self.trap.arm()
         self.driven_by.update(dict.fromkeys(self.trap.armed, "trap: last attempt's answer lost"))
         window = self.args.fault_window
@@ -228,8 +243,9 @@ class _Run:
         armed = pick_armed(self.publisher, normal, set(self.driven_by), events)
         self.midcall = MidCallKill(
             armed,
+            vendor_of=self.vendor_of,
             fleet=self.fleet,
-            sim_control_url=sim_url,
+            controls=self.controls,
             sim_port=sim_port,
             breaker_state=partial(_breaker_state, redis_url),
         )
@@ -241,15 +257,17 @@ class _Run:
             servers=self.servers,
             broker=fault_broker,
             published=self.publisher.published,
-            sim_control_url=sim_url,
+            controls=self.controls,
             rng=dice,
         )
         self.callbacks = CallbackReplayer(
             web_url=web_url,
-            sim_control_url=sim_url,
+            controls=self.controls,
             key=KEY,
             secret=SECRET,
+            aggregator_secret=AGGREGATOR_SECRET,
             published=self.publisher.published,
+            vendor_of=self.vendor_of,
             rng=random.Random(dice.random()),  # noqa: S311 -- fault dice, not cryptography
             excused=self.injector.servers_away,
         )
@@ -282,20 +300,21 @@ class _Run:
             if thread is not None and thread.error is not None:
                 raise RuntimeError(f"{thread.name} failed: {thread.error!r}") from thread.error
 
-    def _quiet_outage(self, redis_url: str, sim_url: str) -> float | None:
+    def _quiet_outage(self, redis_url: str) -> float | None:
         """The quiet outage (chaos.quiet), then convergence again: its seconds, or None."""
         assert self.store is not None
         outage, every = self.args.quiet_outage, self.args.quiet_every
         specs = quiet_orders(outage, every, self.rng)
         self.quiet = [spec.order_id for spec in specs]
+        self.vendor_of.update({spec.order_id: spec.vendor for spec in specs})
         self.driven_by.update(dict.fromkeys(self.quiet, "quiet outage"))
-        print(f"   quiet outage: vendor down {outage:.0f} s, the dice stopped, {len(specs)} "
-              f"orders one every {every:g} s", flush=True)  # fmt: skip
+        print(f"   quiet outage: both vendors down {outage:.0f} s, the dice stopped, {len(specs)} "
+              f"orders, each vendor's one every {every:g} s", flush=True)  # fmt: skip
         broker = build_broker(redis_url, NAMESPACE)
         self.brokers.append(broker)
         publisher = start_quiet_outage(
             specs, outage_s=outage, every_s=every, store=self.store, broker=broker,
-            sim_control_url=sim_url,
+            controls=self.controls,
         )  # fmt: skip
         if self.callbacks is not None:  # callbacks while the circuit is open, too
             self.callbacks.prefer = publisher.published
@@ -366,7 +385,11 @@ class _Run:
     # -- the verdict ---------------------------------------------------------------------
 
     def _report(
-        self, ledger: dict[str, Any], startup_s: float, window_s: float, converged: float | None
+        self,
+        ledgers: dict[str, dict[str, Any]],
+        startup_s: float,
+        window_s: float,
+        converged: float | None,
     ) -> int:
         assert self.store is not None
         assert self.injector is not None
@@ -374,11 +397,12 @@ class _Run:
         callbacks = self.callbacks
         results = invariants.check_all(
             self.store,
-            ledger,
+            ledgers,
             malformed_sent=self.injector.malformed_sent,
             callback_answers=dict(callbacks.counts) if callbacks is not None else None,
             callback_failures=callbacks.failures if callbacks is not None else (),
             quiet_orders=self.quiet,
+            aggregator_outages=self.injector.aggregator_outages,
         )
         status = rows(self.store, "unfinished")[0]
         reasons = [(r["reason"], int(r["n"])) for r in rows(self.store, "dead_letter_reasons")]
@@ -397,14 +421,14 @@ class _Run:
                 seed=self.args.seed,
                 command=self.command,
                 status=status,
+                networks=rows(self.store, "orders_by_network"),
                 reasons=reasons,
                 purchase_path=dict(self.publisher.counts),
                 faults=dict(self.injector.counts),
                 fault_details=details,
-                vendor_faults=ledger.get("totals", {}).get("faults", {}),
                 scenarios=self._scenarios(),
                 cases=cases,
-                vendor_totals=ledger.get("totals", {}),
+                ledgers=ledgers,
                 results=results,
                 timings=timings,
             )
@@ -415,7 +439,7 @@ class _Run:
                 print(f"  +{at:6.1f}s  {what}")
         ok = converged is not None and all(r.ok for r in results)
         if not ok:
-            print(report.evidence(results, self.store, ledger, self.log_dir, self.driven_by))
+            print(report.evidence(results, self.store, ledgers, self.log_dir, self.driven_by))
             if converged is None:
                 stuck = rows(self.store, "not_terminal")[:5]
                 print(f"\nunfinished orders (first 5 of {status['unfinished']}): "
@@ -425,9 +449,11 @@ class _Run:
     def _scenarios(self) -> dict[str, int]:
         scenarios = dict(self.scenarios)
         if self.trap is not None:
+            armed = Counter(LABELS[self.trap.vendor_of[oid]] for oid in self.trap.armed)
             name = (
                 f"last attempt: answer lost + status check failing "
-                f"(trap, {len(self.trap.armed)} armed)"
+                f"(trap, {len(self.trap.armed)} armed: "
+                f"{', '.join(f'{v} {n}' for v, n in sorted(armed.items()))})"
             )
             scenarios[name] = len(self.trap.sprung)
         return scenarios
@@ -447,11 +473,12 @@ class _Run:
         self.servers.stop()
 
 
-def _breaker_state(redis_url: str) -> str:
-    """The fleet's circuit as fleet/breaker.py keeps it in Redis (an observation only)."""
+def _breaker_state(redis_url: str, vendor: str) -> str:
+    """The fleet's circuit of a vendor as fleet/breaker.py keeps it in Redis (an observation
+    only)."""
     client = redis.Redis.from_url(redis_url, socket_timeout=1)
     try:
-        state = client.hget(f"{NAMESPACE}:fulfillment:breaker:state", "state")
+        state = client.hget(breaker_key(NAMESPACE, vendor), "state")
     except RedisError:
         return "unknown (Redis away)"
     finally:
