@@ -482,7 +482,7 @@ def _check_ledgers(store: Store, ledgers: dict[str, dict[str, Any]]) -> bool:
         deliveries = {ref: int(info.get("deliveries", 0)) for ref, info in refs.items()}
         mine = [r for r in rows if (r["network"] == "at-ishare") == (vendor == "AT-iShare")]
         over = [ref for ref, n in deliveries.items() if n > 1]
-        wrong = {r["id"] for r in rows} - {r["id"] for r in mine} & set(deliveries)
+        wrong = ({r["id"] for r in rows} - {r["id"] for r in mine}) & set(deliveries)
         success_missing = [
             r["id"] for r in mine if r["s"] == "success" and deliveries.get(r["id"]) != 1
         ]

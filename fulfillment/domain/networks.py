@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from fulfillment.domain.constants import KNOWN_NETWORKS
-from fulfillment.domain.errors import ConfigurationError
+from fulfillment.domain.errors import ConfigurationError, InvalidPhoneNumber
+from fulfillment.domain.phone import normalize_ghana_mobile
 
 VENDOR_AT_ISHARE: Final = "at-ishare"
 VENDOR_AGGREGATOR: Final = "aggregator"
@@ -84,9 +85,6 @@ def prefix_mismatch(network: str, e164: str) -> str | None:
 def number_note(network: str | None, phone: object) -> str | None:
     """For people: the network a number's prefix says it was issued on, when that is not the
     order's (a ported number, or a typo the vendor may refuse); None otherwise."""
-    from fulfillment.domain.errors import InvalidPhoneNumber
-    from fulfillment.domain.phone import normalize_ghana_mobile
-
     if network is None:
         return None
     try:
