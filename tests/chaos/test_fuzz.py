@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from db.store import Store
@@ -145,6 +145,9 @@ packages = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(phone=phones, network=networks, size=sizes, package=packages)
+@example(phone="0241234567", network="at-ishare", size=None, package="AT iShare 1GB")
+@example(phone="+233 24 123 4567", network="mtn", size=" 2 ", package=None)
+@example(phone="0201234567", network="telecel", size=None, package="Telecel 1.5gb")
 def test_an_order_row_gives_a_valid_request_or_names_its_field(
     phone: object, network: object, size: object, package: str | None
 ) -> None:
@@ -169,7 +172,7 @@ def test_an_order_row_gives_a_valid_request_or_names_its_field(
     assert request.package.endswith(tuple(CATALOGUE.sizes(request.network)))
     assert (
         request.volume_mb
-        == CATALOGUE.bundle(request.network, parse_size(request.package, None)).volume_mb
+        == CATALOGUE.bundle(request.network, parse_size(None, request.package)).volume_mb
     )
     assert request.size_gb.is_finite() and 0 < request.size_gb <= 100
 
