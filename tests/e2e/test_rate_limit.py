@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 from fulfillment.dev.launcher import WORKER
@@ -27,20 +29,21 @@ def test_two_worker_processes_stay_under_the_fleet_wide_limit(fleet: Fleet) -> N
         60,
         what="every order to succeed under the limit",
     )
-    with fleet.store.pool.connection() as conn:
-        row = conn.execute(
-            "SELECT count(*) AS n, extract(epoch FROM max(created_at) - min(created_at)) AS span, "
-            "(SELECT max(c) FROM (SELECT count(*) AS c FROM fulfillment_logs "
-            " WHERE action = 'purchase' GROUP BY date_trunc('second', created_at)) s) AS peak "
-            "FROM fulfillment_logs WHERE action = 'purchase'"
-        ).fetchone()
-    assert row is not None
-    rate = (row["n"] - 1) / float(row["span"])
+    arrivals = sorted(fleet.ledger()["totals"]["purchase_arrivals"])
+    span = arrivals[-1] - arrivals[0]
+    # The limit is per wall-clock second, fleet-wide (a window per second, as Dramatiq's
+    # WindowRateLimiter counts): count the requests that reached the vendor in each.
+    per_second = collections.Counter(int(t) for t in arrivals)
+    peak = max(per_second.values())
     print(
-        f"\nvendor purchases {row['n']} in {float(row['span']):.2f}s: "
-        f"{rate:.1f}/s observed under a limit of {LIMIT}/s (peak second {row['peak']})"
+        f"\nvendor purchases {len(arrivals)} in {span:.2f}s over {len(per_second)} seconds: "
+        f"{len(arrivals) / len(per_second):.1f}/s at the vendor under a limit of {LIMIT}/s "
+        f"(peak second {peak})"
     )
-    assert row["n"] == ORDERS
-    assert rate <= LIMIT * 1.15
-    assert row["peak"] <= LIMIT + 1  # log rows land just after the vendor answered
+    assert len(arrivals) == ORDERS
+    # one over: a request admitted at the end of a second may reach the vendor in the next
+    assert peak <= LIMIT + 1
+    # the gate held them back: unlimited, two processes of 8 threads do it in well under 1 s
+    assert len(per_second) >= ORDERS // (LIMIT + 1)
+    assert span >= ORDERS / (LIMIT + 1) - 1
     assert sum(fleet.deliveries(o) for o in orders) == ORDERS

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -109,6 +109,11 @@ def _wire_status(tx: Transaction, _now: float) -> str:
     return tx.status.value
 
 
+#: how many purchase arrival times (wall clock, time.time()) a snapshot lists, the latest:
+#: a rate measured at the vendor's side
+ARRIVALS_KEPT: Final = 100_000
+
+
 class Ledger:
     """Thread-safe record of what the simulated vendor received and delivered.
 
@@ -139,6 +144,9 @@ class Ledger:
         self._faults: Counter[str] = Counter()
         self._tickets = 0
         self._blind: list[str] = []  # references with a blind re-purchase, first one first
+        # when each purchase request reached the books, on the wall clock the fleet's
+        # per-second rate windows use
+        self._arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)
 
     # -- queries ---------------------------------------------------------------
 
@@ -211,6 +219,7 @@ class Ledger:
                 "blind_repurchases": sum(e.blind_repurchases for e in self._entries.values()),
                 "blind_repurchase_references": list(self._blind),
                 "faults": dict(self._faults),
+                "purchase_arrivals": list(self._arrivals),
             }
             return {"references": references, "totals": totals, "balance": self._balance}
 
@@ -230,6 +239,7 @@ class Ledger:
         with self._lock:
             entry = self._entries.setdefault(reference, _Entry())
             entry.purchase_requests += 1
+            self._arrivals.append(time.time())
             return new_attempt and self._check_blind(entry, reference, ticket)
 
     def note_refused_purchase(self, reference: str, ticket: int | None = None) -> bool:
