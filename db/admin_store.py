@@ -144,8 +144,11 @@ class AdminStore:
     def trigger(self, order_id: str) -> Row | None:
         return self.store.fetch_one("admin_trigger", {"order_id": order_id})
 
-    def dismiss(self, order_id: str, *, actor: str) -> Row | None:
-        return self.store.fetch_one("admin_dismiss", {"order_id": order_id, "actor": actor})
+    def dismiss(self, order_id: str, *, actor: str, reason: str | None = None) -> Row | None:
+        """Resolve a dead letter by hand; the platform's order.resolved carries `reason`."""
+        return self.store.fetch_one(
+            "admin_dismiss", {"order_id": order_id, "actor": actor, "reason": reason}
+        )
 
     def settle_review(
         self,

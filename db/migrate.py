@@ -51,9 +51,11 @@ SCHEMA_FILE = files("db").joinpath("schema.sql")
 MIGRATIONS = files("db").joinpath("migrations")
 MIGRATION_LOCK = 0x41_54_49_53  # "ATIS"; the lock key of every release's migrate
 #: The oldest schema version this code runs on: its workers, web process and reconciler
-#: refuse to start on an older one. It needs version 4 (fleet_networks: the claim, the sweep
-#: and the stats read the networks served; version 2's fleet_pauses, read by claim_order).
-REQUIRED_VERSION = 4
+#: refuse to start on an older one. It needs version 5 (the outboxes: the statements that
+#: record an outcome write customer_sms and platform_events rows) and what came before it
+#: (version 4's fleet_networks: the claim, the sweep and the stats read the networks served;
+#: version 2's fleet_pauses, read by claim_order).
+REQUIRED_VERSION = 5
 #: A transactional step waits this long for a table lock, then gives up and tries again, so
 #: that a long transaction on orders does not queue every other query behind the ALTER.
 LOCK_TIMEOUT_S = 5.0

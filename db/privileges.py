@@ -36,6 +36,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("orders", ("SELECT", "UPDATE"), "claim_order, begin_purchase, finish_call"),
         Need("fleet_pauses", ("SELECT",), "claim_order reads the pauses at every claim"),
         Need("fulfillment_logs", ("SELECT", "INSERT"), "finish_call logs every vendor call"),
+        Need("customer_sms", ("INSERT",), "finish_call (a delivery): the SMS"),
+        Need("platform_events", ("INSERT",), "finish_call (a delivery): the event"),
         Need(
             "fleet_networks",
             ("SELECT", "INSERT", "UPDATE"),
@@ -46,6 +48,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("orders", ("SELECT", "UPDATE"), "flag_dead_letter, the vendor lookup's claim"),
         Need("fleet_pauses", ("SELECT",), "claim_order, for the vendor lookup"),
         Need("fulfillment_logs", ("SELECT", "INSERT"), "finish_call, for the vendor lookup"),
+        Need("customer_sms", ("INSERT",), "flag_dead_letter (a failure): the SMS"),
+        Need("platform_events", ("INSERT",), "flag_dead_letter (a failure): the event"),
         Need(
             "fleet_networks",
             ("SELECT", "INSERT", "UPDATE"),
@@ -77,6 +81,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("fulfillment_logs", ("SELECT",), "order_logs, latest_log"),
         Need("admin_notifications", ("SELECT",), "notifications, order_notifications"),
         Need("admin_audit", ("SELECT", "INSERT"), "insert_audit records every admin action"),
+        Need("customer_sms", ("INSERT",), "an admin's dismiss or decision: the SMS"),
+        Need("platform_events", ("INSERT",), "an admin's dismiss or decision: the event"),
         Need("vendor_callbacks", ("SELECT", "INSERT"), "record_callback (the vendor's callbacks)"),
         Need(
             "fleet_pauses",

@@ -101,7 +101,8 @@ WITH updated AS (
                                      ELSE vendor_transaction_id END,
         updated_at = now()
     WHERE id = %(order_id)s AND claim_token = %(token)s
-    RETURNING id
+    RETURNING id, fulfillment_generation, network, phone_number, fulfillment_attempts,
+              vendor_transaction_id
 ), logged AS (
     INSERT INTO fulfillment_logs (
         order_id, network, phone_number, action, status, attempt_number, max_attempts,
@@ -116,8 +117,15 @@ WITH updated AS (
         CASE WHEN %(log_status)s = 'success' THEN now() END,
         %(transaction_id)s, %(worker)s)
     RETURNING id
+), told AS (
+    -- a delivery is a final outcome: the platform's event and the customer's SMS with it
+    SELECT fulfillment_record_outcome(id, fulfillment_generation, 'order.fulfilled', network,
+                                      phone_number, fulfillment_attempts, vendor_transaction_id,
+                                      NULL, false) AS n
+    FROM updated WHERE %(status)s = 'success'
 )
-SELECT (SELECT count(*) FROM updated) AS updated, (SELECT id FROM logged) AS log_id;
+SELECT (SELECT count(*) FROM updated) AS updated, (SELECT id FROM logged) AS log_id,
+       (SELECT coalesce(sum(n), 0) FROM told) AS told;
 
 -- name: defer_order
 -- No vendor call now (its circuit open, its rate limit or its share of the threads taken):
@@ -201,7 +209,16 @@ WITH flagged AS (
       AND dead_lettered_at IS NULL
       AND fulfillment_generation = %(generation)s
     RETURNING id, dead_letter_reason, fulfillment_attempts, network, last_error_code,
-              fulfillment_generation
+              fulfillment_generation, fulfillment_status, fulfillment_in_flight_attempt,
+              phone_number, vendor_transaction_id
+), told AS (
+    -- failed is final: the platform's event (a refund advised, nothing being live at the
+    -- vendor) and the customer's SMS; an outcome unknown (processing) tells nobody yet
+    SELECT fulfillment_record_outcome(id, fulfillment_generation, 'order.failed', network,
+                                      phone_number, fulfillment_attempts, vendor_transaction_id,
+                                      dead_letter_reason,
+                                      fulfillment_in_flight_attempt IS NULL) AS n
+    FROM flagged WHERE fulfillment_status = 'failed'
 ), noted AS (
     INSERT INTO admin_notifications (kind, order_id, message, details, dedupe_key)
     SELECT 'dead_letter', id,
@@ -216,7 +233,8 @@ WITH flagged AS (
     RETURNING id, message, details
 )
 SELECT f.id AS order_id, f.dead_letter_reason, f.fulfillment_attempts, f.last_error_code,
-       n.id AS notification_id, n.message, n.details
+       n.id AS notification_id, n.message, n.details,
+       (SELECT coalesce(sum(t.n), 0) FROM told t) AS told
 FROM flagged f LEFT JOIN noted n ON true;
 
 -- name: record_callback
@@ -533,11 +551,23 @@ RETURNING id;
 -- name: admin_dismiss
 -- Resolve a dead letter by hand: it leaves the dead-letter list, the order stays failed. An
 -- outcome unknown (processing) is never dismissed: it may have been delivered; decide first.
-UPDATE orders
-SET dead_letter_dismissed_at = now(), dead_letter_dismissed_by = %(actor)s, updated_at = now()
-WHERE id = %(order_id)s AND dead_lettered_at IS NOT NULL AND dead_letter_dismissed_at IS NULL
-  AND fulfillment_status <> 'processing'
-RETURNING id;
+-- The platform is told (order.resolved, with the admin's reason) in the same statement.
+WITH dismissed AS (
+    UPDATE orders
+    SET dead_letter_dismissed_at = now(), dead_letter_dismissed_by = %(actor)s,
+        updated_at = now()
+    WHERE id = %(order_id)s AND dead_lettered_at IS NOT NULL
+      AND dead_letter_dismissed_at IS NULL
+      AND fulfillment_status <> 'processing'
+    RETURNING id, fulfillment_generation, network, phone_number, fulfillment_attempts,
+              vendor_transaction_id
+), told AS (
+    SELECT fulfillment_record_outcome(id, fulfillment_generation, 'order.resolved', network,
+                                      phone_number, fulfillment_attempts, vendor_transaction_id,
+                                      %(reason)s::text, false) AS n
+    FROM dismissed
+)
+SELECT d.id, (SELECT coalesce(sum(t.n), 0) FROM told t) AS told FROM dismissed d;
 
 -- name: admin_settle_review
 -- A person's decision on an outcome unknown (processing, dead_letter_reason set), one of:
@@ -549,6 +579,8 @@ RETURNING id;
 --     from there); the in-flight mark stays, so a later retry still looks the reference up.
 -- Taken only in that state and with no live claim, so a callback or a worker that holds it,
 -- or a second admin, makes the other refused (no row); so is a decision not named here.
+-- A delivery or a failure confirmed by hand is a final outcome, told like the workers'.
+WITH settled AS (
 UPDATE orders
 SET fulfillment_status = CASE WHEN d.delivered THEN 'success'
                               WHEN d.not_delivered THEN 'failed'
@@ -584,7 +616,20 @@ WHERE id = %(order_id)s
   AND dead_letter_reason IS NOT NULL
   AND (claim_token IS NULL OR claim_expires_at < now())
 RETURNING id, fulfillment_generation, fulfillment_attempts, fulfillment_in_flight_attempt,
-          vendor_transaction_id;
+          vendor_transaction_id, fulfillment_status, network, phone_number, dead_letter_reason
+), told AS (
+    -- not delivered, confirmed by a person: nothing live at the vendor, a refund advised
+    SELECT fulfillment_record_outcome(
+               id, fulfillment_generation,
+               CASE fulfillment_status WHEN 'success' THEN 'order.fulfilled'
+                                       ELSE 'order.failed' END,
+               network, phone_number, fulfillment_attempts, vendor_transaction_id,
+               dead_letter_reason, fulfillment_status = 'failed') AS n
+    FROM settled WHERE fulfillment_status IN ('success', 'failed')
+)
+SELECT s.id, s.fulfillment_generation, s.fulfillment_attempts, s.fulfillment_in_flight_attempt,
+       s.vendor_transaction_id, (SELECT coalesce(sum(t.n), 0) FROM told t) AS told
+FROM settled s;
 
 -- name: outcome_unknown_count
 -- Orders held as outcome unknown (the fulfillment_outcome_unknown_orders gauge, at scrape time).

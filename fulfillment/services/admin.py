@@ -349,7 +349,7 @@ class AdminService:
                     ActionResult(str(order_id)[:64], False, "INVALID_ORDER_ID", str(exc))
                 )
                 continue
-            if self.admin.dismiss(oid, actor=actor) is None:
+            if self.admin.dismiss(oid, actor=actor, reason=why) is None:
                 results.append(self._refusal(oid, "dismiss"))
                 continue
             self.admin.record(actor=actor, action="dismiss", order_id=oid, reason=why)

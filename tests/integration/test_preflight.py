@@ -143,7 +143,7 @@ LATEST = len(load_steps())
 
 @pytest.mark.skipif(
     REQUIRED_VERSION == LATEST,
-    reason="this release needs its newest step (0004: fleet_networks): no version is "
+    reason="this release needs its newest step (0005: the outboxes): no version is "
     "behind yet still enough to start",
 )
 def test_schema_behind_warns_and_names_migrate(run: Run, own_database: str) -> None:
