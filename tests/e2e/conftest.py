@@ -390,10 +390,35 @@ class Fleet:
         snapshot: dict[str, Any] = self._control("GET", "ledger", side="aggregator")
         return snapshot
 
+    def sms_faults(self, **changes: Any) -> dict[str, Any]:
+        config: dict[str, Any] = self._control("POST", "faults", changes, side="sms")
+        return config
+
+    def sms_down(self, seconds: float) -> None:
+        self._control("POST", "down", {"seconds": seconds}, side="sms")
+
+    def sms_ledger(self) -> dict[str, Any]:
+        snapshot: dict[str, Any] = self._control("GET", "ledger", side="sms")
+        return snapshot
+
+    def platform_faults(self, **changes: Any) -> dict[str, Any]:
+        config: dict[str, Any] = self._control("POST", "faults", changes, side="platform")
+        return config
+
+    def platform_down(self, seconds: float) -> None:
+        self._control("POST", "down", {"seconds": seconds}, side="platform")
+
+    def platform_ledger(self) -> dict[str, Any]:
+        snapshot: dict[str, Any] = self._control("GET", "ledger", side="platform")
+        return snapshot
+
     def vendor_breaches(self) -> list[str]:
         """What either vendor saw that the guarantee forbids, whatever the test: a reference
         delivered twice, or bought again after an unknown outcome without a status lookup
-        between (the simulator's blind_repurchases). Checked by `fleet` at teardown."""
+        between (the simulator's blind_repurchases); what the SMS provider saw (an SMS sent
+        twice, or sent again after an unreadable answer without a lookup between) and what the
+        platform saw (an event_id with another body, a bad signature, an order's events out of
+        order). Checked by `fleet` at teardown."""
         breaches: list[str] = []
         for name, read in (("AT-iShare", self.ledger), ("aggregator", self.aggregator_ledger)):
             try:
@@ -410,6 +435,30 @@ class Fleet:
                     f"{name}: blind re-purchases {totals['blind_repurchases']} "
                     f"(references {totals['blind_repurchase_references']})"
                 )
+        return breaches + self._party_breaches()
+
+    def _party_breaches(self) -> list[str]:
+        """The SMS provider's and the platform's part of vendor_breaches; a simulator that does
+        not serve them (an older release's answers 404) has none."""
+        breaches: list[str] = []
+        for name, read, keys in (
+            ("SMS", self.sms_ledger, ("duplicate_sends", "blind_resends")),
+            (
+                "platform",
+                self.platform_ledger,
+                ("conflicting_bodies", "bad_signatures", "out_of_order"),
+            ),
+        ):
+            try:
+                totals = read()["totals"]
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    print(f"\n{name} ledger unreadable at teardown: {exc.response.status_code}")
+                continue
+            except httpx.HTTPError as exc:  # the simulator is gone: its log and the test say
+                print(f"\n{name} ledger unreadable at teardown: {type(exc).__name__}")
+                continue
+            breaches.extend(f"{name}: {key}: {totals[key]}" for key in keys if totals.get(key))
         return breaches
 
 

@@ -5,6 +5,8 @@ request, `ScriptBook` replaces the dice with a fixed list per reference so that 
 can say exactly what the vendor answers next, and `Chaos` is the live, thread-safe
 combination of them (plus outages) that one simulated vendor consults. Both vendors (AT-iShare
 and the aggregator) use the same model, each with a config, dice and scripts of its own.
+The parties that are not vendors (the SMS provider, the platform receiver) have a smaller
+model of the same shape: `PartyFaults` (a subclass each) and `PartyChaos`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -317,3 +319,106 @@ class Chaos:
         with self._lock:
             self._down_until = 0.0
             self._spared = frozenset()
+
+
+# -- the parties that are not vendors (the SMS provider, the platform receiver) ---------
+
+#: a party's scripted fault: a fault name, or None for "answer normally" ("ok" in a script)
+PartyFault = str | None
+
+
+class PartyFaults(BaseModel):
+    """The fault config of a simulated party that is not a vendor; each subclass names its
+    random faults in `rates`, checked in that order (the first hit wins)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, prefix: str) -> Self:
+        """<prefix><FIELD> for each field (SIM_SMS_ERROR_RATE, ...); unset or empty variables
+        keep the default, invalid values raise pydantic's ValidationError."""
+        env = os.environ if environ is None else environ
+        raw = {f: env.get(prefix + f.upper(), "").strip() for f in cls.model_fields}
+        data = {f: value for f, value in raw.items() if value}
+        return cls.model_validate(data)
+
+    def updated(self, changes: Mapping[str, Any]) -> Self:
+        """A copy with `changes` applied and validated (a partial config from _sim/faults)."""
+        return self.model_validate({**self.model_dump(), **changes})
+
+    def rates(self) -> tuple[tuple[str, float], ...]:
+        """(fault name, rate) of each random fault."""
+        return ()
+
+
+_Config = TypeVar("_Config", bound=PartyFaults)
+
+
+class PartyChaos(Generic[_Config]):
+    """One party's live fault state: config, seeded dice, scripts per key (a ClientReference,
+    an event_id) and outage, thread-safe. `kinds` are the fault names a script may use."""
+
+    def __init__(self, config: _Config, *, kinds: frozenset[str], seed: int | None) -> None:
+        self.kinds = kinds
+        self._lock = threading.Lock()
+        self._config = config
+        self._rng = random.Random(seed)  # noqa: S311 - fault dice, not cryptography
+        self._scripts: dict[str, deque[PartyFault]] = {}
+        self._down_until = 0.0
+
+    @property
+    def config(self) -> _Config:
+        with self._lock:
+            return self._config
+
+    def update(self, changes: Mapping[str, Any]) -> _Config:
+        """Apply a partial config; pydantic's ValidationError leaves the old one in place."""
+        with self._lock:
+            self._config = self._config.updated(changes)
+            return self._config
+
+    def decide(self, key: str) -> PartyFault:
+        """The fault of one request: the key's script if it has one (empty: ok), else the dice."""
+        with self._lock:
+            script = self._scripts.get(key)
+            if script is not None:
+                return script.popleft() if script else None
+            for kind, rate in self._config.rates():
+                if rate > 0 and self._rng.random() < rate:
+                    return kind
+            return None
+
+    def chance(self, rate: float) -> bool:
+        """One draw of the dice at `rate` (none drawn at 0)."""
+        with self._lock:
+            return rate > 0 and self._rng.random() < rate
+
+    def script_from_json(self, payload: Mapping[str, Any], key_field: str) -> None:
+        """Apply a _sim/script body {"reference" (or key_field), "responses": [name or "ok"...]}."""
+        key = payload.get("reference", payload.get(key_field))
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"reference ({key_field}) must be a non-empty string")
+        responses = payload.get("responses")
+        names = sorted([*self.kinds, OK])
+        if not isinstance(responses, list) or not all(r in names for r in responses):
+            raise ValueError(f"responses must be a list of {names}")
+        with self._lock:
+            self._scripts[key] = deque(None if r == OK else str(r) for r in responses)
+
+    def down_from_json(self, payload: Mapping[str, Any]) -> None:
+        """Apply a _sim/down body {"seconds"}: every API route answers 503 that long (0 ends it)."""
+        seconds = float(payload.get("seconds", "?"))
+        if not seconds >= 0:  # also refuses NaN
+            raise ValueError("seconds must be a number >= 0")
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+
+    def is_down(self) -> bool:
+        with self._lock:
+            return time.monotonic() < self._down_until
+
+    def reset(self) -> None:
+        """Forget scripts and any outage; the config and the dice stay."""
+        with self._lock:
+            self._scripts.clear()
+            self._down_until = 0.0

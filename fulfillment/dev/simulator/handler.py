@@ -1,10 +1,12 @@
-"""The simulator's HTTP transport: one server, each vendor mounted at a prefix of its own.
+"""The simulator's HTTP transport: one server, each party mounted at a prefix of its own.
 
 A vendor mounted at `prefix` answers `prefix/v1/...` (its API: `Mounted.answer`, see
 fulfillment.dev.simulator.api) and `prefix/_sim/...` (its control routes, no auth: tests and
 the demo). AT-iShare is mounted at "" (/v1, /_sim), the aggregator at /aggregator
-(/aggregator/v1, /aggregator/_sim). This module knows neither protocol: it reads bodies,
-sends answers, drops connections and notices clients that hung up.
+(/aggregator/v1, /aggregator/_sim), the SMS provider at /sms (/sms/v1, /sms/_sim); the
+platform receiver, mounted at /platform, answers every path under it but /platform/_sim/ (its
+API prefix is "/"). This module knows no protocol: it reads bodies, sends answers, drops
+connections and notices clients that hung up.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def string_field(payload: JsonBody | None, name: str) -> str | None:
 
 
 class Mounted(Protocol):
-    """A simulated vendor as the transport sees it (simulator.vendor.Vendor is one)."""
+    """A simulated party as the transport sees it (simulator.vendor.Vendor is one)."""
 
     def answer(self, http: Handler, path: str, body: bytes) -> None:
         """Answer a request to the vendor API (the full path, mount prefix included)."""
@@ -60,9 +62,16 @@ class VendorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # bursts of concurrent clients must not wait on SYN retries
 
-    def __init__(self, address: tuple[str, int], mounts: Mapping[str, Mounted]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        mounts: Mapping[str, Mounted],
+        api_prefixes: Mapping[str, str] | None = None,
+    ) -> None:
         # the longest prefix first, so that "" (AT-iShare) comes last
         self.mounts = sorted(mounts.items(), key=lambda item: -len(item[0]))
+        #: where a mount's API starts under its prefix, when not at API_PREFIX (/v1/)
+        self.api_prefixes = dict(api_prefixes or {})
         super().__init__(address, Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -97,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
             if rest.startswith(CONTROL_PREFIX):
                 self._control(vendor.control_routes(), rest, body)
                 return
-            if rest.startswith(API_PREFIX):
+            if rest.startswith(self.server.api_prefixes.get(prefix, API_PREFIX)):
                 vendor.answer(self, path, body)
                 return
         self.reply_json(404, error("NOT_FOUND", "no such route"))

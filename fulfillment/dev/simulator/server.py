@@ -1,11 +1,14 @@
-"""The vendor simulator over HTTP: AT-iShare and the data aggregator in one process.
+"""The vendor simulator over HTTP: AT-iShare, the data aggregator, the SMS provider and the
+platform's event receiver in one process.
 
 AT-iShare's contract (DESIGN.md "AT-iShare vendor API") is served at /v1 with its control
 routes at /_sim/; the aggregator's (DESIGN.md "Other networks") at /aggregator/v1 with its
-own at /aggregator/_sim/. Each vendor has its own ledger, faults, scripts and outages.
-Standard library only (ThreadingHTTPServer, HTTP/1.1 keep-alive). `Simulator` runs it
+own at /aggregator/_sim/; the SMS provider's (DESIGN.md "Customer SMS") at /sms/v1 and
+/sms/_sim/; the platform's receiver (DESIGN.md "What the platform is told") at
+/platform/events and /platform/_sim/. Each party has its own ledger, faults, scripts and
+outages. Standard library only (ThreadingHTTPServer, HTTP/1.1 keep-alive). `Simulator` runs it
 in-process for tests; `main` is the command line (python -m fulfillment.dev.simulator.server).
-The protocols are fulfillment.dev.simulator.atishare and .aggregator.
+The protocols are fulfillment.dev.simulator.atishare, .aggregator, .sms and .platform.
 """
 
 from __future__ import annotations
@@ -20,27 +23,41 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any, Final
 
-from fulfillment.dev.simulator import aggregator
+from fulfillment.dev.simulator import aggregator, platform, sms
 from fulfillment.dev.simulator.aggregator import AggregatorVendor
 from fulfillment.dev.simulator.atishare import AtIshareVendor
 from fulfillment.dev.simulator.faults import AGGREGATOR_ENV_PREFIX, Chaos, FaultConfig
-from fulfillment.dev.simulator.handler import JsonBody, VendorHTTPServer
+from fulfillment.dev.simulator.handler import JsonBody, Mounted, VendorHTTPServer
 from fulfillment.dev.simulator.ledger import Ledger
+from fulfillment.dev.simulator.platform import (
+    PLATFORM_ENV_PREFIX,
+    PlatformFaults,
+    PlatformReceiver,
+)
+from fulfillment.dev.simulator.sms import SMS_ENV_PREFIX, SmsFaults, SmsProvider
 
 POLL_INTERVAL_S: Final = 0.05  # how soon stop() is noticed
 DEFAULT_PORT: Final = 8099
 DEFAULT_KEY: Final = "sim-key"
 DEFAULT_SECRET: Final = "sim-secret"  # noqa: S105 - the simulator's documented fallback
 DEFAULT_AGGREGATOR_TOKEN: Final = "sim-aggregator-token"  # noqa: S105 - documented fallback
+DEFAULT_SMS_CLIENT_ID: Final = "sim-sms-id"
+DEFAULT_SMS_CLIENT_SECRET: Final = "sim-sms-secret"  # noqa: S105 - documented fallback
+DEFAULT_PLATFORM_SECRET: Final = "sim-platform-secret"  # noqa: S105 - documented fallback
 #: the line after the ready line (launcher.SIM_READY): where the aggregator is
 AGGREGATOR_READY: Final = "aggregator listening on "
+#: the lines after that one: where the SMS provider and the platform receiver are
+SMS_READY: Final = "sms listening on "
+PLATFORM_READY: Final = "platform receiver listening on "
 
 
 class Simulator:
-    """Both simulated vendors listening on host:port (0 picks a free port).
+    """Every simulated party listening on host:port (0 picks a free port).
 
     `ledger`, `chaos`, `update_faults`, `reset` and the in-flight list are AT-iShare's (as they
-    always were: `atishare` is the same vendor); `aggregator` has the same of its own.
+    always were: `atishare` is the same vendor); `aggregator` has the same of its own, and
+    `sms` (the SMS provider) and `platform` (the platform's event receiver) their own ledger,
+    chaos, update_faults and reset.
     """
 
     def __init__(
@@ -56,6 +73,11 @@ class Simulator:
         aggregator_faults: FaultConfig | None = None,
         aggregator_webhook_url: str | None = None,
         aggregator_webhook_secret: str | None = None,
+        sms_client_id: str = DEFAULT_SMS_CLIENT_ID,
+        sms_client_secret: str = DEFAULT_SMS_CLIENT_SECRET,
+        sms_faults: SmsFaults | None = None,
+        platform_secret: str = DEFAULT_PLATFORM_SECRET,
+        platform_faults: PlatformFaults | None = None,
     ) -> None:
         self._stopping = threading.Event()
         self.atishare = AtIshareVendor(
@@ -73,12 +95,30 @@ class Simulator:
             webhook_url=aggregator_webhook_url,
             webhook_secret=aggregator_webhook_secret,
         )
+        self.sms = SmsProvider(
+            client_id=sms_client_id,
+            client_secret=sms_client_secret,
+            faults=SmsFaults() if sms_faults is None else sms_faults,
+            seed=None if seed is None else seed + 2,
+            stopping=self._stopping,
+        )
+        self.platform = PlatformReceiver(
+            secret=platform_secret,
+            faults=PlatformFaults() if platform_faults is None else platform_faults,
+            seed=None if seed is None else seed + 3,
+            stopping=self._stopping,
+        )
         self.ledger: Ledger = self.atishare.ledger
         self.chaos: Chaos = self.atishare.chaos
         self._serving = False
         self._thread: threading.Thread | None = None
-        mounts = {"": self.atishare, aggregator.MOUNT: self.aggregator}
-        self._server = VendorHTTPServer((host, port), mounts)
+        mounts: dict[str, Mounted] = {
+            "": self.atishare,
+            aggregator.MOUNT: self.aggregator,
+            sms.MOUNT: self.sms,
+            platform.MOUNT: self.platform,
+        }
+        self._server = VendorHTTPServer((host, port), mounts, api_prefixes={platform.MOUNT: "/"})
 
     @property
     def api_key(self) -> str:
@@ -102,6 +142,16 @@ class Simulator:
     def aggregator_url(self) -> str:
         """Base URL of the aggregator API, e.g. http://127.0.0.1:8099/aggregator/v1."""
         return f"{self._base}{aggregator.MOUNT}/v1"
+
+    @property
+    def sms_url(self) -> str:
+        """Base URL of the SMS provider's API, e.g. http://127.0.0.1:8099/sms/v1."""
+        return f"{self._base}{sms.MOUNT}/v1"
+
+    @property
+    def platform_url(self) -> str:
+        """Where the platform receives events, e.g. http://127.0.0.1:8099/platform/events."""
+        return f"{self._base}{platform.EVENTS_PATH}"
 
     def update_faults(self, changes: Mapping[str, Any]) -> FaultConfig:
         """AT-iShare's: apply a partial config (ValidationError if invalid); a new balance
@@ -203,7 +253,11 @@ def _parser() -> argparse.ArgumentParser:
         "AT-iShare fault flag also reads SIM_<FLAG> (SIM_ERROR_RATE, ...), each aggregator one "
         "SIM_<FLAG> too (SIM_AGGREGATOR_ERROR_RATE, ...); credentials come from "
         "AT_ISHARE_API_KEY, AT_ISHARE_API_SECRET, AGGREGATOR_API_TOKEN and "
-        "AGGREGATOR_WEBHOOK_SECRET, the callback URL from SIM_AGGREGATOR_WEBHOOK_URL.",
+        "AGGREGATOR_WEBHOOK_SECRET, the callback URL from SIM_AGGREGATOR_WEBHOOK_URL. The SMS "
+        "provider (/sms/v1) reads SIM_SMS_CLIENT_ID and SIM_SMS_CLIENT_SECRET (else SMS_CLIENT_ID "
+        "and SMS_CLIENT_SECRET), its faults SIM_SMS_<FIELD> (SIM_SMS_ERROR_RATE, ...); the "
+        "platform receiver (/platform/events) SIM_PLATFORM_SECRET (else PLATFORM_WEBHOOK_SECRET), "
+        "its faults SIM_PLATFORM_<FIELD>.",
     )
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"listen port (default {DEFAULT_PORT})")
@@ -231,8 +285,8 @@ def _faults(
 def simulator_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Simulator:
-    """Build (not start) a Simulator from flags, falling back to SIM_*, AT_ISHARE_* and
-    AGGREGATOR_* env."""
+    """Build (not start) a Simulator from flags, falling back to SIM_*, AT_ISHARE_*,
+    AGGREGATOR_*, SMS_CLIENT_* and PLATFORM_WEBHOOK_SECRET env."""
     env = os.environ if environ is None else environ
     parser = _parser()
     args = vars(parser.parse_args(argv))
@@ -241,6 +295,8 @@ def simulator_from_args(
         aggregator_faults = _faults(
             args, env, dest_prefix=_AGGREGATOR_DEST, env_prefix=AGGREGATOR_ENV_PREFIX
         )
+        sms_faults = SmsFaults.from_env(env, prefix=SMS_ENV_PREFIX)
+        platform_faults = PlatformFaults.from_env(env, prefix=PLATFORM_ENV_PREFIX)
         port = args["port"] if args["port"] is not None else int(env.get("SIM_PORT", DEFAULT_PORT))
         seed_env = env.get("SIM_SEED")
         seed = args["seed"] if args["seed"] is not None else int(seed_env) if seed_env else None
@@ -253,6 +309,9 @@ def simulator_from_args(
     token = args["aggregator_token"] or env.get("AGGREGATOR_API_TOKEN")
     webhook_url = args["aggregator_webhook_url"] or env.get("SIM_AGGREGATOR_WEBHOOK_URL")
     webhook_secret = args["aggregator_webhook_secret"] or env.get("AGGREGATOR_WEBHOOK_SECRET")
+    sms_id = env.get("SIM_SMS_CLIENT_ID") or env.get("SMS_CLIENT_ID")
+    sms_secret = env.get("SIM_SMS_CLIENT_SECRET") or env.get("SMS_CLIENT_SECRET")
+    platform_secret = env.get("SIM_PLATFORM_SECRET") or env.get("PLATFORM_WEBHOOK_SECRET")
     try:
         return Simulator(
             api_key=key or DEFAULT_KEY,
@@ -265,6 +324,11 @@ def simulator_from_args(
             aggregator_faults=aggregator_faults,
             aggregator_webhook_url=webhook_url or None,
             aggregator_webhook_secret=webhook_secret or None,
+            sms_client_id=sms_id or DEFAULT_SMS_CLIENT_ID,
+            sms_client_secret=sms_secret or DEFAULT_SMS_CLIENT_SECRET,
+            sms_faults=sms_faults,
+            platform_secret=platform_secret or DEFAULT_PLATFORM_SECRET,
+            platform_faults=platform_faults,
         )
     except ValueError as exc:  # a callback URL that is not http(s)
         parser.error(str(exc))
@@ -280,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     print(f"simulator listening on {simulator.url}", flush=True)  # launcher.SIM_READY
     print(f"{AGGREGATOR_READY}{simulator.aggregator_url}", flush=True)
+    print(f"{SMS_READY}{simulator.sms_url}", flush=True)
+    print(f"{PLATFORM_READY}{simulator.platform_url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         simulator.serve_forever()
     return 0
