@@ -36,8 +36,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("orders", ("SELECT", "UPDATE"), "claim_order, begin_purchase, finish_call"),
         Need("fleet_pauses", ("SELECT",), "claim_order reads the pauses at every claim"),
         Need("fulfillment_logs", ("SELECT", "INSERT"), "finish_call logs every vendor call"),
-        Need("customer_sms", ("INSERT",), "finish_call (a delivery): the SMS"),
-        Need("platform_events", ("INSERT",), "finish_call (a delivery): the event"),
+        Need("customer_sms", ("SELECT", "INSERT"), "finish_call (a delivery), order_outbox_due"),
+        Need("platform_events", ("SELECT", "INSERT"), "finish_call (a delivery), order_outbox_due"),
         Need(
             "fleet_networks",
             ("SELECT", "INSERT", "UPDATE"),
@@ -48,8 +48,14 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("orders", ("SELECT", "UPDATE"), "flag_dead_letter, the vendor lookup's claim"),
         Need("fleet_pauses", ("SELECT",), "claim_order, for the vendor lookup"),
         Need("fulfillment_logs", ("SELECT", "INSERT"), "finish_call, for the vendor lookup"),
-        Need("customer_sms", ("INSERT",), "flag_dead_letter (a failure): the SMS"),
-        Need("platform_events", ("INSERT",), "flag_dead_letter (a failure): the event"),
+        Need(
+            "customer_sms", ("SELECT", "INSERT"), "flag_dead_letter (a failure), order_outbox_due"
+        ),
+        Need(
+            "platform_events",
+            ("SELECT", "INSERT"),
+            "flag_dead_letter (a failure), order_outbox_due",
+        ),
         Need(
             "fleet_networks",
             ("SELECT", "INSERT", "UPDATE"),
@@ -70,10 +76,22 @@ NEEDS: dict[str, tuple[Need, ...]] = {
             "undelivered_notifications, record_webhook_delivery",
         ),
         Need("vendor_callbacks", ("SELECT", "DELETE"), "prune_callbacks"),
+        Need("customer_sms", ("SELECT",), "due_sms"),
+        Need("platform_events", ("SELECT",), "due_events"),
         Need(
             "fleet_networks",
             ("SELECT", "INSERT", "UPDATE"),
             "record_networks at start, sweep_due_orders",
+        ),
+    ),
+    "notify": (
+        Need("orders", ("SELECT",), "claim_sms reads the order's package"),
+        Need("customer_sms", ("SELECT", "UPDATE"), "claim_sms, sms_sending, sms_sent, sms_final"),
+        Need("platform_events", ("SELECT", "UPDATE"), "claim_event, event_result"),
+        Need(
+            "fleet_networks",
+            ("SELECT", "INSERT", "UPDATE"),
+            "record_networks at start (a dramatiq process of the fleet)",
         ),
     ),
     "web": (
@@ -81,8 +99,16 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("fulfillment_logs", ("SELECT",), "order_logs, latest_log"),
         Need("admin_notifications", ("SELECT",), "notifications, order_notifications"),
         Need("admin_audit", ("SELECT", "INSERT"), "insert_audit records every admin action"),
-        Need("customer_sms", ("INSERT",), "an admin's dismiss or decision: the SMS"),
-        Need("platform_events", ("INSERT",), "an admin's dismiss or decision: the event"),
+        Need(
+            "customer_sms",
+            ("SELECT", "INSERT", "UPDATE"),
+            "an admin's dismiss or decision, order_sms, failed_sms, retry_sms",
+        ),
+        Need(
+            "platform_events",
+            ("SELECT", "INSERT", "UPDATE"),
+            "an admin's dismiss or decision, order_events, failed_events, resend_event",
+        ),
         Need("vendor_callbacks", ("SELECT", "INSERT"), "record_callback (the vendor's callbacks)"),
         Need(
             "fleet_pauses",

@@ -753,3 +753,180 @@ SELECT 1 AS served FROM fleet_networks WHERE network = %(network)s;
 -- Stop serving a network fleet-wide: its new orders get no status; those it has stay as they are.
 DELETE FROM fleet_networks WHERE network = %(network)s
 RETURNING network, enabled_at, enabled_by, seen_at;
+
+-- ---------------------------------------------------------------------------------------
+-- The outboxes (customer_sms, platform_events): the notifier's claims and results. A row is
+-- worked by whoever holds its claim (claim_token, until claim_expires_at): a duplicate
+-- message, or a second notifier host, finds it claimed or not due and leaves it.
+
+-- name: claim_sms
+-- One SMS row to work on, with the order's package; none if it is claimed, done or not due.
+UPDATE customer_sms s
+SET claim_token = %(token)s,
+    claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
+    updated_at = now()
+FROM orders o
+WHERE s.id = %(id)s AND o.id = s.order_id
+  AND s.status IN ('queued', 'sent')
+  AND s.next_attempt_at <= now()
+  AND (s.claim_token IS NULL OR s.claim_expires_at < now())
+RETURNING s.id, s.order_id, s.generation, s.kind, s.client_reference, s.network,
+          s.phone_number, s.refund_advised, s.status, s.content, s.provider_message_id,
+          s.attempts, s.status_checks, s.in_flight, o.package_name, o.size_gb;
+
+-- name: sms_sending
+-- Before the POST: its text kept (every try sends the same) and the send marked in flight,
+-- so that a worker killed during the call leaves a row the next try looks up first.
+UPDATE customer_sms
+SET content = coalesce(content, %(content)s), in_flight = true, attempts = attempts + 1,
+    updated_at = now()
+WHERE id = %(id)s AND claim_token = %(token)s
+RETURNING content, attempts;
+
+-- name: sms_sent
+-- The provider took it (or a lookup found it): its report is polled from now on.
+UPDATE customer_sms
+SET status = 'sent', in_flight = false, provider_message_id = %(message_id)s,
+    provider_status = %(provider_status)s, sent_at = coalesce(sent_at, now()),
+    next_attempt_at = now() + make_interval(secs => %(delay_s)s::float8),
+    last_error = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND claim_token = %(token)s;
+
+-- name: sms_later
+-- Try again after a delay; in_flight says whether the last send's outcome is unknown.
+UPDATE customer_sms
+SET next_attempt_at = now() + make_interval(secs => %(delay_s)s::float8),
+    in_flight = %(in_flight)s, last_error = %(error)s,
+    status_checks = status_checks + %(checked)s::int,
+    provider_status = coalesce(%(provider_status)s, provider_status),
+    claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND claim_token = %(token)s;
+
+-- name: sms_final
+-- Its last word: delivered | failed | undeliverable | skipped (with the reason).
+UPDATE customer_sms
+SET status = %(status)s, provider_status = coalesce(%(provider_status)s, provider_status),
+    in_flight = false, last_error = %(error)s, skip_reason = %(skip_reason)s,
+    content = coalesce(content, %(content)s), next_attempt_at = NULL,
+    claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND claim_token = %(token)s;
+
+-- name: due_sms
+-- SMS rows overdue by more than the grace (their message was lost), for the reconciler.
+SELECT id FROM customer_sms
+WHERE status IN ('queued', 'sent')
+  AND next_attempt_at <= now() - make_interval(secs => %(grace_s)s::float8)
+  AND (claim_token IS NULL OR claim_expires_at < now())
+ORDER BY next_attempt_at
+LIMIT %(limit)s;
+
+-- name: order_outbox_due
+-- An order's outbox rows due now (just written by its outcome): the notifier's messages.
+SELECT 'sms' AS box, id FROM customer_sms
+WHERE order_id = %(order_id)s AND status = 'queued' AND next_attempt_at <= now()
+UNION ALL
+SELECT 'event', id FROM platform_events
+WHERE order_id = %(order_id)s AND status = 'pending' AND next_attempt_at <= now();
+
+-- name: claim_event
+-- One event to POST, if it is due and no earlier event of its order is still undelivered
+-- (events reach the platform in order per order).
+UPDATE platform_events e
+SET claim_token = %(token)s,
+    claim_expires_at = now() + make_interval(secs => %(ttl_s)s::float8),
+    updated_at = now()
+WHERE e.id = %(id)s AND e.status = 'pending' AND e.next_attempt_at <= now()
+  AND (e.claim_token IS NULL OR e.claim_expires_at < now())
+  AND NOT EXISTS (SELECT 1 FROM platform_events p
+                  WHERE p.order_id = e.order_id AND p.id < e.id AND p.status <> 'delivered')
+RETURNING e.id, e.event_id, e.order_id, e.generation, e.type, e.body, e.attempts;
+
+-- name: event_blocked_by
+-- The earliest undelivered event of the same order before this one, if any.
+SELECT p.id, p.status FROM platform_events e
+JOIN platform_events p ON p.order_id = e.order_id AND p.id < e.id AND p.status <> 'delivered'
+WHERE e.id = %(id)s
+ORDER BY p.id LIMIT 1;
+
+-- name: event_result
+-- One POST's result: delivered (a 2xx), pending again after a delay, or failed (given up).
+UPDATE platform_events
+SET status = %(status)s, attempts = attempts + %(counted)s::int, last_error = %(error)s,
+    last_http_status = %(http_status)s,
+    delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END,
+    next_attempt_at = CASE WHEN %(status)s = 'pending'
+                           THEN now() + make_interval(secs => %(delay_s)s::float8) END,
+    claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND claim_token = %(token)s
+RETURNING attempts;
+
+-- name: event_next_of_order
+-- The event after this one of its order, waiting for it to be delivered.
+SELECT n.id FROM platform_events e
+JOIN platform_events n ON n.order_id = e.order_id AND n.id > e.id AND n.status = 'pending'
+WHERE e.id = %(id)s
+ORDER BY n.id LIMIT 1;
+
+-- name: due_events
+-- Events overdue by more than the grace (their message was lost), first of each order only.
+SELECT e.id FROM platform_events e
+WHERE e.status = 'pending'
+  AND e.next_attempt_at <= now() - make_interval(secs => %(grace_s)s::float8)
+  AND (e.claim_token IS NULL OR e.claim_expires_at < now())
+  AND NOT EXISTS (SELECT 1 FROM platform_events p
+                  WHERE p.order_id = e.order_id AND p.id < e.id AND p.status <> 'delivered')
+ORDER BY e.next_attempt_at
+LIMIT %(limit)s;
+
+-- name: order_sms
+-- An order's SMS, for its detail page.
+SELECT id, generation, kind, client_reference, status, content, provider_message_id,
+       provider_status, attempts, status_checks, in_flight, last_error, skip_reason, sent_at,
+       next_attempt_at, created_at, updated_at
+FROM customer_sms WHERE order_id = %(order_id)s ORDER BY generation, id;
+
+-- name: order_events
+-- An order's outcome events, for its detail page.
+SELECT id, event_id, generation, type, body, status, attempts, last_error, last_http_status,
+       delivered_at, next_attempt_at, created_at
+FROM platform_events WHERE order_id = %(order_id)s ORDER BY id;
+
+-- name: failed_sms
+-- SMS an admin may retry (given up, or failed at the provider).
+SELECT id, order_id, generation, kind, status, provider_status, attempts, last_error,
+       updated_at
+FROM customer_sms WHERE status = 'failed' ORDER BY updated_at DESC LIMIT %(limit)s;
+
+-- name: failed_events
+-- Events given up on, for an admin to resend.
+SELECT id, event_id, order_id, generation, type, status, attempts, last_error,
+       last_http_status, updated_at
+FROM platform_events WHERE status = 'failed' ORDER BY updated_at DESC LIMIT %(limit)s;
+
+-- name: retry_sms
+-- An admin's retry of a failed SMS: queued again now. One the provider took and failed gets
+-- a new ClientReference (":r1", ":r2": a new SMS to the provider); one given up before the
+-- provider took it keeps its own (an unknown last send is looked up first).
+UPDATE customer_sms
+SET status = 'queued', attempts = 0, status_checks = 0, next_attempt_at = now(),
+    client_reference = CASE WHEN provider_message_id IS NULL THEN client_reference
+        ELSE format('%%s:%%s:%%s:r%%s', order_id, generation, kind,
+                    coalesce(substring(client_reference from ':r([0-9]+)$')::int, 0) + 1) END,
+    provider_message_id = NULL, provider_status = NULL, sent_at = NULL,
+    last_error = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND status = 'failed'
+RETURNING id, order_id, client_reference;
+
+-- name: resend_event
+-- An admin's resend of an event given up on: pending again now, the same body.
+UPDATE platform_events
+SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+    claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND status = 'failed'
+RETURNING id, order_id;
+
+-- name: outbox_counts
+-- SMS and events by status, for the metrics and the dashboard.
+SELECT 'sms' AS box, kind, status, count(*) AS n FROM customer_sms GROUP BY kind, status
+UNION ALL
+SELECT 'event', type, status, count(*) FROM platform_events GROUP BY type, status;

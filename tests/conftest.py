@@ -80,7 +80,7 @@ def store(session_store: Store) -> Store:
     with session_store.pool.connection() as conn:
         conn.execute(
             "TRUNCATE orders, fulfillment_logs, admin_notifications, admin_audit, vendor_callbacks,"
-            " fleet_pauses, fleet_networks"
+            " fleet_pauses, fleet_networks, customer_sms, platform_events"
         )
         # as after `fulfillment migrate` with the default NETWORKS_ENABLED
         conn.execute(

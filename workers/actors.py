@@ -1,7 +1,8 @@
 """Dramatiq actors: thin entry points from a message to a service function.
 
-Run by the standard CLI: `dramatiq workers.actors --queues fulfillment` (Procfile `worker:`)
-and `dramatiq workers.actors --queues fulfillment.deadletter` (Procfile `deadletter:`).
+Run by the standard CLI: `dramatiq workers.actors --queues fulfillment` (Procfile `worker:`),
+`dramatiq workers.actors --queues fulfillment.deadletter` (Procfile `deadletter:`) and
+`dramatiq workers.actors --queues fulfillment.sms fulfillment.events` (Procfile `notify:`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from dramatiq.middleware.prometheus import Prometheus
 from fulfillment.domain.constants import (
     DEAD_LETTER_ACTOR,
     DEAD_LETTER_QUEUE,
+    EVENT_ACTOR,
+    EVENTS_QUEUE,
     EXIT_REFUSED,
     FULFILL_ACTOR,
     FULFILLMENT_QUEUE,
     GAVE_UP_ACTOR,
+    SMS_ACTOR,
+    SMS_QUEUE,
 )
 from fulfillment.domain.errors import (
     ConfigurationError,
@@ -66,6 +71,7 @@ class _RequireSchema(Middleware):
         try:
             version = bootstrap.require_schema()
             bootstrap.routes()  # every vendor a served network routes to, its settings complete
+            bootstrap.check_notifier()  # SMS and webhook settings complete, SMS texts valid
             # the networks this host serves become known fleet-wide (fleet_networks)
             bootstrap.record_networks(by=bootstrap.worker_name())
         except (SchemaTooOld, ConfigurationError) as exc:
@@ -208,7 +214,7 @@ def dead_letter_order(notice: dict[str, Any]) -> None:
     except ValueError as exc:
         log.error("deadletter.malformed_notice", reason=str(exc), excerpt=repr(notice)[:300])
         return
-    handle_dead_letter(parsed, bootstrap.store(), bootstrap.notifier())
+    handle_dead_letter(parsed, bootstrap.store(), bootstrap.notifier(), bootstrap.announce_outcome)
 
 
 @dramatiq.actor(
@@ -230,4 +236,54 @@ def message_gave_up(message_data: dict[str, Any], retry_info: dict[str, Any]) ->
             bootstrap.store(),
             bootstrap.notifier(),
             settle=lambda order_id: settle_for_dead_letter(order_id, bootstrap.fulfil_deps()),
+            announce=bootstrap.announce_outcome,
         )
+
+
+def _row_id(args: tuple[Any, ...], kwargs: dict[str, Any], what: str) -> int | None:
+    """The one integer argument of a notifier message; None (logged) for anything else."""
+    values = list(args) + list(kwargs.values())
+    if len(values) == 1 and isinstance(values[0], int) and not isinstance(values[0], bool):
+        return values[0]
+    log.error(
+        "notifier.malformed_message",
+        actor=what,
+        excerpt=repr((args, kwargs))[:300],
+        message_id=_message_id(),
+    )
+    return None
+
+
+@dramatiq.actor(
+    actor_name=SMS_ACTOR,
+    queue_name=SMS_QUEUE,
+    retry_when=_retry_when,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=120_000,
+)
+def send_customer_sms(*args: Any, **kwargs: Any) -> None:
+    """Message contract: send_customer_sms(sms_id: int), a customer_sms row. A lost or
+    exhausted message loses nothing: the row is in PostgreSQL, the reconciler re-enqueues it."""
+    from fulfillment.services.outbox import send_sms
+
+    sms_id = _row_id(args, kwargs, SMS_ACTOR)
+    if sms_id is not None:
+        send_sms(sms_id, bootstrap.sms_deps())
+
+
+@dramatiq.actor(
+    actor_name=EVENT_ACTOR,
+    queue_name=EVENTS_QUEUE,
+    retry_when=_retry_when,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=120_000,
+)
+def send_platform_event(*args: Any, **kwargs: Any) -> None:
+    """Message contract: send_platform_event(row_id: int), a platform_events row."""
+    from fulfillment.services.outbox import send_event
+
+    row_id = _row_id(args, kwargs, EVENT_ACTOR)
+    if row_id is not None:
+        send_event(row_id, bootstrap.event_deps())

@@ -203,7 +203,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     def once() -> Any:
         for watch in watches:
             watch.check_if_due()
-        return reconcile_once(deps, bootstrap.notifier(), grace_s=grace)
+        return reconcile_once(
+            deps,
+            bootstrap.notifier(),
+            grace_s=grace,
+            outbox=bootstrap.outbox_publisher(),
+            outbox_grace_s=s.outbox_grace_s if args.grace is None else args.grace,
+        )
 
     if not args.loop:
         report = once()
@@ -213,6 +219,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     "found": report.total,
                     "by_reason": report.by_reason,
                     "notifications_resent": report.notifications_resent,
+                    "outbox_requeued": report.outbox_requeued,
                 }
             )
         )

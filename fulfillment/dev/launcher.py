@@ -7,9 +7,9 @@ next to the interpreter) with arguments that may read a variable (`${WORKER_THRE
 Under honcho, `PORT` is numbered per type in Procfile order from a base (default 5000, each
 type 100 further), and a type that serves metrics derives its `METRICS_PORT` from it
 (PORT + 4000): web 5000; worker metrics 9100 (9101... with `-c worker=N`), deadletter 9200,
-reconciler 9300; the simulator ignores PORT (SIM_PORT, 8099). Run without honcho, PORT unset:
-web WEB_PORT (8000), metrics 9191, 9192, 9193. Started here, each process that serves metrics
-gets a free METRICS_PORT instead, a new one at every start.
+reconciler 9300, notify 9400; the simulator ignores PORT (SIM_PORT, 8099). Run without honcho,
+PORT unset: web WEB_PORT (8000), metrics 9191, 9192, 9193, 9194. Started here, each process
+that serves metrics gets a free METRICS_PORT instead, a new one at every start.
 
 Every process is the leader of its own process group (a dramatiq group forks its worker
 processes and a metrics server into it), so SIGKILL of the group is what a crashed host or the
@@ -35,7 +35,12 @@ from pathlib import Path
 from typing import IO, Final, NoReturn
 
 from fulfillment.dev.embedded import free_port, stop_embedded
-from fulfillment.domain.constants import DEAD_LETTER_QUEUE, FULFILLMENT_QUEUE
+from fulfillment.domain.constants import (
+    DEAD_LETTER_QUEUE,
+    EVENTS_QUEUE,
+    FULFILLMENT_QUEUE,
+    SMS_QUEUE,
+)
 from fulfillment.runtime.settings import Settings
 
 #: SIGTERM, then this long for a process group to exit before SIGKILL: a dramatiq group
@@ -182,9 +187,27 @@ DEADLETTER = ProcessType(
 RECONCILER = ProcessType(
     "reconciler", FULFILLMENT, ("reconcile", "--loop"), RECONCILER_READY, metrics_base_port=5193
 )
+#: the customer's SMS and the platform's events: their own queues, their own processes, so a
+#: slow SMS provider or platform never holds a worker thread that delivers bundles
+NOTIFY = ProcessType(
+    "notify",
+    DRAMATIQ,
+    (
+        ACTORS_MODULE,
+        "--queues",
+        SMS_QUEUE,
+        EVENTS_QUEUE,
+        "--processes",
+        "1",
+        "--threads",
+        Var("NOTIFY_THREADS", "4"),
+    ),
+    WORKER_READY,
+    metrics_base_port=5194,
+)
 SIM = ProcessType("sim", FULFILLMENT, ("sim", "--port", Var("SIM_PORT", "8099")), SIM_READY)
 #: In Procfile order.
-PROCESS_TYPES: Final = (WEB, WORKER, DEADLETTER, RECONCILER, SIM)
+PROCESS_TYPES: Final = (WEB, WORKER, DEADLETTER, RECONCILER, NOTIFY, SIM)
 
 
 def render_procfile() -> str:

@@ -7,10 +7,16 @@ from typing import Final
 
 FULFILLMENT_QUEUE: Final = "fulfillment"
 DEAD_LETTER_QUEUE: Final = "fulfillment.deadletter"
+#: the notifier's queues: the customer's SMS and the platform's outcome events, each its own
+#: so that a slow SMS provider never holds an event, nor either a delivery
+SMS_QUEUE: Final = "fulfillment.sms"
+EVENTS_QUEUE: Final = "fulfillment.events"
 
 FULFILL_ACTOR: Final = "fulfill_order"
 DEAD_LETTER_ACTOR: Final = "dead_letter_order"
 GAVE_UP_ACTOR: Final = "message_gave_up"
+SMS_ACTOR: Final = "send_customer_sms"
+EVENT_ACTOR: Final = "send_platform_event"
 
 NETWORK_AT_ISHARE: Final = "at-ishare"
 KNOWN_NETWORKS: Final = frozenset({"at-ishare", "at-bigtime", "mtn", "telecel"})

@@ -16,8 +16,12 @@ from redis.exceptions import RedisError
 from fulfillment.domain.constants import (
     DEAD_LETTER_ACTOR,
     DEAD_LETTER_QUEUE,
+    EVENT_ACTOR,
+    EVENTS_QUEUE,
     FULFILL_ACTOR,
     FULFILLMENT_QUEUE,
+    SMS_ACTOR,
+    SMS_QUEUE,
 )
 from fulfillment.telemetry.logs import get_logger
 
@@ -54,6 +58,16 @@ class Publisher:
         """`dead_letter_order(notice)`: a DeadLetterNotice's message."""
         msg = message(DEAD_LETTER_QUEUE, DEAD_LETTER_ACTOR, notice)
         return self._logged_send(msg, 0, order_id=notice.get("order_id"), kind=notice.get("kind"))
+
+    def sms(self, sms_id: int, delay_s: float = 0) -> bool:
+        """`send_customer_sms(sms_id)`: one step of a customer_sms row."""
+        msg = message(SMS_QUEUE, SMS_ACTOR, sms_id)
+        return self._logged_send(msg, delay_s, sms_id=sms_id)
+
+    def event(self, row_id: int, delay_s: float = 0) -> bool:
+        """`send_platform_event(row_id)`: one POST of a platform_events row."""
+        msg = message(EVENTS_QUEUE, EVENT_ACTOR, row_id)
+        return self._logged_send(msg, delay_s, event_row=row_id)
 
     def _logged_send(self, msg: dramatiq.Message[Any], delay_s: float, **fields: Any) -> bool:
         try:

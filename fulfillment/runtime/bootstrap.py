@@ -21,22 +21,27 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from pydantic import ValidationError
 
+from db.outbox_store import OutboxStore
 from db.store import Store, open_pool
 from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import ConfigurationError, FulfillmentError
 from fulfillment.domain.networks import VENDOR_AGGREGATOR, VENDOR_AT_ISHARE, parse_routes
 from fulfillment.domain.package import Catalogue
 from fulfillment.domain.retry import RetryPolicy
+from fulfillment.domain.sms import SmsTemplates
 from fulfillment.fleet.balance import BalanceWatch
 from fulfillment.fleet.breaker import BreakerPolicy, VendorBreaker
 from fulfillment.fleet.bulkhead import Bulkhead, thread_limit
 from fulfillment.fleet.ratelimit import VendorGate
 from fulfillment.messaging.dlq import DeadMessageQueue
 from fulfillment.messaging.publish import Publisher, build_broker
+from fulfillment.notify.platform_webhook import PlatformWebhookClient
+from fulfillment.notify.sms_provider import SmsProviderClient
 from fulfillment.runtime.settings import Settings
 from fulfillment.services.admin import AdminService
 from fulfillment.services.deadletter import handle_dead_letter, send_dead_letter
 from fulfillment.services.notifier import Notifier
+from fulfillment.services.outbox import EventDeps, OutboxPublisher, SmsDeps
 from fulfillment.services.pauses import PauseService
 from fulfillment.services.ports import (
     BulkheadPort,
@@ -56,6 +61,8 @@ VendorClient: TypeAlias = AtIshareClient | AggregatorClient
 _lock = threading.Lock()
 _store: Store | None = None
 _clients: dict[str, VendorClient] = {}
+#: the notifier's clients, once built (None: not configured)
+_notify_clients: dict[str, SmsProviderClient | PlatformWebhookClient | None] = {}
 #: worker threads per process, as the Dramatiq worker says when it boots (workers/actors.py)
 _worker_threads: int | None = None
 
@@ -78,8 +85,12 @@ def reset() -> None:
             _store.close()
         for client in _clients.values():
             client.close()
+        for notify_client in _notify_clients.values():
+            if notify_client is not None:
+                notify_client.close()
         _store = None
         _clients.clear()
+        _notify_clients.clear()
     settings.cache_clear()
     database_url.cache_clear()
     redis_url.cache_clear()
@@ -89,6 +100,7 @@ def reset() -> None:
     bulkhead.cache_clear()
     connection.cache_clear()
     catalogue.cache_clear()
+    sms_templates.cache_clear()
 
 
 @cache
@@ -295,7 +307,7 @@ def publish_dead_letter(notice: DeadLetterNotice) -> None:
     send_dead_letter(
         notice,
         publisher().dead_letter,
-        keep=lambda kept: handle_dead_letter(kept, store(), notifier()),
+        keep=lambda kept: handle_dead_letter(kept, store(), notifier(), announce_outcome),
     )
 
 
@@ -306,6 +318,7 @@ def admin_service() -> AdminService:
         publish=publish_retry,
         max_attempts=s.max_attempts,
         routes=parse_routes(s.network_vendors, KNOWN_NETWORKS),
+        announce=announce_outcome,
     )
 
 
@@ -448,4 +461,108 @@ def fulfil_deps() -> FulfilDeps:
         alert=alert,
         wait_in_place_s=s.breaker_wait_in_place_s,
         catalogue=catalogue(),
+        announce=announce_outcome,
+    )
+
+
+# -- the notifier: the customer's SMS and the platform's outcome events ---------------------
+
+
+@cache
+def sms_templates() -> SmsTemplates:
+    """SMS_TEMPLATES_FILE, or the shipped texts; checked (ConfigurationError) on first use."""
+    return SmsTemplates.load(settings().sms_templates_file)
+
+
+def sms_client() -> SmsProviderClient | None:
+    """The SMS provider, None when SMS_API_URL is unset."""
+    with _lock:
+        if "sms" not in _notify_clients:
+            s = settings()
+            credentials = s.sms_credentials()
+            _notify_clients["sms"] = (
+                None
+                if credentials is None
+                else SmsProviderClient(
+                    credentials[0], credentials[1], credentials[2], timeout_s=s.sms_timeout_s
+                )
+            )
+        client = _notify_clients["sms"]
+        assert client is None or isinstance(client, SmsProviderClient)
+        return client
+
+
+def platform_client() -> PlatformWebhookClient | None:
+    """The platform's webhook, None when PLATFORM_WEBHOOK_URL is unset."""
+    with _lock:
+        if "platform" not in _notify_clients:
+            s = settings()
+            webhook = s.platform_webhook()
+            _notify_clients["platform"] = (
+                None
+                if webhook is None
+                else PlatformWebhookClient(
+                    webhook[0], webhook[1], timeout_s=s.platform_webhook_timeout_s
+                )
+            )
+        client = _notify_clients["platform"]
+        assert client is None or isinstance(client, PlatformWebhookClient)
+        return client
+
+
+def outbox() -> OutboxStore:
+    return OutboxStore(store())
+
+
+def publish_sms(sms_id: int, delay_s: float) -> None:
+    publisher().sms(sms_id, delay_s)
+
+
+def publish_event(row_id: int, delay_s: float) -> None:
+    publisher().event(row_id, delay_s)
+
+
+def outbox_publisher() -> OutboxPublisher:
+    return OutboxPublisher(outbox(), sms=publish_sms, event=publish_event)
+
+
+def announce_outcome(order_id: str) -> None:
+    """After an order's final outcome committed: its SMS and event sent now (a failure here
+    is logged; the reconciler re-enqueues what it left)."""
+    try:
+        outbox_publisher().announce(order_id)
+    except FulfillmentError as exc:
+        logs.get_logger("fulfillment.notifier").error(
+            "notifier.announce_failed", order_id=order_id, error=str(exc)
+        )
+
+
+def check_notifier() -> None:
+    """The notifier's settings complete and its texts valid (ConfigurationError if not)."""
+    s = settings()
+    s.sms_credentials()
+    s.platform_webhook()
+    sms_templates()
+
+
+def sms_deps() -> SmsDeps:
+    s = settings()
+    credentials = s.sms_credentials()
+    return SmsDeps(
+        outbox=outbox(),
+        client=sms_client(),
+        sender_id=credentials[3] if credentials else "",
+        templates=sms_templates(),
+        enabled=s.sms_enabled,
+        publish=publish_sms,
+        max_sends=s.sms_max_sends,
+    )
+
+
+def event_deps() -> EventDeps:
+    return EventDeps(
+        outbox=outbox(),
+        client=platform_client(),
+        publish=publish_event,
+        max_attempts=settings().platform_event_max_attempts,
     )

@@ -22,7 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fulfillment.domain.constants import DEAD_LETTER_QUEUE, FULFILLMENT_QUEUE
+from fulfillment.domain.constants import (
+    DEAD_LETTER_QUEUE,
+    EVENTS_QUEUE,
+    FULFILLMENT_QUEUE,
+    SMS_QUEUE,
+)
 from fulfillment.fleet.balance import balance_key
 
 if TYPE_CHECKING:
@@ -139,7 +144,7 @@ class FleetCollector:
         redis_client: redis.Redis,
         namespace: str,
         breakers: Mapping[str, VendorBreaker],
-        queues: tuple[str, ...] = (FULFILLMENT_QUEUE, DEAD_LETTER_QUEUE),
+        queues: tuple[str, ...] = (FULFILLMENT_QUEUE, DEAD_LETTER_QUEUE, SMS_QUEUE, EVENTS_QUEUE),
     ) -> None:
         self.store = store
         self.redis = redis_client
@@ -235,10 +240,44 @@ class FleetCollector:
             unknown.add_metric([], AdminStore(self.store).outcome_unknown_count())
             yield unknown
             yield from _pause_gauges(PauseStore(self.store).list())
+            yield from _outbox_gauges(self.store)
             up.add_metric(["postgresql"], 1)
         except StoreError:
             up.add_metric(["postgresql"], 0)
         yield up
+
+
+#: every status of each outbox, shown even at 0 (an alert on one must see it go back to 0)
+SMS_STATUSES = ("queued", "sent", "delivered", "failed", "undeliverable", "skipped")
+EVENT_STATUSES = ("pending", "delivered", "failed")
+
+
+def _outbox_gauges(store: Store) -> Iterator[Any]:
+    """fulfillment_customer_sms{kind,status} and fulfillment_platform_events{type,status}:
+    the outboxes' rows, from PostgreSQL."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from db.outbox_store import OutboxStore
+
+    counts = OutboxStore(store).counts()
+    sms = GaugeMetricFamily(
+        "fulfillment_customer_sms",
+        "Customer SMS rows by kind (delivered, failed: the outcome told) and status.",
+        labels=["kind", "status"],
+    )
+    for kind in ("delivered", "failed"):
+        for status in SMS_STATUSES:
+            sms.add_metric([kind, status], counts.get(("sms", kind, status), 0))
+    events = GaugeMetricFamily(
+        "fulfillment_platform_events",
+        "Outcome events for the platform by type and status (failed: given up, an admin resends).",
+        labels=["type", "status"],
+    )
+    for event_type in ("order.fulfilled", "order.failed", "order.resolved"):
+        for status in EVENT_STATUSES:
+            events.add_metric([event_type, status], counts.get(("event", event_type, status), 0))
+    yield sms
+    yield events
 
 
 def _pause_gauges(pauses: list[PauseRow]) -> Iterator[Any]:

@@ -64,9 +64,9 @@ Role = Literal["worker", "web", "all"]
 ROLES: tuple[Role, ...] = ("worker", "web", "all")
 #: what a role's processes are (the Procfile's types)
 PROCESSES: dict[Role, tuple[str, ...]] = {
-    "worker": ("worker", "deadletter", "reconciler"),
+    "worker": ("worker", "deadletter", "reconciler", "notify"),
     "web": ("web",),
-    "all": ("web", "worker", "deadletter", "reconciler"),
+    "all": ("web", "worker", "deadletter", "reconciler", "notify"),
 }
 ROLE_PROCESSES: dict[Role, str] = {role: ", ".join(names) for role, names in PROCESSES.items()}
 #: the pre-flight's own timeouts: a host that cannot answer within them is not ready

@@ -130,6 +130,28 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 5.0
     webhook_attempts: int = Field(default=3, ge=1)
 
+    #: the customer's SMS (DESIGN.md "Customer SMS"): unset URL: every SMS stored as skipped
+    sms_api_url: str | None = None
+    sms_client_id: SecretStr | None = None
+    sms_client_secret: SecretStr | None = None
+    sms_sender_id: str | None = None
+    sms_enabled: bool = True
+    #: the SMS texts (TOML: [default] delivered, failed_refund, failed_support; a table per
+    #: network overrides them); unset: the shipped fulfillment/domain/sms_templates.toml
+    sms_templates_file: Path | None = None
+    sms_timeout_s: float = Field(default=10.0, gt=0)
+    #: sends of one SMS before it is failed (an admin may retry it)
+    sms_max_sends: int = Field(default=6, ge=1)
+    #: the platform's outcome events (DESIGN.md "What the platform is told"): unset URL:
+    #: events are only stored
+    platform_webhook_url: str | None = None
+    platform_webhook_secret: SecretStr | None = None
+    platform_webhook_timeout_s: float = Field(default=10.0, gt=0)
+    #: POSTs of one event before it is failed (an admin may resend it)
+    platform_event_max_attempts: int = Field(default=12, ge=1)
+    #: how long an outbox row may sit overdue before the reconciler re-enqueues it
+    outbox_grace_s: float = Field(default=60.0, ge=0)
+
     log_format: Literal["json", "console"] = "json"
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
@@ -169,6 +191,54 @@ class Settings(BaseSettings):
         if not networks:
             raise ValueError("NETWORKS_ENABLED names no network")
         return self
+
+    @model_validator(mode="after")
+    def _notifications(self) -> Settings:
+        if self.sms_sender_id is not None and not 1 <= len(self.sms_sender_id) <= 11:
+            raise ValueError(
+                f"SMS_SENDER_ID must be 1 to 11 characters (got {len(self.sms_sender_id)})"
+            )
+        return self
+
+    def sms_credentials(self) -> tuple[str, str, str, str] | None:
+        """(url, client id, secret, sender id), None when SMS_API_URL is unset; a clear error
+        when the URL is set without the rest."""
+        if not self.sms_api_url:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("SMS_CLIENT_ID", self.sms_client_id),
+                ("SMS_CLIENT_SECRET", self.sms_client_secret),
+                ("SMS_SENDER_ID", self.sms_sender_id),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"SMS provider not configured: SMS_API_URL is set, set {', '.join(missing)}"
+            )
+        assert self.sms_client_id
+        assert self.sms_client_secret
+        assert self.sms_sender_id
+        return (
+            self.sms_api_url.rstrip("/"),
+            self.sms_client_id.get_secret_value(),
+            self.sms_client_secret.get_secret_value(),
+            self.sms_sender_id,
+        )
+
+    def platform_webhook(self) -> tuple[str, str] | None:
+        """(url, secret), None when PLATFORM_WEBHOOK_URL is unset; a clear error when the URL
+        is set without its secret."""
+        if not self.platform_webhook_url:
+            return None
+        if not self.platform_webhook_secret:
+            raise ConfigurationError(
+                "platform webhook not configured: PLATFORM_WEBHOOK_URL is set, "
+                "set PLATFORM_WEBHOOK_SECRET"
+            )
+        return self.platform_webhook_url, self.platform_webhook_secret.get_secret_value()
 
     def networks(self) -> frozenset[str]:
         """NETWORKS_ENABLED: the networks this process fulfils."""

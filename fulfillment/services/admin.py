@@ -156,6 +156,9 @@ class AdminService:
     max_attempts: int
     #: network -> the vendor connection that serves it (NETWORK_VENDORS over the defaults)
     routes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    #: after an outcome an admin recorded committed: its SMS and event sent now (unset: the
+    #: reconciler's outbox sweep sends them)
+    announce: Callable[[str], None] | None = None
     admin: AdminStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -353,8 +356,13 @@ class AdminService:
                 results.append(self._refusal(oid, "dismiss"))
                 continue
             self.admin.record(actor=actor, action="dismiss", order_id=oid, reason=why)
+            self._announce(oid)
             results.append(ActionResult(oid, True, "DISMISSED", "dead letter resolved by hand"))
         return results
+
+    def _announce(self, oid: str) -> None:
+        if self.announce is not None:
+            self.announce(oid)
 
     def _refusal(self, oid: str, action: str) -> ActionResult:
         row = self.store.order_row(oid)
@@ -443,6 +451,8 @@ class AdminService:
         )
         if decision is Decision.RECHECK:
             self.publish(oid, 0.0)
+        else:
+            self._announce(oid)
         log.info(settled.event, order_id=oid, actor=actor, attempt=row["fulfillment_attempts"])
         return ActionResult(oid, True, settled.code, settled.message)
 

@@ -22,8 +22,14 @@ from fulfillment.telemetry.logs import get_logger
 log = get_logger("fulfillment.deadletter")
 
 
-def handle_dead_letter(notice: DeadLetterNotice, store: Store, notifier: Notifier) -> bool:
-    """Flag and notify; True when this notice raised a new notification (idempotent)."""
+def handle_dead_letter(
+    notice: DeadLetterNotice,
+    store: Store,
+    notifier: Notifier,
+    announce: Callable[[str], None] | None = None,
+) -> bool:
+    """Flag and notify; True when this notice raised a new notification (idempotent).
+    `announce(order_id)`: the outcome's SMS and event, written with the flag, sent now."""
     if notice.kind == "dead_letter" and notice.order_id:
         row = store.flag_dead_letter(
             notice.order_id,
@@ -48,6 +54,8 @@ def handle_dead_letter(notice: DeadLetterNotice, store: Store, notifier: Notifie
             error_code=row["last_error_code"],
             source=notice.source,
         )
+        if announce is not None:
+            announce(notice.order_id)
         notifier.send(
             int(row["notification_id"]),
             kind="dead_letter",
@@ -108,6 +116,7 @@ def handle_gave_up(
     store: Store,
     notifier: Notifier,
     settle: Callable[[str], Outcome] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> bool:
     """Like handle_dead_letter, but an order a worker still holds is retried later, not lost,
     and one the vendor may hold is first looked up (`settle`: fulfillment.services.delivery's
@@ -117,7 +126,7 @@ def handle_gave_up(
         if outcome not in _FOR_A_HUMAN:
             log.warning("deadletter.settled_by_vendor", order_id=notice.order_id, outcome=outcome)
             return False
-    if handle_dead_letter(notice, store, notifier):
+    if handle_dead_letter(notice, store, notifier, announce):
         return True
     if notice.order_id:
         order = store.get_order(notice.order_id)

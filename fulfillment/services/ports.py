@@ -213,6 +213,9 @@ class FulfilDeps:
     catalogue: Catalogue | None = None
     #: a message for a network another host serves comes back after about this long
     elsewhere_delay_s: float = 10.0
+    #: after an order's final outcome committed: enqueue its SMS and event now (unset: the
+    #: reconciler's outbox sweep sends them after OUTBOX_GRACE_S)
+    announce: Callable[[str], None] = field(default=lambda _order_id: None)
 
     @property
     def networks(self) -> tuple[str, ...]:

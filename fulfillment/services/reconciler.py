@@ -21,6 +21,7 @@ from db.store import Store
 from fulfillment.domain.errors import FulfillmentError
 from fulfillment.services.delivery import fulfil
 from fulfillment.services.notifier import Notifier
+from fulfillment.services.outbox import OutboxPublisher
 from fulfillment.services.ports import DeadLetterNotice, FulfilDeps
 from fulfillment.telemetry.logs import get_logger
 
@@ -35,6 +36,8 @@ CALLBACK_MEMORY_S = 86400.0
 class ReconcileReport:
     by_reason: dict[str, int]
     notifications_resent: int
+    #: outbox rows re-enqueued: {"sms": n, "events": n}
+    outbox_requeued: dict[str, int] | None = None
 
     @property
     def total(self) -> int:
@@ -48,6 +51,8 @@ def reconcile_once(
     grace_s: float,
     limit: int = 500,
     webhook_max_attempts: int = 30,  # tries, 3 per send: about 10 sends
+    outbox: OutboxPublisher | None = None,
+    outbox_grace_s: float = 60.0,
 ) -> ReconcileReport:
     counts: Counter[str] = Counter()
     due = deps.store.sweep_due_orders(grace_s=grace_s, limit=limit) if deps.enabled else []
@@ -55,7 +60,7 @@ def reconcile_once(
         counts[item.reason] += 1
         try:
             if item.reason == "claim_expired":
-                outcome = fulfil(item.order_id, deps, allow_purchase=False)
+                outcome = fulfil(item.order_id, deps, allow_purchase=False)  # announces
                 log.warning(
                     "reconciler.claim_recovered", order_id=item.order_id, outcome=outcome.value
                 )
@@ -84,11 +89,20 @@ def reconcile_once(
     resent = _resend_notifications(
         deps.store, notifier, grace_s=grace_s, max_attempts=webhook_max_attempts
     )
-    report = ReconcileReport(by_reason=dict(counts), notifications_resent=resent)
+    requeued = None
+    if outbox is not None:
+        try:
+            requeued = outbox.sweep(grace_s=outbox_grace_s, limit=limit)
+        except FulfillmentError as exc:
+            log.error("reconciler.outbox_failed", error=str(exc))
+    report = ReconcileReport(
+        by_reason=dict(counts), notifications_resent=resent, outbox_requeued=requeued
+    )
     log.info(
         "reconciler.pass_done",
         found=report.total,
         notifications_resent=resent,
+        outbox_requeued=requeued,
         enabled=deps.enabled,
         **report.by_reason,
     )

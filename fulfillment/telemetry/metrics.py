@@ -105,3 +105,31 @@ def dead_letter_kind(reason: str | None, error_code: str | None = None) -> str:
         if needle in text:
             return kind
     return error_code.lower() if error_code else "other"
+
+
+SMS_SENT = Counter(
+    "fulfillment_sms_sent_total",
+    "Customer SMS the provider took, by kind (delivered, failed: the outcome it tells).",
+    ["kind"],
+)
+SMS_RESULTS = Counter(
+    "fulfillment_sms_results_total",
+    "Customer SMS that reached their last status (delivered, failed, undeliverable, skipped, "
+    "sent: no report came), by kind.",
+    ["kind", "status"],
+)
+SMS_PROVIDER_ERRORS = Counter(
+    "fulfillment_sms_provider_errors_total",
+    "SMS provider calls that did not succeed, by what they meant (retry_later, unknown, rejected).",
+    ["error"],
+)
+EVENTS_DELIVERED = Counter(
+    "fulfillment_platform_events_delivered_total",
+    "Outcome events the platform acknowledged (a 2xx), by type.",
+    ["type"],
+)
+EVENT_FAILURES = Counter(
+    "fulfillment_platform_event_failures_total",
+    "Outcome event POSTs the platform did not acknowledge, by result (retry, gave_up).",
+    ["result"],
+)

@@ -48,8 +48,8 @@ def _status(url: str) -> int | None:
 
 def test_honcho_start_serves_the_dashboard_on_port(idle_fleet: Fleet) -> None:
     fleet = idle_fleet
-    # web: PORT; worker, deadletter, reconciler: their PORT (100 apart) + 4000
-    metrics = {"worker": 4100, "deadletter": 4200, "reconciler": 4300}
+    # web: PORT; worker, deadletter, reconciler, notify: their PORT (100 apart) + 4000
+    metrics = {"worker": 4100, "deadletter": 4200, "reconciler": 4300, "notify": 4400}
     base = _base_port((0, *metrics.values()))
     sim_port = free_port()
     fleet.env.update(
@@ -78,11 +78,11 @@ def test_honcho_start_serves_the_dashboard_on_port(idle_fleet: Fleet) -> None:
     assert httpx.get(f"{web}/healthz", timeout=5).json()
     fleet.wait_until(
         lambda: (
-            honcho.text().count("Worker process is ready for action") >= 2
+            honcho.text().count("Worker process is ready for action") >= 3
             and '"reconciler.started"' in honcho.text()
         ),
         45,
-        what="both Dramatiq groups and the reconciler to be ready",
+        what="the three Dramatiq groups and the reconciler to be ready",
     )
     ready = httpx.get(f"{web}/readyz", timeout=10).json()
     assert ready == {
@@ -101,7 +101,7 @@ def test_honcho_start_serves_the_dashboard_on_port(idle_fleet: Fleet) -> None:
     log = honcho.text()
     assert honcho.popen.returncode == 143, log  # honcho's status after a SIGTERM: 128 + 15
     assert "Traceback" not in log, log
-    for name in ("web", "worker", "deadletter", "reconciler", "sim"):
+    for name in ("web", "worker", "deadletter", "reconciler", "notify", "sim"):
         assert f"{name}.1 stopped" in log, name
     for port in (base, *(base + offset for offset in metrics.values()), sim_port):
         assert _status(f"http://127.0.0.1:{port}/") is None, port

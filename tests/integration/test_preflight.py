@@ -124,7 +124,7 @@ def test_all_good_exits_0_and_says_so(run: Run, database_url: str, store: Store)
     assert code == 0
     assert "FAIL" not in out
     assert out.splitlines()[0] == (
-        "fulfillment check, role all (web, worker, deadletter, reconciler)"
+        "fulfillment check, role all (web, worker, deadletter, reconciler, notify)"
     )
     for name in ("settings", "postgresql", "schema", "redis", "vendor"):
         line(out, "ok", name)

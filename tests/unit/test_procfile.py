@@ -25,7 +25,8 @@ HONCHO_PORTS = {
     "worker": (5100, 9100),
     "deadletter": (5200, 9200),
     "reconciler": (5300, 9300),
-    "sim": (5400, 8099),
+    "notify": (5400, 9400),
+    "sim": (5500, 8099),
 }
 
 
@@ -39,7 +40,7 @@ def test_the_procfile_is_the_rendered_one() -> None:
 
 def test_web_comes_first_on_honchos_base_port() -> None:
     processes = parse_procfile(render_procfile()).processes
-    assert list(processes) == ["web", "worker", "deadletter", "reconciler", "sim"]
+    assert list(processes) == ["web", "worker", "deadletter", "reconciler", "notify", "sim"]
     assert processes["web"].startswith("fulfillment web --port ${PORT:-")
 
 
@@ -134,6 +135,7 @@ def test_without_honcho_the_defaults_apply(tmp_path: Path) -> None:
         "worker": 9191,
         "deadletter": 9192,
         "reconciler": 9193,
+        "notify": 9194,
         "sim": 8099,
     }
     assert _listens(None, _run_line(bin_dir, processes["web"], {"WEB_PORT": "7002"})[1:]) == 7002

@@ -49,7 +49,7 @@ def fulfil(order_id: str, deps: FulfilDeps, *, allow_purchase: bool = True) -> O
     if claim is None:
         return _not_claimed(order_id, deps)
     asker = Asker.WORKER if allow_purchase else Asker.RECONCILER
-    return Attempt(claim, token, deps, asker).run()
+    return _announced(order_id, Attempt(claim, token, deps, asker).run(), deps)
 
 
 def confirm_delivery(order_id: str, deps: FulfilDeps) -> Outcome:
@@ -80,7 +80,14 @@ def _take_anytime(order_id: str, deps: FulfilDeps, asker: Asker) -> Outcome:
         if deps.store.get_order(order_id) is None:
             raise OrderNotFound(order_id)
         return Outcome.NOT_DUE
-    return Attempt(claim, token, deps, asker).run()
+    return _announced(order_id, Attempt(claim, token, deps, asker).run(), deps)
+
+
+def _announced(order_id: str, outcome: Outcome, deps: FulfilDeps) -> Outcome:
+    """A delivery is a final outcome: its SMS and event (written with it) are sent now."""
+    if outcome is Outcome.SUCCESS:
+        deps.announce(order_id)
+    return outcome
 
 
 def _not_claimed(order_id: str, deps: FulfilDeps) -> Outcome:
