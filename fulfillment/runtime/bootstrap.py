@@ -556,13 +556,17 @@ def sms_deps() -> SmsDeps:
         enabled=s.sms_enabled,
         publish=publish_sms,
         max_sends=s.sms_max_sends,
+        delays_s=s.notify_retry_delays,
+        report_delays_s=s.sms_report_delays,
     )
 
 
 def event_deps() -> EventDeps:
+    s = settings()
     return EventDeps(
         outbox=outbox(),
         client=platform_client(),
         publish=publish_event,
-        max_attempts=settings().platform_event_max_attempts,
+        max_attempts=s.platform_event_max_attempts,
+        delays_s=s.notify_retry_delays,
     )

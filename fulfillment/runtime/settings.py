@@ -149,6 +149,17 @@ class Settings(BaseSettings):
     platform_webhook_timeout_s: float = Field(default=10.0, gt=0)
     #: POSTs of one event before it is failed (an admin may resend it)
     platform_event_max_attempts: int = Field(default=12, ge=1)
+    #: waits between tries of one SMS or event (seconds; the last repeats), and between reads
+    #: of a sent SMS's delivery report
+    notify_retry_delays: Annotated[tuple[float, ...], NoDecode] = (
+        10.0,
+        30.0,
+        120.0,
+        600.0,
+        1800.0,
+        3600.0,
+    )
+    sms_report_delays: Annotated[tuple[float, ...], NoDecode] = (10.0, 30.0, 120.0, 600.0)
     #: how long an outbox row may sit overdue before the reconciler re-enqueues it
     outbox_grace_s: float = Field(default=60.0, ge=0)
 
@@ -158,17 +169,17 @@ class Settings(BaseSettings):
     #: Where embedded development servers keep their state.
     fulfillment_dev_dir: Path = Path(".fulfillment-dev")
 
-    @field_validator("retry_delays", mode="before")
+    @field_validator("retry_delays", "notify_retry_delays", "sms_report_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
         if isinstance(value, str):
             parts = [p.strip() for p in value.split(",") if p.strip()]
             if not parts:
-                raise ValueError("RETRY_DELAYS needs at least one number of seconds")
+                raise ValueError("a list of delays needs at least one number of seconds")
             return tuple(float(p) for p in parts)
         return value
 
-    @field_validator("retry_delays")
+    @field_validator("retry_delays", "notify_retry_delays", "sms_report_delays")
     @classmethod
     def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if any(v < 0 for v in value):

@@ -30,6 +30,7 @@ from fulfillment.dev import launcher
 from fulfillment.dev.embedded import free_port
 from fulfillment.dev.launcher import (
     DEADLETTER,
+    NOTIFY,
     RECONCILER,
     RECONCILER_READY,
     SIM,
@@ -39,7 +40,12 @@ from fulfillment.dev.launcher import (
     ProcessType,
     base_env,
 )
-from fulfillment.dev.simulator.server import DEFAULT_AGGREGATOR_TOKEN
+from fulfillment.dev.simulator.server import (
+    DEFAULT_AGGREGATOR_TOKEN,
+    DEFAULT_PLATFORM_SECRET,
+    DEFAULT_SMS_CLIENT_ID,
+    DEFAULT_SMS_CLIENT_SECRET,
+)
 from fulfillment.domain.constants import FULFILLMENT_QUEUE
 from fulfillment.messaging.publish import build_broker
 from producers.publish import publish_fulfillment
@@ -102,6 +108,7 @@ class Fleet:
         self.workers: Proc | None = None
         self.deadletter: Proc | None = None
         self.reconciler: Proc | None = None
+        self.notify: Proc | None = None
         self.broker = build_broker(redis_url, namespace)
         self.redis = redis.Redis.from_url(redis_url)
         self.http = httpx.Client(timeout=10)
@@ -162,6 +169,29 @@ class Fleet:
         # the same process speaks the aggregator's protocol under /aggregator/v1
         self.env["AGGREGATOR_API_URL"] = self.sim_url.removesuffix("/v1") + "/aggregator/v1"
         self.env["AGGREGATOR_API_TOKEN"] = DEFAULT_AGGREGATOR_TOKEN
+        # and the SMS provider's and the platform receiver's (the notify: process's parties)
+        base = self.sim_url.removesuffix("/v1")
+        self.env.update(
+            {
+                "SMS_API_URL": f"{base}/sms/v1",
+                "SMS_CLIENT_ID": DEFAULT_SMS_CLIENT_ID,
+                "SMS_CLIENT_SECRET": DEFAULT_SMS_CLIENT_SECRET,
+                "SMS_SENDER_ID": "DataShop",
+                "SMS_TIMEOUT_S": "1",
+                "PLATFORM_WEBHOOK_URL": f"{base}/platform/events",
+                "PLATFORM_WEBHOOK_SECRET": DEFAULT_PLATFORM_SECRET,
+                "PLATFORM_WEBHOOK_TIMEOUT_S": "1",
+                "NOTIFY_RETRY_DELAYS": "0.5,1,2",
+                "SMS_REPORT_DELAYS": "0.5,1",
+                "OUTBOX_GRACE_S": "2",
+            }
+        )
+
+    def start_notify(self) -> Proc:
+        """The `notify:` group of the Procfile: the customer's SMS and the platform's events."""
+        self.notify = self.spawn_type(NOTIFY)
+        self.notify.wait_for_output(WORKER_READY)
+        return self.notify
 
     def start_workers(self) -> Proc:
         """A `worker:` group of the Procfile (1 process, 4 threads), ready to consume."""
