@@ -25,7 +25,7 @@ from typing import Protocol
 
 from db.outbox_store import EventRow, OutboxStore, SmsRow
 from fulfillment.domain.errors import InvalidPhoneNumber
-from fulfillment.domain.phone import mask_phones_in_text, normalize_ghana_mobile
+from fulfillment.domain.phone import normalize_ghana_mobile
 from fulfillment.domain.sms import SmsFields, SmsTemplates
 from fulfillment.notify.platform_webhook import PostResult
 from fulfillment.notify.sms_provider import (
@@ -301,11 +301,6 @@ class _SmsStep:
             refund_advised=self.row.refund_advised,
             fields=fields,
         )
-
-
-def masked_text(text: str | None) -> str | None:
-    """An SMS text as logs may show it: its phone numbers masked."""
-    return None if text is None else mask_phones_in_text(text)
 
 
 # -- platform events -----------------------------------------------------------------------
