@@ -392,3 +392,56 @@ def test_the_sweep_re_enqueues_what_a_lost_message_left(
     assert _events(store, oid)[0]["status"] == "delivered"
     assert notify.publisher.sweep(grace_s=0) == {"sms": 0, "events": 0}
     assert _forbidden(parties) == CLEAN
+
+
+def test_the_outbox_gauges_count_rows_by_status_and_pass_promtool(
+    store: Store,
+    parties: Simulator,
+    notify: Notify,
+    new_order: Callable[..., str],
+    deliver: Callable[[str], None],
+    redis_url: str,
+    redis_namespace: str,
+) -> None:
+    import shutil
+    import subprocess
+
+    import redis
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fulfillment.runtime.metrics_server import FleetCollector
+
+    class Closed:
+        def state(self) -> dict[str, str]:
+            return {"state": "closed"}
+
+    parties.platform.chaos.down_from_json({"seconds": 30})
+    oid = new_order()
+    deliver(oid)
+    notify.drain()
+    collector = FleetCollector(
+        store, redis.Redis.from_url(redis_url), redis_namespace, {"at-ishare": Closed()}
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    samples = {
+        (s.name, s.labels.get("kind") or s.labels.get("type"), s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in ("fulfillment_customer_sms", "fulfillment_platform_events")
+    }
+    assert samples[("fulfillment_customer_sms", "delivered", "delivered")] == 1
+    assert samples[("fulfillment_customer_sms", "failed", "delivered")] == 0
+    assert samples[("fulfillment_platform_events", "order.fulfilled", "failed")] == 1
+    assert samples[("fulfillment_platform_events", "order.failed", "failed")] == 0
+    if shutil.which("promtool"):
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
