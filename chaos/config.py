@@ -1,6 +1,8 @@
 """What a chaos run configures: its database, namespace and credentials, the fleet's short
 timings (FLEET_TIMINGS), the simulated vendors' faults (VENDOR_FAULTS for AT-iShare,
-AGGREGATOR_FAULTS for the data aggregator), the fleet's environment (every network enabled)."""
+AGGREGATOR_FAULTS for the data aggregator, NOTIFY_FAULTS for the SMS provider and the
+platform's event receiver the notify: process speaks to), the fleet's environment (every
+network enabled, the customers' SMS and the platform's events sent to the simulator)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 from chaos.vendors import AGGREGATOR, NETWORKS, WEBHOOK_PATHS
 from fulfillment.dev.launcher import base_env
+from fulfillment.dev.simulator import platform as sim_platform
+from fulfillment.dev.simulator import sms as sim_sms
 from fulfillment.dev.simulator.aggregator import MOUNT as AGGREGATOR_MOUNT
 from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
 from fulfillment.dev.simulator.server import DEFAULT_AGGREGATOR_TOKEN
@@ -19,6 +23,10 @@ KEY, SECRET = "chaos-key", "chaos-secret-not-for-production"
 ADMIN_TOKEN, API_TOKEN = "chaos-admin-token", "chaos-api-token"
 AGGREGATOR_TOKEN = DEFAULT_AGGREGATOR_TOKEN
 AGGREGATOR_SECRET = "chaos-aggregator-secret-not-for-production"  # noqa: S105 -- a test's
+SMS_CLIENT_ID = "chaos-sms-id"
+SMS_CLIENT_SECRET = "chaos-sms-secret-not-for-production"  # noqa: S105 -- a test's
+SMS_SENDER_ID = "DataShop"
+PLATFORM_SECRET = "chaos-platform-secret-not-for-production"  # noqa: S105 -- a test's
 
 #: Short on purpose: a run lasts minutes, not hours (production: see README).
 FLEET_TIMINGS = {
@@ -41,6 +49,15 @@ FLEET_TIMINGS = {
     "BREAKER_WINDOW_S": "5",
     "BREAKER_OPEN_S": "2.5",
     "BREAKER_MAX_OPEN_S": "25",
+    # the notify: process: tries of one SMS or event a second or so apart, delivery reports
+    # read soon, overdue rows re-enqueued by the reconciler after a few seconds (production:
+    # 10,30,120,... and 60 s)
+    "SMS_TIMEOUT_S": "1",
+    "PLATFORM_WEBHOOK_TIMEOUT_S": "1",
+    "NOTIFY_RETRY_DELAYS": "0.5,1,2",
+    "SMS_REPORT_DELAYS": "0.5,1,2",
+    "OUTBOX_GRACE_S": "3",
+    "NOTIFY_THREADS": "4",
 }
 
 #: The simulated vendor: 20 % transient errors (5xx, timeouts, 429), 5 % delivered with the
@@ -80,6 +97,24 @@ AGGREGATOR_FAULTS = {
 }
 
 
+#: The SMS provider and the platform's receiver: 5xx, answers lost after the SMS went out (or
+#: the event was recorded), answers later than the notifier waits, 429s. Each unknown outcome
+#: of a send must be looked up before the next send; an event resent with the same body.
+NOTIFY_FAULTS = {
+    "SIM_SMS_ERROR_RATE": "0.1",
+    "SIM_SMS_LOST_RATE": "0.05",
+    "SIM_SMS_TIMEOUT_RATE": "0.05",
+    "SIM_SMS_TIMEOUT_SECONDS": "2",
+    "SIM_SMS_RATE_LIMIT_RATE": "0.03",
+    "SIM_SMS_GARBAGE_RATE": "0.02",
+    "SIM_SMS_DELIVERY_SECONDS": "0.5",
+    "SIM_PLATFORM_ERROR_RATE": "0.1",
+    "SIM_PLATFORM_LOST_RATE": "0.05",
+    "SIM_PLATFORM_TIMEOUT_RATE": "0.05",
+    "SIM_PLATFORM_TIMEOUT_SECONDS": "2",
+}
+
+
 def fleet_env(
     database_url: str, redis_url: str, sim_port: int, web_port: int, seed: int
 ) -> dict[str, str]:
@@ -102,6 +137,14 @@ def fleet_env(
             "AGGREGATOR_WEBHOOK_SECRET": AGGREGATOR_SECRET,
             # the simulated aggregator's own signed callbacks (chaos.callbacks replays more)
             "SIM_AGGREGATOR_WEBHOOK_URL": f"http://127.0.0.1:{web_port}{WEBHOOK_PATHS[AGGREGATOR]}",
+            # the notify: process's parties, in the simulator too (it reads the same variables)
+            "SMS_API_URL": f"http://127.0.0.1:{sim_port}{sim_sms.MOUNT}/v1",
+            "SMS_CLIENT_ID": SMS_CLIENT_ID,
+            "SMS_CLIENT_SECRET": SMS_CLIENT_SECRET,
+            "SMS_SENDER_ID": SMS_SENDER_ID,
+            "SMS_ENABLED": "true",
+            "PLATFORM_WEBHOOK_URL": f"http://127.0.0.1:{sim_port}{sim_platform.EVENTS_PATH}",
+            "PLATFORM_WEBHOOK_SECRET": PLATFORM_SECRET,
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "API_TOKEN": API_TOKEN,
             "SIM_PORT": str(sim_port),
@@ -112,6 +155,7 @@ def fleet_env(
             **FLEET_TIMINGS,
             **VENDOR_FAULTS,
             **AGGREGATOR_FAULTS,
+            **NOTIFY_FAULTS,
         }
     )
     return env

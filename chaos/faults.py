@@ -3,7 +3,7 @@
 Kinds of fault, beside what the simulator does to every purchase (SIM_* rates):
 
 - `sigkill`: SIGKILL of a whole process group, started again at once: mostly a worker group,
-  every fourth kill the dead-letter consumer or the reconciler
+  every fourth kill the dead-letter consumer, the reconciler or the notifier
 - `redis_restart`: Redis killed and started again empty on the same port (every queued,
   delayed and unacknowledged message is lost)
 - `postgres_restart` / `postgres_crash`: `pg_ctl -m fast` / `-m immediate` (crash recovery)

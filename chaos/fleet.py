@@ -15,12 +15,22 @@ import random
 import threading
 from pathlib import Path
 
-from fulfillment.dev.launcher import DEADLETTER, RECONCILER, SIM, WEB, WORKER, Proc, stop_all
+from fulfillment.dev.launcher import (
+    DEADLETTER,
+    NOTIFY,
+    RECONCILER,
+    SIM,
+    WEB,
+    WORKER,
+    Proc,
+    stop_all,
+)
 
 
 class Fleet:
-    """Simulator, worker groups, dead-letter consumer, reconciler and the admin web process
-    (the vendor's callbacks go to it) of one chaos run. `env` has SIM_PORT and WEB_PORT."""
+    """Simulator, worker groups, dead-letter consumer, reconciler, notifier (the customers'
+    SMS and the platform's events) and the admin web process (the vendor's callbacks go to it)
+    of one chaos run. `env` has SIM_PORT and WEB_PORT."""
 
     def __init__(
         self, env: dict[str, str], log_dir: Path, *, worker_groups: int, threads: int
@@ -36,13 +46,14 @@ class Fleet:
         ]
         self.deadletter = DEADLETTER.proc(env, log_dir)
         self.reconciler = RECONCILER.proc(env, log_dir)
+        self.notify = NOTIFY.proc(env, log_dir)
         self.web = WEB.proc({**env, "PORT": env["WEB_PORT"]}, log_dir)
 
     @property
     def consumers(self) -> list[Proc]:
         """Every role but the simulated vendor: started again when dead. A scheduled kill
-        picks among the workers, the dead-letter consumer and the reconciler."""
-        return [*self.workers, self.deadletter, self.reconciler, self.web]
+        picks among the workers, the dead-letter consumer, the reconciler and the notifier."""
+        return [*self.workers, self.deadletter, self.reconciler, self.notify, self.web]
 
     @property
     def procs(self) -> list[Proc]:
@@ -57,8 +68,9 @@ class Fleet:
             proc.wait_ready(timeout)
 
     def pick_victim(self, rng: random.Random, *, worker: bool) -> Proc:
-        """A worker group, or else the dead-letter consumer or the reconciler."""
-        return rng.choice(self.workers if worker else [self.deadletter, self.reconciler])
+        """A worker group, or else the dead-letter consumer, the reconciler or the notifier."""
+        others = [self.deadletter, self.reconciler, self.notify]
+        return rng.choice(self.workers if worker else others)
 
     def restart_dead(self) -> list[str]:
         """Start again whatever role is not running (a kill's restart, or a crash)."""

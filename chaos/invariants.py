@@ -3,7 +3,9 @@
 Each check reads the database (chaos/queries.sql) and, where a vendor is the witness, the
 simulator's ledger of that vendor (`ledgers`: vendor -> `GET /_sim/ledger` of AT-iShare,
 `GET /aggregator/_sim/ledger` of the aggregator: per reference its deliveries, transaction,
-purchase requests and blind re-purchases). An order belongs to the vendor its network routes
+purchase requests and blind re-purchases), and for the customers' SMS and the platform's events
+the simulated SMS provider's (`GET /sms/_sim/ledger`) and platform receiver's
+(`GET /platform/_sim/ledger`). An order belongs to the vendor its network routes
 to (chaos.vendors.vendor_of); the ledger checks run once per vendor, and one more says that no
 order ever reached the other vendor. A check returns a `Result`: how many things it looked
 at, how many broke the rule, and the order ids that broke it, for the evidence.
@@ -325,8 +327,11 @@ def check_all(
     callback_failures: Sequence[tuple[str, str, str]] = (),
     quiet_orders: Sequence[str] = (),
     aggregator_outages: Sequence[tuple[float, float]] = (),
+    sms_ledger: Ledger | None = None,
+    platform_ledger: Ledger | None = None,
 ) -> list[Result]:
-    """Every invariant; `ledgers` has every vendor of chaos.vendors.VENDORS."""
+    """Every invariant; `ledgers` has every vendor of chaos.vendors.VENDORS; `sms_ledger` and
+    `platform_ledger` are the notify: process's parties' (their checks run when given)."""
     results = [check_terminal(store)]
     results += [check_deliveries(store, ledgers[vendor], vendor) for vendor in VENDORS]
     results.append(check_right_vendor(store, ledgers))
@@ -342,4 +347,153 @@ def check_all(
         results.append(check_aggregator_outage(store, aggregator_outages))
     if quiet_orders:
         results.append(check_quiet_outage(store, ledgers, quiet_orders))
+    results.append(check_outcome_outbox(store))
+    if sms_ledger is not None:
+        results.append(check_sms_provider(store, sms_ledger))
+    if platform_ledger is not None:
+        results.append(check_platform_events(store, platform_ledger))
     return results
+
+
+# -- the customers' SMS and the platform's events (the notify: process) ----------------------
+
+
+def _expected_outbox(order: Row) -> tuple[int, int, str]:
+    """(delivered-kind SMS, failed-kind SMS) the order's current generation must have, and its
+    state's name: a delivery one of each delivered, a final failure one of each failed, an
+    outcome unknown (processing, in a human's queue) or anything not final none."""
+    if order["status"] == "success":
+        return 1, 0, "success"
+    if order["status"] == "failed" and order["dead_lettered"]:
+        return 0, 1, "failed"
+    if order["status"] == "processing" and order["dead_lettered"]:
+        return 0, 0, "outcome unknown"
+    return 0, 0, "not final"
+
+
+def check_outcome_outbox(store: Store) -> Result:
+    """Every final outcome wrote its SMS row and its event, and nothing else did: a success one
+    delivered-kind SMS (sent or skipped) and one order.fulfilled per generation; a final
+    failure (dead-lettered, failed) one failed-kind SMS and one order.failed; an order whose
+    outcome is unknown (processing, dead-lettered) neither; no row of an order we do not have."""
+    orders = rows(store, "outbox_per_order")
+    wrong: Counter[str] = Counter()
+    bad: list[str] = []
+    states: Counter[str] = Counter()
+    for order in orders:
+        delivered, failed, state = _expected_outbox(order)
+        states[state] += 1
+        got = (
+            int(order["sms_delivered"]),
+            int(order["sms_failed"]),
+            int(order["ev_fulfilled"]),
+            int(order["ev_failed"]),
+        )
+        if got != (delivered, failed, delivered, failed):
+            wrong[f"{state}: sms {got[0]}+{got[1]}, events {got[2]}+{got[3]}"] += 1
+            bad.append(order["id"])
+        elif int(order["all_sms"]) != delivered + failed or int(order["all_events"]) != (
+            delivered + failed
+        ):  # no admin action in a chaos run: no other generation may have rows
+            wrong[f"{state}: rows of another generation"] += 1
+            bad.append(order["id"])
+    strangers = rows(store, "outbox_strangers")
+    if strangers:
+        wrong["rows of no order"] += len(strangers)
+    return Result(
+        "one SMS + one event per final outcome (success, failed); none for outcome unknown",
+        checked=len(orders),
+        violations=len(bad) + len(strangers),
+        detail=_parts(dict(wrong.most_common(6))) if wrong else _parts(states),
+        offenders=_offenders(bad + [r["id"] for r in strangers]),
+    )
+
+
+def check_sms_provider(store: Store, ledger: Ledger) -> Result:
+    """At the SMS provider (GET /sms/_sim/ledger), which does not deduplicate: no
+    ClientReference sent twice, none sent again after an unread answer without a lookup
+    between; every reference it has is one of our rows, not skipped; every row it delivered or
+    could not deliver is there; no row left queued or sent (its report unread)."""
+    sms = rows(store, "sms_rows")
+    ours = {r["client_reference"]: r for r in sms}
+    refs = _refs(ledger)
+    totals: Mapping[str, Any] = ledger.get("totals", {})
+    twice = list(totals.get("duplicate_sends", []))
+    blind = list(totals.get("blind_resends", []))
+    strangers = [ref for ref in refs if ref not in ours or ours[ref]["status"] == "skipped"]
+    unseen = [
+        r["client_reference"]
+        for r in sms
+        if r["status"] in ("delivered", "undeliverable") and r["client_reference"] not in refs
+    ]
+    open_rows = [r["client_reference"] for r in sms if r["status"] in ("queued", "sent")]
+    counts = {
+        "sent twice+": len(twice),
+        "blind resends": len(blind),
+        "at the provider, not ours (or skipped)": len(strangers),
+        "delivered, not at the provider": len(unseen),
+        "left queued/sent": len(open_rows),
+    }
+    bad = twice + blind + strangers + unseen + open_rows
+    statuses = Counter(str(r["status"]) for r in sms)
+    return Result(
+        "SMS provider: each SMS sent at most once, never resent blind; all settled",
+        checked=len(sms),
+        violations=len(set(bad)),
+        detail=_parts({k: v for k, v in counts.items() if v})
+        if bad
+        else f"{totals.get('sends', 0)} sends, {totals.get('lookups', 0)} lookups; "
+        + _parts(dict(sorted(statuses.items()))),
+        offenders=_offenders([ref.split(":", 1)[0] for ref in bad]),
+    )
+
+
+def check_platform_events(store: Store, ledger: Ledger) -> Result:
+    """At the platform's receiver (GET /platform/_sim/ledger): every event row delivered, the
+    receiver has exactly those event_ids (each with its order and type), none with two bodies,
+    none of an order out of order, no bad signature and no malformed body."""
+    events = rows(store, "event_rows")
+    received: Mapping[str, Any] = ledger.get("events", {})
+    totals: Mapping[str, Any] = ledger.get("totals", {})
+    ours = {r["event_id"]: r for r in events}
+    undelivered = [r["id"] for r in events if r["status"] != "delivered"]
+    missing = [ours[e]["id"] for e in ours.keys() - received.keys()]
+    strangers = [str(received[e].get("order_id")) for e in received.keys() - ours.keys()]
+    mismatched = [
+        r["id"]
+        for e, r in ours.items()
+        if e in received
+        and (received[e].get("order_id"), received[e].get("type")) != (r["id"], r["type"])
+    ]
+    conflicting = list(totals.get("conflicting_bodies", []))
+    out_of_order = list(totals.get("out_of_order", []))
+    bad_signatures = int(totals.get("bad_signatures", 0))
+    malformed = int(totals.get("malformed", 0))
+    counts = {
+        "not delivered": len(undelivered),
+        "delivered, not at the platform": len(missing),
+        "at the platform, not ours": len(strangers),
+        "another order or type": len(mismatched),
+        "conflicting bodies": len(conflicting),
+        "out of order": len(out_of_order),
+        "bad signatures": bad_signatures,
+        "malformed": malformed,
+    }
+    violations = (
+        len(set(undelivered + missing + strangers + mismatched))
+        + len(conflicting)
+        + len(out_of_order)
+        + bad_signatures
+        + malformed
+    )
+    types = Counter(str(r["type"]) for r in events)
+    return Result(
+        "platform: every event delivered, exactly our event_ids, in order, one body, signed",
+        checked=len(events),
+        violations=violations,
+        detail=_parts({k: v for k, v in counts.items() if v})
+        if violations
+        else f"{totals.get('received', 0)} POSTs of {totals.get('distinct', 0)} events "
+        f"({totals.get('redeliveries', 0)} redeliveries); " + _parts(dict(sorted(types.items()))),
+        offenders=_offenders(undelivered + missing + strangers + mismatched + out_of_order),
+    )

@@ -152,3 +152,51 @@ FROM fulfillment_logs
 WHERE status = 'success'
   AND created_at >= to_timestamp(%(began)s) AND created_at < to_timestamp(%(ended)s)
 GROUP BY network;
+
+-- name: outbox_open
+-- What convergence also waits for: SMS still to send or whose report is unread, events not yet
+-- acknowledged (a failed row is final: the notifier gave up, an admin resends it).
+SELECT (SELECT count(*) FROM customer_sms WHERE status IN ('queued', 'sent')) AS sms,
+       (SELECT count(*) FROM platform_events WHERE status = 'pending') AS events;
+
+-- name: outbox_per_order
+-- Each order's outcome as the outboxes must mirror it: its final state, and per kind and type
+-- how many SMS rows and events its current outcome generation has (any generation: all_*).
+SELECT o.id::text AS id, o.fulfillment_status AS status,
+       o.dead_lettered_at IS NOT NULL AS dead_lettered, o.fulfillment_generation AS generation,
+       count(DISTINCT s.id) FILTER (WHERE s.kind = 'delivered'
+                                      AND s.generation = o.fulfillment_generation) AS sms_delivered,
+       count(DISTINCT s.id) FILTER (WHERE s.kind = 'failed'
+                                      AND s.generation = o.fulfillment_generation) AS sms_failed,
+       count(DISTINCT s.id) AS all_sms,
+       count(DISTINCT e.id) FILTER (WHERE e.type = 'order.fulfilled'
+                                      AND e.generation = o.fulfillment_generation) AS ev_fulfilled,
+       count(DISTINCT e.id) FILTER (WHERE e.type = 'order.failed'
+                                      AND e.generation = o.fulfillment_generation) AS ev_failed,
+       count(DISTINCT e.id) AS all_events
+FROM orders o
+LEFT JOIN customer_sms s ON s.order_id = o.id
+LEFT JOIN platform_events e ON e.order_id = o.id
+GROUP BY o.id
+ORDER BY o.id;
+
+-- name: outbox_strangers
+-- SMS rows and events of no order (the outboxes are written with an outcome, never alone).
+SELECT 'sms' AS outbox, s.order_id::text AS id FROM customer_sms s
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id)
+UNION ALL
+SELECT 'event', e.order_id::text FROM platform_events e
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = e.order_id);
+
+-- name: sms_rows
+-- Every SMS row: its reference at the provider, status, and whether a send's answer is unread.
+SELECT order_id::text AS id, client_reference, kind, status, in_flight,
+       provider_message_id IS NOT NULL AS has_message_id, attempts
+FROM customer_sms
+ORDER BY id;
+
+-- name: event_rows
+-- Every platform event row: its event_id (the platform's key), order, type and status.
+SELECT event_id::text AS event_id, order_id::text AS id, type, status, attempts, last_error
+FROM platform_events
+ORDER BY id;

@@ -19,11 +19,15 @@
    (chaos.midcall). Signed callbacks of both vendors are replayed at the web process
    throughout (chaos.callbacks).
 4. Convergence: no more faults; wait until no order is pending, processing, failed and not
-   yet dead-lettered, and no claim is held (the reconciler keeps sweeping).
+   yet dead-lettered, and no claim is held (the reconciler keeps sweeping), and until every
+   customer SMS and platform event has settled (the notify: process, killed now and then too,
+   sends them to the simulator's SMS provider and platform receiver, each with faults of its
+   own: chaos.config NOTIFY_FAULTS).
 5. The quiet outage (chaos.quiet): both vendors down for --quiet-outage seconds, no other
    fault, orders of each arriving one per --quiet-every seconds through it; then convergence
    again.
-6. The invariants of chaos.invariants against the database and both vendors' ledgers, the
+6. The invariants of chaos.invariants against the database, both vendors' ledgers and the
+   SMS provider's and platform's, the
    table (per network and per vendor), and evidence for any that failed.
 
 Exit status 0 only when the fleet converged within the budget and every invariant holds.
@@ -72,6 +76,8 @@ from chaos.vendors import LABELS, VENDORS, breaker_key, control_urls
 from db.migrate import migrate
 from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port
+from fulfillment.dev.simulator.platform import MOUNT as PLATFORM_MOUNT
+from fulfillment.dev.simulator.sms import MOUNT as SMS_MOUNT
 from fulfillment.domain.errors import StoreError
 from fulfillment.messaging.publish import build_broker
 from fulfillment.telemetry import logs
@@ -184,6 +190,7 @@ class _Run:
         self.driven_by: dict[str, str] = {}  # order id -> scripted scenario (else: the dice)
         self.vendor_of: dict[str, str] = {}  # order id -> the vendor its network routes to
         self.controls: dict[str, str] = {}  # vendor -> the base of its control routes
+        self.notify_ledgers: dict[str, dict[str, Any]] = {}  # "sms", "platform" -> ledger
 
     def _t(self) -> float:
         return time.monotonic() - self.started
@@ -202,7 +209,8 @@ class _Run:
         self.store = Store(open_pool(database_url, min_size=1, max_size=4))
         startup_s = self._t()
         print(f"   fleet up in {startup_s:.1f} s: sim, {self.args.workers} worker groups x "
-              f"{self.args.threads} threads, deadletter, reconciler, web", flush=True)  # fmt: skip
+              f"{self.args.threads} threads, deadletter, reconciler, notify, web",
+              flush=True)  # fmt: skip
 
         self.controls = control_urls(f"http://127.0.0.1:{sim_port}")
         window_began = time.monotonic()
@@ -217,6 +225,11 @@ class _Run:
         ledgers: dict[str, dict[str, Any]] = {
             vendor: httpx.get(f"{self.controls[vendor]}/ledger", timeout=30).json()
             for vendor in VENDORS
+        }
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        self.notify_ledgers = {
+            party: httpx.get(f"{sim_url}{mount}/_sim/ledger", timeout=30).json()
+            for party, mount in (("sms", SMS_MOUNT), ("platform", PLATFORM_MOUNT))
         }
         return self._report(ledgers, startup_s, window_s, converged_in)
 
@@ -333,6 +346,7 @@ class _Run:
         assert self.injector is not None
         try:
             counts = rows(self.store, "unfinished")[0]
+            outbox = rows(self.store, "outbox_open")[0]
         except StoreError as exc:  # PostgreSQL may be restarting right now
             print(f"  t={self._t():6.1f}s  {phase:<9} (database away: {type(exc).__name__})")
             return
@@ -341,7 +355,8 @@ class _Run:
             f"  t={self._t():6.1f}s  {phase:<9} orders {counts['total']:>5} "
             f"(published {published}) success {counts['success']:>5} "
             f"dead {counts['dead_lettered']:>4} unfinished {counts['unfinished']:>5} "
-            f"claimed {counts['claimed']:>3} | faults {sum(self.injector.counts.values())}",
+            f"claimed {counts['claimed']:>3} | sms open {outbox['sms']:>3} events open "
+            f"{outbox['events']:>3} | faults {sum(self.injector.counts.values())}",
             flush=True,
         )
 
@@ -366,21 +381,28 @@ class _Run:
                 last = time.monotonic()
                 self._progress("converge")
             try:
-                counts = rows(self.store, "unfinished")[0]
+                settled = self._settled()
             except StoreError:  # the pool reconnects on its own
                 time.sleep(POLL_S)
                 continue
-            if counts["unfinished"] == 0 and counts["claimed"] == 0:
+            if settled:
                 converged = time.monotonic() - began
                 # Quiet for two reconciler passes: nothing may move once converged.
                 time.sleep(2 * float(FLEET_TIMINGS["RECONCILE_INTERVAL_S"]) + 1)
-                again = rows(self.store, "unfinished")[0]
-                if again["unfinished"] == 0 and again["claimed"] == 0:
+                if self._settled():
                     self._progress("converged")
                     return converged
             time.sleep(POLL_S)
         self._progress("timeout")
         return None
+
+    def _settled(self) -> bool:
+        """No order left to finish, no claim held, no SMS or event left to send."""
+        assert self.store is not None
+        counts = rows(self.store, "unfinished")[0]
+        outbox = rows(self.store, "outbox_open")[0]
+        left = (counts["unfinished"], counts["claimed"], outbox["sms"], outbox["events"])
+        return all(int(n) == 0 for n in left)
 
     # -- the verdict ---------------------------------------------------------------------
 
@@ -403,6 +425,8 @@ class _Run:
             callback_failures=callbacks.failures if callbacks is not None else (),
             quiet_orders=self.quiet,
             aggregator_outages=self.injector.aggregator_outages,
+            sms_ledger=self.notify_ledgers.get("sms"),
+            platform_ledger=self.notify_ledgers.get("platform"),
         )
         status = rows(self.store, "unfinished")[0]
         reasons = [(r["reason"], int(r["n"])) for r in rows(self.store, "dead_letter_reasons")]

@@ -2,13 +2,17 @@
 
 Embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set; a fresh database
 `fulfillment_demo` on that server; the fleet of the Procfile's process types (simulator with
-faults on both vendors it speaks, worker processes, dead-letter consumer, reconciler, web),
+faults on both vendors it speaks, and on the SMS provider and the platform's event receiver it
+also plays; worker processes, dead-letter consumer, reconciler, notifier, web),
 started by fulfillment.dev.launcher in the state directory, so it runs from an installed wheel
 too; a few hundred orders of all four networks (AT-iShare through the AT-iShare API; MTN,
 Telecel and AT-BigTime through the aggregator, whose signed callbacks reach the web process),
-some with invalid numbers or ported ones; progress while it runs; a summary at the end. Exit
-status 0 only when every order reached a terminal state and each vendor delivered each of its
-orders at most once, and none of the other's. Embedded servers keep running afterwards:
+some with invalid numbers or ported ones; progress while it runs; a summary at the end (with
+the customers' SMS and the platform's events of every final outcome). Exit status 0 only when
+every order reached a terminal state and each vendor delivered each of its orders at most once,
+and none of the other's, and every SMS and event settled, none sent twice (no duplicate or blind
+resend at the SMS provider, no conflicting body or out-of-order event at the platform).
+Embedded servers keep running afterwards:
 `fulfillment dev stop` stops them.
 """
 
@@ -33,9 +37,25 @@ from db.databases import create_database
 from db.migrate import migrate
 from db.store import Store, open_pool
 from fulfillment.dev.embedded import free_port, resolve_urls
-from fulfillment.dev.launcher import DEADLETTER, RECONCILER, SIM, WEB, WORKER, Proc, stop_all
+from fulfillment.dev.launcher import (
+    DEADLETTER,
+    NOTIFY,
+    RECONCILER,
+    SIM,
+    WEB,
+    WORKER,
+    Proc,
+    stop_all,
+)
+from fulfillment.dev.simulator import platform as sim_platform
+from fulfillment.dev.simulator import sms as sim_sms
 from fulfillment.dev.simulator.faults import VENDOR_REJECTS_SUFFIX
-from fulfillment.dev.simulator.server import DEFAULT_AGGREGATOR_TOKEN
+from fulfillment.dev.simulator.server import (
+    DEFAULT_AGGREGATOR_TOKEN,
+    DEFAULT_PLATFORM_SECRET,
+    DEFAULT_SMS_CLIENT_ID,
+    DEFAULT_SMS_CLIENT_SECRET,
+)
 from fulfillment.domain.errors import InvalidOrder
 from fulfillment.domain.networks import DISPLAY_NAMES
 from fulfillment.domain.package import Catalogue
@@ -60,6 +80,11 @@ PREFIXES = {
     "telecel": ("020", "050"),
 }
 AGGREGATOR_SECRET = "demo-aggregator-callback-secret"  # noqa: S105 - development only
+SMS_SENDER_ID = "DataShop"
+#: seconds the demo waits, once every order is final, for the last SMS and events to settle
+OUTBOX_SETTLE_S = 60.0
+#: customer_sms statuses still to move (to send, or sent with its report not read yet)
+SMS_OPEN = ("queued", "sent")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n== fulfillment demo: {args.orders} orders of {NETWORKS.replace(',', ', ')} ==")
     print(f"   database  {logs.url_without_password(database_url)}")
     print(f"   redis     {logs.url_without_password(redis_url)} (namespace {namespace})")
-    print(f"   fleet logs {log_dir}  (sim, worker x{args.processes}, deadletter, reconciler, web)")
+    print(
+        f"   fleet logs {log_dir}  (sim, worker x{args.processes}, deadletter, reconciler, "
+        "notify, web)"
+    )
     print(f"   dashboard {dashboard}")
     print(f"             log in with any name and the admin token {env['ADMIN_TOKEN']}\n")
     fleet = _fleet(env, web_port, log_dir)
@@ -112,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.monotonic()
         refused = _publish_orders(store, redis_url, namespace, args)
         converged = _watch(store, started, args.timeout, fleet)
+        settled = converged and _watch_outboxes(store, started, fleet)
         ok = _summary(store, sim_url, refused, converged, time.monotonic() - started)
+        ok = _outbox_summary(store, sim_url, settled) and ok
         _metrics_scrape(
             [
                 f"http://127.0.0.1:{_named(fleet, WORKER.name).env['METRICS_PORT']}/metrics",
@@ -188,7 +218,14 @@ def _serve(store: Store, sim_url: str, dashboard: str, admin_token: str, fleet: 
     }
     for side in ("", "/aggregator"):
         httpx.post(f"{sim_url}{side}/_sim/faults", timeout=5, json=healthy)
-    print("\n== the fleet keeps running; both simulated vendors now have no faults ==")
+    quiet = {"error_rate": 0, "timeout_rate": 0, "lost_rate": 0}
+    for party, changes in ((sim_sms.MOUNT, {**quiet, "rate_limit_rate": 0}),
+                           (sim_platform.MOUNT, quiet)):  # fmt: skip
+        httpx.post(f"{sim_url}{party}/_sim/faults", timeout=5, json=changes)
+    print(
+        "\n== the fleet keeps running; both simulated vendors, the SMS provider and the "
+        "platform now have no faults =="
+    )
     print(f"dashboard: {dashboard}")
     print(f"admin token: {admin_token}")
     dead = store.dead_lettered_orders(limit=5)
@@ -272,8 +309,37 @@ def _fleet_env(
             "SIM_AGGREGATOR_LATENCY_MS": "40",
             "SIM_AGGREGATOR_LATENCY_JITTER_MS": "20",
             "SIM_AGGREGATOR_INVALID_PHONE_SUFFIX": VENDOR_REJECTS_SUFFIX,
+            # The notify: process's parties, in the same simulator process: the SMS provider
+            # and the platform's event receiver, each with small faults of its own (errors,
+            # answers lost after the SMS went out or the event was recorded, answers later than
+            # the notifier waits, 429s), and the notifier's waits shortened like the workers'.
+            "SMS_API_URL": f"http://127.0.0.1:{sim_port}{sim_sms.MOUNT}/v1",
+            "SMS_CLIENT_ID": DEFAULT_SMS_CLIENT_ID,
+            "SMS_CLIENT_SECRET": DEFAULT_SMS_CLIENT_SECRET,
+            "SMS_SENDER_ID": SMS_SENDER_ID,
+            "SMS_ENABLED": "true",
+            "SMS_TIMEOUT_S": "1",
+            "PLATFORM_WEBHOOK_URL": f"http://127.0.0.1:{sim_port}{sim_platform.EVENTS_PATH}",
+            "PLATFORM_WEBHOOK_SECRET": DEFAULT_PLATFORM_SECRET,
+            "PLATFORM_WEBHOOK_TIMEOUT_S": "1",
+            "NOTIFY_RETRY_DELAYS": "1,2,4",
+            "SMS_REPORT_DELAYS": "1,2",
+            "OUTBOX_GRACE_S": "5",
+            "SIM_SMS_ERROR_RATE": "0.05",
+            "SIM_SMS_LOST_RATE": "0.03",
+            "SIM_SMS_TIMEOUT_RATE": "0.03",
+            "SIM_SMS_TIMEOUT_SECONDS": "2",
+            "SIM_SMS_RATE_LIMIT_RATE": "0.02",
+            "SIM_SMS_DELIVERY_SECONDS": "1",
+            "SIM_PLATFORM_ERROR_RATE": "0.05",
+            "SIM_PLATFORM_LOST_RATE": "0.03",
+            "SIM_PLATFORM_TIMEOUT_RATE": "0.03",
+            "SIM_PLATFORM_TIMEOUT_SECONDS": "2",
         }
     )
+    # the simulator reads its parties' credentials from the same variables as the fleet
+    for name in ("SIM_SMS_CLIENT_ID", "SIM_SMS_CLIENT_SECRET", "SIM_PLATFORM_SECRET"):
+        env.pop(name, None)
     if args.seed is not None:
         env["SIM_SEED"] = str(args.seed)
     return env
@@ -286,6 +352,7 @@ def _fleet(env: dict[str, str], web_port: int, log_dir: Path) -> list[Proc]:
         WORKER.proc(env, log_dir),
         DEADLETTER.proc(env, log_dir),
         RECONCILER.proc(env, log_dir),
+        NOTIFY.proc(env, log_dir),
         WEB.proc({**env, "PORT": str(web_port)}, log_dir),
     ]
 
@@ -392,6 +459,149 @@ def _watch(store: Store, started: float, timeout: float, fleet: list[Proc]) -> b
         if elapsed > timeout:
             return False
         time.sleep(2)
+
+
+def _outbox_open(store: Store) -> tuple[int, int]:
+    """(SMS rows still to send or to read the report of, events not yet acknowledged)."""
+    with store.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM customer_sms WHERE status = ANY(%(open)s)) AS sms,"
+            " (SELECT count(*) FROM platform_events WHERE status = 'pending') AS events",
+            {"open": list(SMS_OPEN)},
+        ).fetchone()
+    assert row is not None
+    return int(row["sms"]), int(row["events"])
+
+
+def _watch_outboxes(store: Store, started: float, fleet: list[Proc]) -> bool:
+    """Once every order is final: wait for the customers' SMS and the platform's events."""
+    deadline = time.monotonic() + OUTBOX_SETTLE_S
+    while True:
+        sms, events = _outbox_open(store)
+        elapsed = time.monotonic() - started
+        print(
+            f"  t={elapsed:5.1f}s  outboxes: SMS to send or report {sms}, events to deliver "
+            f"{events}",
+            flush=True,
+        )
+        if sms == 0 and events == 0:
+            return True
+        if dead := _dead(fleet):
+            print(f"  the fleet lost {', '.join(dead)}: see its log", flush=True)
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+
+
+def _outbox_summary(store: Store, sim_url: str, settled: bool) -> bool:
+    """The customers' SMS and the platform's events of the run, and the simulator's witness:
+    none sent twice, none resent blind, none changed or out of order."""
+    with store.pool.connection() as conn:
+        sms = {
+            r["status"]: int(r["n"])
+            for r in conn.execute(
+                "SELECT status, count(*) AS n FROM customer_sms GROUP BY status"
+            ).fetchall()
+        }
+        provider = conn.execute(
+            "SELECT count(*) AS n FROM customer_sms WHERE provider_message_id IS NOT NULL"
+        ).fetchone()
+        skipped = conn.execute(
+            "SELECT coalesce(skip_reason, '?') AS reason, count(*) AS n FROM customer_sms"
+            " WHERE status = 'skipped' GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        events = conn.execute(
+            "SELECT type, status, count(*) AS n FROM platform_events GROUP BY type, status"
+            " ORDER BY type, status"
+        ).fetchall()
+        delivered_ids = {
+            str(r["event_id"])
+            for r in conn.execute(
+                "SELECT event_id FROM platform_events WHERE status = 'delivered'"
+            ).fetchall()
+        }
+        # one text of each kind first (delivered, failed with a refund, failed without)
+        samples = conn.execute(
+            "SELECT kind, status, content FROM ("
+            " SELECT DISTINCT ON (kind, refund_advised) id, kind, status, content"
+            " FROM customer_sms WHERE content IS NOT NULL ORDER BY kind, refund_advised, id"
+            ") first_of_kind UNION ALL ("
+            " SELECT kind, status, content FROM customer_sms WHERE content IS NOT NULL"
+            " ORDER BY id LIMIT 3) LIMIT 6"
+        ).fetchall()
+    sent = int(provider["n"]) if provider else 0
+    print("\ncustomer SMS (one per final outcome; outcome unknown: none):")
+    print(
+        f"   {sum(sms.values())} rows: sent to the provider {sent}; delivered "
+        f"{sms.get('delivered', 0)}, failed {sms.get('failed', 0)}, undeliverable "
+        f"{sms.get('undeliverable', 0)}, skipped {sms.get('skipped', 0)}"
+        + (
+            f", still open {sum(sms.get(s, 0) for s in SMS_OPEN)}"
+            if any(sms.get(s) for s in SMS_OPEN)
+            else ""
+        )
+    )
+    for row in skipped[:3]:
+        print(f"   skipped {int(row['n']):4d}  {str(row['reason'])[:80]}")
+    by_type: dict[str, dict[str, int]] = {}
+    for row in events:
+        by_type.setdefault(row["type"], {})[row["status"]] = int(row["n"])
+    print("platform events by type: " + (", ".join(
+        f"{t} " + " ".join(f"{s}={n}" for s, n in sorted(c.items()))
+        for t, c in sorted(by_type.items())
+    ) or "none"))  # fmt: skip
+    seen: set[str] = set()
+    shown = 0
+    print("sample SMS texts (masked, as stored):")
+    for row in samples:
+        if row["content"] in seen or shown == 3:
+            continue
+        seen.add(row["content"])
+        shown += 1
+        print(f"   [{row['kind']}, {row['status']}] {row['content']}")
+    base = sim_url.removesuffix("/v1")
+    sms_ledger = httpx.get(f"{base}{sim_sms.MOUNT}/_sim/ledger", timeout=10).json()
+    platform_ledger = httpx.get(f"{base}{sim_platform.MOUNT}/_sim/ledger", timeout=10).json()
+    sms_totals, platform_totals = sms_ledger["totals"], platform_ledger["totals"]
+    forbidden = {
+        "duplicate sends": len(sms_totals.get("duplicate_sends", [])),
+        "blind resends": len(sms_totals.get("blind_resends", [])),
+        "conflicting bodies": len(platform_totals.get("conflicting_bodies", [])),
+        "out-of-order events": len(platform_totals.get("out_of_order", [])),
+        "bad signatures": int(platform_totals.get("bad_signatures", 0)),
+    }
+    received = set(platform_ledger.get("events", {}))
+    missing, strangers = delivered_ids - received, received - delivered_ids
+    print(
+        f"SMS provider: {sms_totals.get('sends', 0)} sends, {sms_totals.get('lookups', 0)} "
+        f"lookups by reference; faults injected {sms_totals.get('faults', {})}"
+    )
+    print(
+        f"platform: {platform_totals.get('received', 0)} POSTs of "
+        f"{platform_totals.get('distinct', 0)} events ({platform_totals.get('redeliveries', 0)} "
+        f"redeliveries); faults injected {platform_totals.get('faults', {})}"
+    )
+    print(
+        "   must be 0: "
+        + ", ".join(f"{what} {n}" for what, n in forbidden.items())
+        + f", delivered but not at the platform {len(missing)}, at the platform but not "
+        f"delivered {len(strangers)}"
+    )
+    ok = settled and not any(forbidden.values()) and not missing and not strangers
+    if not ok:
+        bad = [f"{what} {n}" for what, n in forbidden.items() if n]
+        if missing or strangers:
+            bad.append(f"events delivered != events at the platform ({len(missing)}, "
+                       f"{len(strangers)})")  # fmt: skip
+        if not settled:
+            bad.append("SMS or events left unsettled")
+        print("!" * 78)
+        print(f"!! OUTBOX INVARIANTS BROKEN: {'; '.join(bad)}")
+        print("!" * 78)
+    state = "every SMS and event settled" if settled else "SMS or events left unsettled"
+    print(f"\nRESULT (SMS and events): {'OK' if ok else 'FAILED'} ({state})")
+    return ok
 
 
 def _summary(

@@ -486,3 +486,6 @@ def test_demo_from_the_wheel_on_embedded_servers(venv: Venv, spawn: Spawn) -> No
 
     assert code == 0, demo.tail()
     assert "RESULT: OK" in demo.text()
+    # the notify: process sent every outcome's SMS and event; none twice, none out of order
+    assert "RESULT (SMS and events): OK" in demo.text()
+    assert "duplicate sends 0, blind resends 0, conflicting bodies 0" in demo.text()
