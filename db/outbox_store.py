@@ -228,3 +228,13 @@ class OutboxStore:
         """{(box, kind or type, status): n}."""
         rows: list[dict[str, Any]] = self.store.fetch_all("outbox_counts")
         return {(str(r["box"]), str(r["kind"]), str(r["status"])): int(r["n"]) for r in rows}
+
+    # -- the admin's outbox actions (fulfillment/services/admin.py) ------------------------
+
+    def sms_state(self, sms_id: int) -> Row | None:
+        """id, order_id, kind, status of one SMS; None if there is none."""
+        return self.store.fetch_one("sms_state", {"id": sms_id})
+
+    def event_state(self, row_id: int) -> Row | None:
+        """id, event_id, order_id, type, status of one event; None if there is none."""
+        return self.store.fetch_one("event_state", {"id": row_id})

@@ -930,3 +930,13 @@ RETURNING id, order_id;
 SELECT 'sms' AS box, kind, status, count(*) AS n FROM customer_sms GROUP BY kind, status
 UNION ALL
 SELECT 'event', type, status, count(*) FROM platform_events GROUP BY type, status;
+
+-- ---- the admin's outbox actions (fulfillment/services/admin.py) -------------------------
+
+-- name: sms_state
+-- One SMS's order and status: why an admin's retry changed nothing (no such SMS, not failed).
+SELECT id, order_id, kind, status FROM customer_sms WHERE id = %(id)s;
+
+-- name: event_state
+-- One event's order, event_id and status: the audit of a resend, or why it changed nothing.
+SELECT id, event_id, order_id, type, status FROM platform_events WHERE id = %(id)s;

@@ -1,6 +1,11 @@
-"""`fulfillment orders|status|retry|dlq|export|stats`: the admin surface at a terminal.
+"""`fulfillment orders|status|retry|dlq|sms|events|export|stats`: the admin surface at a
+terminal.
 
 `fulfillment status ORDER_ID` is `fulfillment orders show ORDER_ID` under a shorter name.
+
+The customer's SMS and the platform's outcome events that failed are listed with
+`sms failed` and `events failed`, and sent again with `sms retry ID...` and
+`events resend ID...`, each with --reason.
 
 An order whose vendor outcome stayed unknown (status outcome_unknown) is decided with
 `orders recheck`, `orders mark-delivered` or `orders mark-not-delivered`, each with --reason.
@@ -29,10 +34,14 @@ from fulfillment.cli.admin_commands import (
     cmd_dlq_dismiss,
     cmd_dlq_list,
     cmd_dlq_requeue,
+    cmd_events_failed,
+    cmd_events_resend,
     cmd_export,
     cmd_orders_list,
     cmd_orders_show,
     cmd_retry,
+    cmd_sms_failed,
+    cmd_sms_retry,
     cmd_stats,
 )
 from fulfillment.cli.output import fail, json_flag
@@ -47,6 +56,7 @@ from fulfillment.runtime import bootstrap
 from fulfillment.services.admin import (
     MAX_PAGE,
     MAX_REASON,
+    MAX_ROW_ID,
     MAX_TRANSACTION_ID,
     Decision,
     search_key,
@@ -89,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _orders_and_retry(sub)
     _show_args(sub.add_parser("status", help="the same as `orders show`"))
     _dlq(sub)
+    _outbox(sub)
 
     p = sub.add_parser("export", help="CSV of every matching order, streamed")
     _filters(p, status_default=None)
@@ -181,6 +192,33 @@ def _dlq(sub: Any) -> None:
     p.set_defaults(func=cmd_dlq_delete, parser=p)
 
 
+def _outbox(sub: Any) -> None:
+    """`sms failed|retry` and `events failed|resend`: the outboxes' failures."""
+    for box, what, noun, verb, list_func, act_func in (
+        ("sms", "the customer's SMS", "SMS", "retry", cmd_sms_failed, cmd_sms_retry),
+        (
+            "events",
+            "the platform's outcome events",
+            "event",
+            "resend",
+            cmd_events_failed,
+            cmd_events_resend,
+        ),
+    ):
+        group = sub.add_parser(box, help=f"{what}: failed / {verb}")
+        actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+        p = actions.add_parser("failed", help=f"each failed {noun}, newest first")
+        p.add_argument("--limit", type=_limit, default=50, help=f"rows (1-{MAX_PAGE})")
+        json_flag(p)
+        p.set_defaults(func=list_func)
+        plural = noun if noun == "SMS" else f"{noun}s"
+        p = actions.add_parser(verb, help=f"send failed {plural} again (others are refused)")
+        p.add_argument("ids", nargs="+", type=_row_id, metavar="ID", help=f"{noun} ids")
+        _reason_flag(p)
+        json_flag(p)
+        p.set_defaults(func=act_func)
+
+
 def _filters(p: argparse.ArgumentParser, *, status_default: str | None) -> None:
     p.add_argument(
         "--status",
@@ -214,6 +252,12 @@ def _since(text: str) -> datetime:
 def _limit(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_PAGE}, not {text!r}")
+    return int(text)
+
+
+def _row_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"an id is a whole number from 1, not {text!r}")
     return int(text)
 
 

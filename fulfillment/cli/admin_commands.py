@@ -1,5 +1,6 @@
 """The admin CLI's commands (`orders list|show|recheck|mark-delivered|mark-not-delivered`,
-`status` (= `orders show`), `retry`, `dlq ...`, `export`, `stats`).
+`status` (= `orders show`), `retry`, `dlq ...`, `sms failed|retry`, `events failed|resend`,
+`export`, `stats`).
 
 One function per subcommand, each handed the parsed arguments by fulfillment.cli.admin and
 returning the exit status: it reads or acts through the same AdminService as the web process
@@ -120,6 +121,38 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
     ]
     print(f"\nnotifications ({len(notes)})")
     print_rows(["at", "kind", "webhook", "message"], notes, "none", width=BODY_CHARS)
+    sms = [
+        [
+            m["id"],
+            m["created_at"],
+            m["kind"],
+            m["status"],
+            m["provider_status"],
+            m["attempts"],
+            m["last_error"] or m["skip_reason"],
+            m["content"],
+        ]
+        for m in detail["sms"]
+    ]
+    print(f"\nsms ({len(sms)})")
+    cols = ["id", "at", "kind", "status", "provider", "tries", "error / skipped", "text"]
+    print_rows(cols, sms, "none", width=BODY_CHARS)
+    events = [
+        [
+            e["id"],
+            e["created_at"],
+            e["type"],
+            e["status"],
+            e["attempts"],
+            e["last_http_status"],
+            e["last_error"],
+            e["event_id"],
+        ]
+        for e in detail["events"]
+    ]
+    print(f"\nevents ({len(events)})")
+    cols = ["id", "at", "type", "status", "tries", "http", "error", "event id"]
+    print_rows(cols, events, "none", width=BODY_CHARS)
     return 0
 
 
@@ -160,6 +193,38 @@ def _list_messages(dlq: DeadMessageQueue, args: argparse.Namespace) -> int:
     rows = [[m.id, m.failed_at, m.actor, json.dumps(m.args), m.body] for m in messages]
     if rows:
         print_rows(["message id", "failed", "actor", "args", "body"], rows, "", width=BODY_CHARS)
+    return 0
+
+
+def cmd_sms_failed(args: argparse.Namespace) -> int:
+    service = _service()
+    count, rows = service.outbox_counts()["sms"].get("failed", 0), service.failed_sms(args.limit)
+    if args.json:
+        print_json({"count": count, "sms": rows})
+        return 0
+    print(f"{count} failed SMS" + (f", the newest {len(rows)} shown" if count > len(rows) else ""))
+    keys = ["id", "order_id", "kind", "generation", "provider_status", "attempts", "last_error"]
+    cols = ["id", "order", "kind", "gen", "provider", "tries", "last error", "updated"]
+    table_rows = [[r[k] for k in keys] + [r["updated_at"]] for r in rows]
+    if table_rows:
+        print_rows(cols, table_rows, "", width=BODY_CHARS)
+    return 0
+
+
+def cmd_events_failed(args: argparse.Namespace) -> int:
+    service = _service()
+    count = service.outbox_counts()["event"].get("failed", 0)
+    rows = service.failed_events(args.limit)
+    if args.json:
+        print_json({"count": count, "events": rows})
+        return 0
+    shown = f", the newest {len(rows)} shown" if count > len(rows) else ""
+    print(f"{count} failed event(s){shown}")
+    keys = ["id", "order_id", "type", "generation", "attempts", "last_http_status", "last_error"]
+    cols = ["id", "order", "type", "gen", "tries", "http", "last error", "updated"]
+    table_rows = [[r[k] for k in keys] + [r["updated_at"]] for r in rows]
+    if table_rows:
+        print_rows(cols, table_rows, "", width=BODY_CHARS)
     return 0
 
 
@@ -233,6 +298,16 @@ def cmd_decide(args: argparse.Namespace) -> int:
         refused = {"orderId": oid, "ok": False, "code": exc.code, "message": str(exc)}
         return _report([refused], args.json)
     return _report([result.as_dict()], args.json)
+
+
+def cmd_sms_retry(args: argparse.Namespace) -> int:
+    results = _service().retry_sms(args.ids, actor=_actor(), reason=args.reason)
+    return _report([r.as_dict() for r in results], args.json)
+
+
+def cmd_events_resend(args: argparse.Namespace) -> int:
+    results = _service().resend_events(args.ids, actor=_actor(), reason=args.reason)
+    return _report([r.as_dict() for r in results], args.json)
 
 
 def cmd_dlq_requeue(args: argparse.Namespace) -> int:
@@ -319,6 +394,8 @@ def _report(results: list[dict[str, Any]], as_json: bool) -> int:
     else:
         for r in results:
             subject = r.get("orderId") or r.get("messageId")
+            if "id" in r:  # an SMS or an event
+                subject = f"{r['id']} (order {r['orderId'] or '-'})"
             state = "ok" if r["ok"] else "refused"
             print(f"{state:<8} {subject}  {r['code']}  {r['message']}")
         print(f"{ok} done, {len(results) - ok} refused" if results else "nothing matched")

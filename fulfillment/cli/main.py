@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return web_main(args_list[1:])
     if args_list[:1] in (
         ["orders"], ["status"], ["retry"], ["dlq"], ["export"], ["stats"],
-        ["pause"], ["resume"], ["pauses"],
+        ["pause"], ["resume"], ["pauses"], ["sms"], ["events"],
     ):  # fmt: skip
         from fulfillment.cli.admin import main as admin_main
 

@@ -1,5 +1,6 @@
-"""Admin use cases: list, search, stats, detail, retry, trigger, dismiss, export, and the
-three decisions on an outcome unknown (recheck, mark delivered, mark not delivered).
+"""Admin use cases: list, search, stats, detail, retry, trigger, dismiss, export, the
+three decisions on an outcome unknown (recheck, mark delivered, mark not delivered), and the
+outboxes' failures: list the failed customer SMS and platform events, retry or resend them.
 
 The web process and the CLI call these, so both follow the same rules and leave the same
 audit rows. No SQL here (db/admin_store.py), no HTTP (fulfillment/web/).
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
 from db.admin_store import VIEW_FILTERS, AdminStore, Keyset, OrderFilter
+from db.outbox_store import OutboxStore
 from db.store import Row, Store
 from fulfillment.domain.constants import KNOWN_NETWORKS
 from fulfillment.domain.errors import (
@@ -28,7 +31,7 @@ from fulfillment.domain.errors import (
 )
 from fulfillment.domain.networks import DEFAULT_ROUTES, VENDOR_NAMES, number_note
 from fulfillment.domain.order import parse_order_id
-from fulfillment.domain.phone import mask_phone
+from fulfillment.domain.phone import mask_phone, mask_phones_in_text
 from fulfillment.telemetry.logs import get_logger
 
 log = get_logger("fulfillment.admin")
@@ -36,6 +39,8 @@ log = get_logger("fulfillment.admin")
 MAX_PAGE = 500
 MAX_REASON = 500
 MAX_TRANSACTION_ID = 128
+#: the largest SMS or event id (a bigserial)
+MAX_ROW_ID = 2**63 - 1
 
 
 def search_key(typed: str) -> str | None:
@@ -76,12 +81,22 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
-    order_id: str
+    order_id: str  # '' for an SMS or event id that names no row
     ok: bool
     code: str
     message: str
+    #: the SMS or event acted on (an outbox action); None for an action on an order
+    row_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        if self.row_id is not None:
+            return {
+                "id": self.row_id,
+                "orderId": self.order_id or None,
+                "ok": self.ok,
+                "code": self.code,
+                "message": self.message,
+            }
         return {"orderId": self.order_id, "ok": self.ok, "code": self.code, "message": self.message}
 
 
@@ -160,9 +175,11 @@ class AdminService:
     #: reconciler's outbox sweep sends them)
     announce: Callable[[str], None] | None = None
     admin: AdminStore = field(init=False)
+    outbox: OutboxStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.admin = AdminStore(self.store)
+        self.outbox = OutboxStore(self.store)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -222,6 +239,8 @@ class AdminService:
             "attempts": attempts,
             "audit": self.admin.audit(oid),
             "notifications": self.admin.notifications(oid),
+            "sms": [outbox_view(r, SMS_FIELDS) for r in self.outbox.order_sms(oid)],
+            "events": [outbox_view(r, EVENT_FIELDS) for r in self.outbox.order_events(oid)],
         }
 
     def order(self, order_id: str) -> dict[str, Any]:
@@ -476,6 +495,85 @@ class AdminService:
             f"cannot {action}: the order is {status}, not outcome unknown",
         )
 
+    # -- the outboxes: the customer's SMS and the platform's events --------------------
+
+    def failed_sms(self, limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """SMS given up on or failed at the provider, newest first (outbox_view: never the
+        number): what an admin may retry."""
+        rows = self.outbox.failed_sms(max(1, min(limit, MAX_PAGE)))
+        return [outbox_view(r, SMS_FIELDS) for r in rows]
+
+    def failed_events(self, limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """Outcome events given up on, newest first: what an admin may resend."""
+        rows = self.outbox.failed_events(max(1, min(limit, MAX_PAGE)))
+        return [outbox_view(r, EVENT_FIELDS) for r in rows]
+
+    def outbox_counts(self) -> dict[str, dict[str, int]]:
+        """{"sms" | "event": {status: n}}, every kind or type summed."""
+        counts: dict[str, dict[str, int]] = {"sms": {}, "event": {}}
+        for (box, _kind, status), n in self.outbox.counts().items():
+            by_status = counts.setdefault(box, {})
+            by_status[status] = by_status.get(status, 0) + n
+        return counts
+
+    def retry_sms(
+        self, sms_ids: Sequence[int | str], *, actor: str, reason: str
+    ) -> builtins.list[ActionResult]:
+        """Queue each failed SMS again, now, audited (sms_retry); any other is refused and left
+        as it was. One the provider took gets a new ClientReference (to the provider a new
+        SMS); one it never took keeps its own, so an unanswered send is looked up first."""
+        why, ids = _reason(reason), _row_ids(sms_ids)
+        results = []
+        for sms_id in ids:
+            row = self.outbox.retry_sms(sms_id)
+            if row is None:
+                results.append(_outbox_refusal("sms", sms_id, self.outbox.sms_state(sms_id)))
+                continue
+            oid = str(row["order_id"])
+            details = {"sms_id": sms_id, "client_reference": row["client_reference"]}
+            self.admin.record(
+                actor=actor, action="sms_retry", order_id=oid, reason=why, details=details
+            )
+            self._announce(oid)
+            log.info("admin.sms_retried", order_id=oid, sms_id=sms_id, actor=actor)
+            results.append(
+                ActionResult(oid, True, "SMS_QUEUED", "the SMS is queued to send again", sms_id)
+            )
+        return results
+
+    def resend_events(
+        self, event_ids: Sequence[int | str], *, actor: str, reason: str
+    ) -> builtins.list[ActionResult]:
+        """Make each failed event pending again, now, audited (event_resend); the platform gets
+        the same event_id and body (it deduplicates). Any other is refused, left as it was."""
+        why, ids = _reason(reason), _row_ids(event_ids)
+        results = []
+        for row_id in ids:
+            row = self.outbox.resend_event(row_id)
+            state = self.outbox.event_state(row_id)
+            if row is None:
+                results.append(_outbox_refusal("event", row_id, state))
+                continue
+            oid = str(row["order_id"])
+            details: dict[str, Any] = {"event_row": row_id}
+            if state is not None:
+                details |= {"event_id": str(state["event_id"]), "type": state["type"]}
+            self.admin.record(
+                actor=actor, action="event_resend", order_id=oid, reason=why, details=details
+            )
+            self._announce(oid)
+            log.info(
+                "admin.event_resent",
+                order_id=oid,
+                event_row=row_id,
+                event_id=details.get("event_id"),
+                actor=actor,
+            )
+            results.append(
+                ActionResult(oid, True, "EVENT_QUEUED", "the event is queued to send again", row_id)
+            )
+        return results
+
     # -- export --------------------------------------------------------------------------
 
     def export_rows(self, flt: OrderFilter) -> Iterator[builtins.list[str]]:
@@ -535,6 +633,107 @@ def view_row(row: Row) -> dict[str, Any]:
         "fulfilled_at": _iso(row.get("fulfilled_at")),
         "vendor_transaction_id": row.get("vendor_transaction_id"),
     }
+
+
+#: what admins see of an SMS or an event (outbox_view): never the phone number; the keys a
+#: query's row has (an order's detail has more than a list of failures)
+SMS_FIELDS = (
+    "id",
+    "order_id",
+    "generation",
+    "kind",
+    "status",
+    "provider_status",
+    "provider_message_id",
+    "client_reference",
+    "attempts",
+    "status_checks",
+    "in_flight",
+    "content",
+    "last_error",
+    "skip_reason",
+    "sent_at",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+EVENT_FIELDS = (
+    "id",
+    "event_id",
+    "order_id",
+    "generation",
+    "type",
+    "status",
+    "attempts",
+    "last_http_status",
+    "last_error",
+    "delivered_at",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+_FREE_TEXT = frozenset({"content", "last_error", "skip_reason"})
+
+
+def outbox_view(row: Row, fields: Sequence[str]) -> dict[str, Any]:
+    """An SMS or event row as admins see it: only `fields` (never phone_number), phone-like
+    text masked in its text and errors, ISO-8601 UTC times, ids as text."""
+    out: dict[str, Any] = {}
+    for key in fields:
+        if key not in row:
+            continue
+        value = row[key]
+        if isinstance(value, datetime):
+            value = _iso(value)
+        elif isinstance(value, UUID):
+            value = str(value)
+        elif key in _FREE_TEXT and value is not None:
+            value = mask_phones_in_text(str(value))
+        out[key] = value
+    return out
+
+
+_NOT_FAILED = {
+    "queued": "it is queued to be sent",
+    "sent": "the provider took it; its report is being read",
+    "delivered": "it was delivered",
+    "undeliverable": "the provider reported the number cannot take it",
+    "skipped": "it was skipped on purpose (see its skip reason)",
+    "pending": "it is being sent",
+}
+
+
+def _outbox_refusal(box: str, row_id: int, state: Row | None) -> ActionResult:
+    """Why a retry (SMS) or resend (event) changed nothing: no such row, or not failed."""
+    noun, verb, code = ("SMS", "retry", "SMS") if box == "sms" else ("event", "resend", "EVENT")
+    if state is None:
+        return ActionResult("", False, f"{code}_NOT_FOUND", f"no {noun} with id {row_id}", row_id)
+    status = str(state["status"])
+    if status == "delivered" and box == "event":
+        why = "the platform acknowledged it"
+    else:
+        why = _NOT_FAILED.get(status, f"it is {status}")
+    return ActionResult(
+        str(state["order_id"]),
+        False,
+        f"{code}_NOT_FAILED",
+        f"cannot {verb}: {why}; only a failed {noun} is sent again",
+        row_id,
+    )
+
+
+def _row_ids(values: Sequence[int | str]) -> list[int]:
+    """Distinct SMS or event ids in the order given; InvalidOrder, before anything is done,
+    for one that is not a whole number from 1 to MAX_ROW_ID."""
+    ids = []
+    for value in values:
+        text = str(value).strip()
+        if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,19}", text):
+            raise InvalidOrder("ids", f"{text[:40]!r} is not an id (a whole number)")
+        if not 1 <= int(text) <= MAX_ROW_ID:
+            raise InvalidOrder("ids", f"{text} is not an id (1 to {MAX_ROW_ID})")
+        ids.append(int(text))
+    return list(dict.fromkeys(ids))
 
 
 def _cell(value: object) -> str:

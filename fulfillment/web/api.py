@@ -5,7 +5,8 @@
 - `/api/admin/...` (bearer ADMIN_TOKEN, or the dashboard's session cookie; with the cookie, a
   state-changing call also sends `X-CSRF-Token`): list, detail, stats, retry, dismiss, the
   three decisions on an outcome unknown (recheck, mark delivered, mark not delivered),
-  Dramatiq's own dead-letter queue, and the runtime pause (`/pauses`, `/pause`, `/resume`).
+  the outboxes' failures (`/sms`, `/sms/retry`, `/events`, `/events/resend`), Dramatiq's own
+  dead-letter queue, and the runtime pause (`/pauses`, `/pause`, `/resume`).
 
 Routes are sync functions (FastAPI runs them in its threadpool: the store and Redis block).
 The rules live in fulfillment/services/admin.py; this module only shapes answers.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import inspect
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Security
@@ -52,6 +53,11 @@ from fulfillment.web.api_models import (
     DlqActionResponse,
     DlqIds,
     DlqResponse,
+    EventView,
+    FailedEventsResponse,
+    FailedEventView,
+    FailedSmsResponse,
+    FailedSmsView,
     FulfillmentAction,
     FulfillmentRef,
     FulfillmentState,
@@ -61,6 +67,9 @@ from fulfillment.web.api_models import (
     OrderDetail,
     OrderPage,
     OrderView,
+    OutboxActionsResponse,
+    OutboxIds,
+    OutboxResultView,
     PauseBody,
     PauseInfo,
     PauseResponse,
@@ -70,6 +79,7 @@ from fulfillment.web.api_models import (
     ResumeResponse,
     RetryFiltered,
     RetrySelected,
+    SmsView,
     Stats,
     StatsResponse,
     StatusFilter,
@@ -260,6 +270,8 @@ def order_detail(order_id: UUID, request: Request) -> OrderDetail:
         attempts=attempts,
         audit=[AuditEntry.model_validate(_plain(r)) for r in detail["audit"]],
         notifications=[NotificationView.model_validate(_plain(r)) for r in detail["notifications"]],
+        sms=[SmsView.model_validate(r) for r in detail["sms"]],
+        events=[EventView.model_validate(r) for r in detail["events"]],
     )
 
 
@@ -341,6 +353,80 @@ def stats(request: Request, network: NetworkCode | None = None) -> StatsResponse
 def dismiss_dead_letters(body: DismissBody, request: Request, actor: Admin) -> ActionsResponse:
     service = web_deps(request).service
     return _actions(service.dismiss(body.order_ids, actor=actor, reason=body.reason))
+
+
+# -- the outboxes' failures: the customer's SMS and the platform's events ----------------------
+
+
+def _outbox_actions(results: list[ActionResult]) -> OutboxActionsResponse:
+    ok = sum(1 for r in results if r.ok)
+    return OutboxActionsResponse(
+        total=len(results),
+        succeeded=ok,
+        refused=len(results) - ok,
+        results=[OutboxResultView.model_validate(r.as_dict()) for r in results[:MAX_RESULTS]],
+    )
+
+
+@admin.get(
+    "/sms",
+    response_model=FailedSmsResponse,
+    responses=errors(422),
+    summary="Customer SMS given up on or failed at the provider, newest first",
+)
+def list_sms(
+    request: Request,
+    status: Literal["failed"] = "failed",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> FailedSmsResponse:
+    service = web_deps(request).service
+    return FailedSmsResponse(
+        count=service.outbox_counts()["sms"].get(status, 0),
+        sms=[FailedSmsView.model_validate(r) for r in service.failed_sms(limit)],
+    )
+
+
+@admin.post(
+    "/sms/retry",
+    response_model=OutboxActionsResponse,
+    responses=errors(400, 403, 422),
+    summary="Send failed SMS again (any other is refused, unchanged)",
+)
+def retry_sms(body: OutboxIds, request: Request, actor: Admin) -> OutboxActionsResponse:
+    service = web_deps(request).service
+    return _outbox_actions(service.retry_sms(body.ids, actor=actor, reason=body.reason))
+
+
+@admin.get(
+    "/events",
+    response_model=FailedEventsResponse,
+    responses=errors(422),
+    summary="Outcome events the platform never acknowledged (given up on), newest first",
+)
+def list_events(
+    request: Request,
+    status: Literal["failed"] = "failed",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> FailedEventsResponse:
+    service = web_deps(request).service
+    return FailedEventsResponse(
+        count=service.outbox_counts()["event"].get(status, 0),
+        events=[FailedEventView.model_validate(r) for r in service.failed_events(limit)],
+    )
+
+
+@admin.post(
+    "/events/resend",
+    response_model=OutboxActionsResponse,
+    responses=errors(400, 403, 422),
+    summary="Send failed outcome events again: the same event_id and body (others are refused)",
+)
+def resend_events(body: OutboxIds, request: Request, actor: Admin) -> OutboxActionsResponse:
+    service = web_deps(request).service
+    return _outbox_actions(service.resend_events(body.ids, actor=actor, reason=body.reason))
+
+
+# -- Dramatiq's own dead-letter queue ------------------------------------------------------------
 
 
 @admin.get(

@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from fulfillment.domain.pause import MAX_PAUSE_REASON
-from fulfillment.services.admin import MAX_REASON, MAX_TRANSACTION_ID
+from fulfillment.services.admin import MAX_REASON, MAX_ROW_ID, MAX_TRANSACTION_ID
 
 #: Order ids one retry or dismiss call may name (allFiltered names none: the service walks it).
 MAX_IDS = 1000
@@ -243,12 +243,53 @@ class NotificationView(BaseModel):
     created_at: str | None = None
 
 
+class SmsView(BaseModel):
+    """One customer SMS of an order (services.admin.outbox_view): never the phone number; its
+    text and errors with phone-like text masked."""
+
+    id: int
+    generation: int = Field(description="the order's outcome generation (an admin retry: +1)")
+    kind: str = Field(description="delivered | failed")
+    status: str = Field(description="queued | sent | delivered | failed | undeliverable | skipped")
+    provider_status: str | None = None
+    provider_message_id: str | None = None
+    client_reference: str
+    attempts: int
+    status_checks: int
+    in_flight: bool = Field(description="a send whose answer was not read: looked up first")
+    content: str | None = Field(default=None, description="the text sent (or to send)")
+    last_error: str | None = None
+    skip_reason: str | None = None
+    sent_at: str | None = None
+    next_attempt_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class EventView(BaseModel):
+    """One outcome event of an order, as the platform is told it."""
+
+    id: int
+    event_id: str = Field(description="the platform deduplicates on it")
+    generation: int
+    type: str = Field(description="order.fulfilled | order.failed | order.resolved")
+    status: str = Field(description="pending | delivered | failed")
+    attempts: int
+    last_http_status: int | None = None
+    last_error: str | None = None
+    delivered_at: str | None = None
+    next_attempt_at: str | None = None
+    created_at: str | None = None
+
+
 class OrderDetail(BaseModel):
     success: Literal[True] = True
     order: OrderView
     attempts: list[AttemptView]
     audit: list[AuditEntry]
     notifications: list[NotificationView]
+    sms: list[SmsView] = Field(description="the customer's SMS, one per outcome and kind")
+    events: list[EventView] = Field(description="what the platform is told, in order")
 
 
 class Stats(BaseModel):
@@ -333,6 +374,80 @@ class ActionsResponse(BaseModel):
     succeeded: int
     refused: int
     results: list[ActionResultView] = Field(description=f"the first {MAX_RESULTS} results")
+
+
+# -- the outboxes' failures -----------------------------------------------------------------
+
+#: the largest whole number JSON carries exactly everywhere (a double's 53 bits; a schema's
+#: maximum of MAX_ROW_ID would be read back as 2**63 by many clients)
+MAX_JSON_ID = min(MAX_ROW_ID, 2**53 - 1)
+#: an SMS or event id (a bigserial)
+RowId = Annotated[int, Field(ge=1, le=MAX_JSON_ID)]
+
+
+class FailedSmsView(BaseModel):
+    """An SMS an admin may retry (given up, or failed at the provider)."""
+
+    id: int
+    order_id: str
+    generation: int
+    kind: str
+    status: str
+    provider_status: str | None = None
+    attempts: int
+    last_error: str | None = None
+    updated_at: str | None = None
+
+
+class FailedSmsResponse(BaseModel):
+    success: Literal[True] = True
+    count: int = Field(description="every failed SMS (the list shows the newest `limit`)")
+    sms: list[FailedSmsView]
+
+
+class FailedEventView(BaseModel):
+    """An outcome event given up on, for an admin to resend."""
+
+    id: int
+    event_id: str
+    order_id: str
+    generation: int
+    type: str
+    status: str
+    attempts: int
+    last_http_status: int | None = None
+    last_error: str | None = None
+    updated_at: str | None = None
+
+
+class FailedEventsResponse(BaseModel):
+    success: Literal[True] = True
+    count: int = Field(description="every failed event (the list shows the newest `limit`)")
+    events: list[FailedEventView]
+
+
+class OutboxIds(BaseModel):
+    """SMS or event ids to retry or resend, and why (for the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[RowId] = Field(min_length=1, max_length=MAX_IDS)
+    reason: Reason
+
+
+class OutboxResultView(CamelModel):
+    id: int = Field(description="the SMS or event")
+    order_id: str | None = Field(description="its order; null when no row has the id")
+    ok: bool
+    code: str = Field(examples=["SMS_QUEUED", "SMS_NOT_FAILED", "EVENT_NOT_FOUND"])
+    message: str
+
+
+class OutboxActionsResponse(BaseModel):
+    success: Literal[True] = True
+    total: int
+    succeeded: int
+    refused: int
+    results: list[OutboxResultView] = Field(description=f"the first {MAX_RESULTS} results")
 
 
 class DeadMessageView(BaseModel):

@@ -1,14 +1,16 @@
 """The admin dashboard: server-rendered HTML pages at /dashboard/admin/fulfillment.
 
 Pages: orders (stats, filters, phone search, keyset pages, retry), one order's detail
-(attempts, vendor answers, notifications, audit; for an outcome unknown the three decisions:
-recheck, mark delivered, mark not delivered), open dead letters (requeue, dismiss) and
-Dramatiq's own dead-letter queue (requeue, delete). On every page, the runtime pause: a banner
-while the fleet or a network is paused (what, who, why, since when), a resume button per
-pause and a pause form (fulfillment/services/pauses.py). A login form (name + ADMIN_TOKEN)
-sets the signed session cookie; every form carries the session's CSRF token. All rules and
-audit rows come from AdminService and PauseService, the same as the API and the CLI. The
-plumbing (gates, rendering, flash messages, the banner's facts) is in fulfillment.web.pages.
+(attempts, vendor answers, notifications, the customer's SMS and the platform's events, audit;
+for an outcome unknown the three decisions: recheck, mark delivered, mark not delivered), open
+dead letters (requeue, dismiss), the outboxes' failures (failed SMS: retry; failed events:
+resend) and Dramatiq's own dead-letter queue (requeue, delete). On every page, the runtime
+pause: a banner while the fleet or a network is paused (what, who, why, since when), a resume
+button per pause and a pause form (fulfillment/services/pauses.py). A login form (name +
+ADMIN_TOKEN) sets the signed session cookie; every form carries the session's CSRF token. All
+rules and audit rows come from AdminService and PauseService, the same as the API and the
+CLI. The plumbing (gates, rendering, flash messages, the banner's facts) is in
+fulfillment.web.pages.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ log = get_logger("fulfillment.dashboard")
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 PAGE_SIZE = 50
 DLQ_LIMIT = 200
+OUTBOX_LIMIT = 200
 
 router = APIRouter(include_in_schema=False)
 
@@ -368,6 +371,73 @@ def dismiss_dead_letters(
     except InvalidOrder as exc:
         return back_to(request, back, flash("error", f"Dismiss refused: {exc}"))
     return back_to(request, back, results_flash("Dismiss", "dismissed", results))
+
+
+# -- the outboxes' failures: the customer's SMS and the platform's events ---------------------
+
+
+@router.get(PREFIX + "/outbox")
+@page
+def outbox(request: Request, session: Session) -> Response:
+    service = deps_of(request).service
+    return render(
+        request,
+        "outbox.html",
+        session,
+        active="outbox",
+        sms=service.failed_sms(OUTBOX_LIMIT),
+        events=service.failed_events(OUTBOX_LIMIT),
+        counts=service.outbox_counts(),
+        limit=OUTBOX_LIMIT,
+    )
+
+
+@router.post(PREFIX + "/outbox/sms/retry")
+@form_action
+def retry_sms(
+    request: Request,
+    session: Session,
+    csrf: Text = "",
+    reason: Text = "",
+    sms_id: Ids = None,
+    one: Text = "",
+    back: Text = f"{PREFIX}/outbox",
+) -> Response:
+    ids = [one] if one else list(sms_id or [])
+    return _outbox_action(request, session, "sms", ids, reason, back)
+
+
+@router.post(PREFIX + "/outbox/events/resend")
+@form_action
+def resend_events(
+    request: Request,
+    session: Session,
+    csrf: Text = "",
+    reason: Text = "",
+    event_id: Ids = None,
+    one: Text = "",
+    back: Text = f"{PREFIX}/outbox",
+) -> Response:
+    ids = [one] if one else list(event_id or [])
+    return _outbox_action(request, session, "event", ids, reason, back)
+
+
+def _outbox_action(
+    request: Request, session: Session, box: str, ids: list[str], reason: str, back: str
+) -> Response:
+    """Retry the SMS (box "sms") or resend the events picked, flashed on the page it came from."""
+    label, noun = ("Retry", "SMS") if box == "sms" else ("Resend", "event")
+    if not ids:
+        return back_to(request, back, flash("warn", f"{label}: select at least one {noun}."))
+    service = deps_of(request).service
+    try:
+        if box == "sms":
+            results = service.retry_sms(ids, actor=session.actor, reason=reason)
+        else:
+            results = service.resend_events(ids, actor=session.actor, reason=reason)
+    except InvalidOrder as exc:
+        return back_to(request, back, flash("error", f"{label} refused: {exc}"))
+    return back_to(request, back, results_flash(label, "queued", results))
 
 
 # -- the runtime pause: the banner is base.html's; these are its two forms ------------------

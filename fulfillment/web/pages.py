@@ -124,7 +124,12 @@ def results_flash(action: str, done_word: str, results: Sequence[ActionResult]) 
     if refused:
         text += f", {len(refused)} refused"
     kind = "ok" if not refused else ("warn" if done else "error")
-    return flash(kind, text + ".", [f"{r.order_id[:8]}: {r.message}" for r in refused])
+    return flash(kind, text + ".", [f"{_subject(r)}: {r.message}" for r in refused])
+
+
+def _subject(result: ActionResult) -> str:
+    """An order by its first 8 hex digits, an SMS or event by its id."""
+    return result.order_id[:8] if result.row_id is None else f"#{result.row_id}"
 
 
 # -- CSV -----------------------------------------------------------------------------------

@@ -191,6 +191,8 @@ def test_detail_view_retry_with_a_reason_and_the_new_attempt_appears(
     attempts.first.locator("details summary").click()
     expect(attempts.first.locator("pre")).to_contain_text('"code": "INVALID_PHONE"')
     expect(tab.locator("#notifications [data-webhook-state]")).to_have_text("not configured")
+    expect(tab.locator("#sms tr[data-kind=failed] [data-col=status]")).to_have_text("queued")
+    expect(tab.locator("#events tr[data-type='order.failed']")).to_have_count(1)
     expect(tab.locator("#audit tr[data-audit-action]")).to_have_count(0)
 
     # retry asks for a reason: an empty one is not sent
@@ -218,6 +220,9 @@ def test_detail_view_retry_with_a_reason_and_the_new_attempt_appears(
     purchases = tab.locator("#attempts tr.attempt[data-action=purchase]")
     expect(purchases).to_have_count(2)
     expect(purchases.last).to_have_attribute("data-status", "success")
+    # the retry's delivery is a new outcome: a new SMS and a new event after the failure's
+    expect(tab.locator("#sms tr[data-kind=delivered]")).to_have_count(1)
+    expect(tab.locator("#events tr[data-event-row]")).to_have_count(2)
     purchases.first.locator("details summary").click()  # the vendor's refusal, for the picture
     shoot("detail")
     for view in ("failed", "dead_lettered"):
